@@ -1,0 +1,102 @@
+package events
+
+import (
+	"strings"
+	"testing"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+)
+
+func newEvent(t *testing.T, typ string, data string) cloudevents.Event {
+	t.Helper()
+	e := cloudevents.New()
+	e.SetID("1")
+	e.SetSource("test")
+	e.SetType(typ)
+	if data != "" {
+		if err := e.SetData(cloudevents.ApplicationJSON, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+func TestValidate(t *testing.T) {
+	v, err := NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, typ, data string
+		wantErr         string // substring; empty means valid
+	}{
+		{"all namespaces", PodsList, `{"scope":{"allNamespaces":true}}`, ""},
+		{"namespaces and selector", PodsList, `{"scope":{"namespaces":["a","b-2"],"labelSelector":"app=web"}}`, ""},
+		{"explicit pods", PodsList, `{"scope":{"pods":["default:busybox-test","c88b92a8-e8b4-504c-bad4-343d92061871"]}}`, ""},
+		{"missing scope", PodsList, `{}`, "/: missing property 'scope'"},
+		{"empty scope", PodsList, `{"scope":{}}`, "/scope"},
+		{"bad namespace", PodsList, `{"scope":{"namespaces":["Not_A_NS"]}}`, "/scope/namespaces/0"},
+		{"bad pod ref", PodsList, `{"scope":{"pods":["nocolon"]}}`, "/scope/pods/0"},
+		{"unknown field", PodsList, `{"scope":{"allNamespaces":true},"extra":1}`, "extra"},
+		{"wrong type", PodsList, `{"scope":{"allNamespaces":"yes"}}`, "/scope/allNamespaces"},
+		{"not json", PodsList, `{"scope":`, "not valid JSON"},
+		{"no data", PodsList, ``, "data: missing"},
+		{"show by name", PodShow, `{"pod":"default:busybox-test"}`, ""},
+		{"show empty", PodShow, `{"pod":""}`, "/pod"},
+		{"unknown type", "dev.example.other", `{}`, "not in the podguard catalog"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := v.Validate(newEvent(t, tt.typ, tt.data))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("want error containing %q, got none", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Fatalf("error %q does not contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestValidateRejectsNonJSONContentType(t *testing.T) {
+	v, err := NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEvent(t, PodsList, "")
+	_ = e.SetData("text/plain", []byte(`{"scope":{"allNamespaces":true}}`))
+	if err := v.Validate(e); err == nil || !strings.Contains(err.Error(), "datacontenttype") {
+		t.Fatalf("want datacontenttype error, got %v", err)
+	}
+}
+
+func TestScopeCheck(t *testing.T) {
+	for _, tt := range []struct {
+		s       Scope
+		wantErr string
+	}{
+		{Scope{AllNamespaces: true}, ""},
+		{Scope{Namespaces: []string{"a"}, LabelSelector: "x=y"}, ""},
+		{Scope{}, "name one of"},
+		{Scope{AllNamespaces: true, Namespaces: []string{"a"}}, "exclusive"},
+		{Scope{Pods: []string{"a:b"}, LabelSelector: "x"}, "labelSelector"},
+	} {
+		err := tt.s.Check()
+		if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Check(%+v) = %v, want %q", tt.s, err, tt.wantErr)
+		}
+	}
+}
+
+func TestEveryCatalogTypeHasSchema(t *testing.T) {
+	for _, ty := range Catalog() {
+		if _, err := Schema(ty.Name); err != nil {
+			t.Errorf("%s: %v", ty.Name, err)
+		}
+		if len(ty.Producers) == 0 || len(ty.Consumers) == 0 {
+			t.Errorf("%s: producers and consumers must be named", ty.Name)
+		}
+	}
+}

@@ -1,0 +1,179 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/kelseyhightower/envconfig"
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+)
+
+// Base is the configuration every function reads from the environment: the Knative
+// runtime contract plus logging and timing knobs.
+type Base struct {
+	// Port is where the CloudEvents endpoint and the probes listen (Knative sets PORT).
+	Port int `envconfig:"PORT" default:"8080"`
+	// Host to bind; Knative needs all interfaces, local mode binds 127.0.0.1.
+	Host string `envconfig:"BIND_HOST" default:""`
+	// Sink receives emitted and reply events (K_SINK, set by a SinkBinding or the local runner).
+	Sink string `envconfig:"K_SINK"`
+	// CEOverrides is K_CE_OVERRIDES: extension attributes for every emitted event.
+	CEOverrides string `envconfig:"K_CE_OVERRIDES"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	// HandlerTimeout bounds one event's handling.
+	HandlerTimeout time.Duration `envconfig:"HANDLER_TIMEOUT" default:"5m"`
+	// DrainTimeout bounds the wait for in-flight requests after SIGTERM.
+	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"30s"`
+}
+
+// Env is what the runtime hands to a step's constructor.
+type Env struct {
+	// Sink sends events to the broker; nil when K_SINK is not set.
+	Sink Sender
+}
+
+// Function describes one function to Main.
+type Function[C any] struct {
+	// Name is the function's name, used in logs and as the source of its events.
+	Name string
+	// Accepts lists the event types it handles.
+	Accepts []string
+	// New builds the step from its typed configuration.
+	New func(ctx context.Context, cfg *C, env Env) (Handler, error)
+}
+
+// Main runs f until SIGTERM or SIGINT, then drains in-flight requests. It exits the
+// process with status 1 when the configuration is missing or bad, naming the variable.
+func Main[C any](f Function[C]) {
+	if err := Run(context.Background(), f, nil); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", f.Name, err)
+		os.Exit(1)
+	}
+}
+
+// Run is Main without the exit; ready, when not nil, receives the bound address once the
+// function serves.
+func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error {
+	var base Base
+	if err := envconfig.Process("", &base); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	var cfg C
+	if err := envconfig.Process("", &cfg); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if v, ok := any(&cfg).(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("configuration: %w", err)
+		}
+	}
+	overrides, err := parseOverrides(base.CEOverrides)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	logger, _ := logging.NewLogger("", base.LogLevel)
+	logger = logger.Named(f.Name)
+	defer func() { _ = logger.Sync() }()
+	ctx = logging.WithLogger(ctx, logger)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	env := Env{}
+	if base.Sink != "" {
+		s, err := NewHTTPSender(base.Sink)
+		if err != nil {
+			return fmt.Errorf("configuration: K_SINK: %w", err)
+		}
+		env.Sink = s
+	}
+	h, err := f.New(ctx, &cfg, env)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	v, err := events.NewValidator()
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	srv := NewServer(f.Name, f.Accepts, h, v, ServerOptions{
+		Sink: env.Sink, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger,
+	})
+	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), srv, base.DrainTimeout, logger, ready)
+}
+
+// Serve serves h on addr with /healthz (liveness) and /readyz (readiness) until ctx ends,
+// then fails readiness and drains in-flight requests for up to drain.
+func Serve(ctx context.Context, addr string, h http.Handler, drain time.Duration, logger *zap.SugaredLogger, ready chan<- net.Addr) error {
+	var draining atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	mux.Handle("/", h)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Infow("serving CloudEvents", zap.String("addr", ln.Addr().String()))
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	draining.Store(true)
+	logger.Infow("draining in-flight requests", zap.Duration("timeout", drain))
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("drain: %w", err)
+	}
+	return nil
+}
+
+// HTTPSender sends events to a fixed target over HTTP in binary mode.
+type HTTPSender struct {
+	client cloudevents.Client
+	target string
+}
+
+// NewHTTPSender sends to target (a K_SINK URL).
+func NewHTTPSender(target string) (*HTTPSender, error) {
+	c, err := cloudevents.NewClientHTTP(cloudevents.WithTarget(target))
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", target, err)
+	}
+	return &HTTPSender{client: c, target: target}, nil
+}
+
+// Send delivers e; a non-2xx answer is an error.
+func (s *HTTPSender) Send(ctx context.Context, e event.Event) error {
+	if res := s.client.Send(ctx, e); !cloudevents.IsACK(res) {
+		return fmt.Errorf("send %s %s to %s: %w", e.Type(), e.ID(), s.target, res)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package function
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+)
+
+// Handler is one step: it consumes one event and may answer with one.
+type Handler interface {
+	Handle(ctx context.Context, e event.Event) (*event.Event, error)
+}
+
+// Sender delivers an event to the broker (K_SINK).
+type Sender interface {
+	Send(ctx context.Context, e event.Event) error
+}
+
+// Validator checks event data against the catalog's schemas.
+type Validator interface {
+	Validate(e event.Event) error
+}
+
+// MaxEventBytes bounds an incoming request body. CloudEvents intermediaries only promise
+// 64 KiB; podguard's own requests stay well below this.
+const MaxEventBytes = 1 << 20
+
+// Server is the HTTP CloudEvents endpoint of one function.
+type Server struct {
+	name      string
+	accepts   []string
+	handler   Handler
+	validator Validator
+	sink      Sender // nil: replies go back in the HTTP response
+	overrides map[string]any
+	timeout   time.Duration
+	logger    *zap.SugaredLogger
+}
+
+// ServerOptions configures a Server.
+type ServerOptions struct {
+	// Sink, when set, receives reply events; the request is then answered 202.
+	Sink Sender
+	// Overrides are extension attributes set on every reply (K_CE_OVERRIDES).
+	Overrides map[string]any
+	// Timeout bounds one Handle call; zero means 5 minutes.
+	Timeout time.Duration
+	Logger  *zap.SugaredLogger
+}
+
+// NewServer builds the endpoint of function name, which handles the given event types.
+func NewServer(name string, accepts []string, h Handler, v Validator, o ServerOptions) *Server {
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop().Sugar()
+	}
+	return &Server{name: name, accepts: accepts, handler: h, validator: v, sink: o.Sink,
+		overrides: o.Overrides, timeout: o.Timeout, logger: o.Logger.With(zap.String("function", name))}
+}
+
+// ServeHTTP receives one CloudEvent.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.logger.Errorw("handler panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		}
+	}()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "CloudEvents are delivered with POST", http.StatusMethodNotAllowed)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxEventBytes)
+	e, status, err := s.decode(r)
+	if err != nil {
+		s.logger.Warnw("rejected request", zap.Int("status", status), zap.Error(err))
+		http.Error(w, err.Error(), status)
+		return
+	}
+	log := s.logger.With(zap.String("ce-id", e.ID()), zap.String("ce-type", e.Type()), zap.String("ce-source", e.Source()))
+	ctx, cancel := context.WithTimeout(logging.WithLogger(r.Context(), log), s.timeout)
+	defer cancel()
+
+	start := time.Now()
+	reply, err := s.handler.Handle(ctx, *e)
+	if err != nil {
+		status := StatusOf(err)
+		if status == http.StatusBadRequest {
+			log.Warnw("permanent failure", zap.Error(err), zap.Duration("took", time.Since(start)))
+		} else {
+			log.Errorw("transient failure, the broker will retry", zap.Error(err), zap.Duration("took", time.Since(start)))
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
+	if reply == nil {
+		log.Debugw("handled", zap.Duration("took", time.Since(start)))
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	s.complete(reply, e)
+	if err := reply.Validate(); err != nil {
+		log.Errorw("step produced an invalid reply", zap.Error(err))
+		http.Error(w, "invalid reply event: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	log.Debugw("handled", zap.String("reply-type", reply.Type()), zap.Duration("took", time.Since(start)))
+	if s.sink != nil {
+		if err := s.sink.Send(ctx, *reply); err != nil {
+			log.Errorw("sending reply to the sink failed, the broker will retry", zap.Error(err))
+			http.Error(w, "sending reply: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(reply), http.StatusOK, w); err != nil {
+		log.Errorw("writing reply", zap.Error(err))
+	}
+}
+
+// decode turns the request into a valid event of an accepted type whose data matches the
+// type's schema; any failure is a 4xx with a reason.
+func (s *Server) decode(r *http.Request) (*event.Event, int, error) {
+	ct := r.Header.Get("Content-Type")
+	if strings.HasPrefix(ct, event.ApplicationCloudEventsBatchJSON) { // never retried: the batch would fail again
+		return nil, http.StatusBadRequest, errors.New("batched CloudEvents are not supported: send one event per request")
+	}
+	e, err := cehttp.NewEventFromHTTPRequest(r)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("event larger than %d bytes: events carry references, not bulk data", MaxEventBytes)
+		}
+		return nil, http.StatusBadRequest, fmt.Errorf("not a CloudEvent (binary or structured mode): %v", err)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("invalid CloudEvent: %v", err)
+	}
+	if !slices.Contains(s.accepts, e.Type()) {
+		return nil, http.StatusBadRequest, fmt.Errorf("event type %q is not handled by %s (it accepts %s)", e.Type(), s.name, strings.Join(s.accepts, ", "))
+	}
+	if s.validator != nil {
+		if err := s.validator.Validate(*e); err != nil {
+			return nil, http.StatusBadRequest, err
+		}
+	}
+	return e, 0, nil
+}
+
+// complete fills what a step may leave out of its reply: a deterministic id (derived from
+// the request, so a redelivered request gives the same reply id), source, time, dataschema
+// and the K_CE_OVERRIDES extensions.
+func (s *Server) complete(reply *event.Event, req *event.Event) {
+	if reply.ID() == "" {
+		reply.SetID(DerivedID(req.Source(), req.ID(), reply.Type()))
+	}
+	if reply.Source() == "" {
+		reply.SetSource(events.Source + s.name)
+	}
+	if reply.Time().IsZero() {
+		reply.SetTime(time.Now().UTC())
+	}
+	if reply.DataSchema() == "" {
+		reply.SetDataSchema(events.SchemaURL(reply.Type()))
+	}
+	for k, v := range s.overrides {
+		reply.SetExtension(k, v)
+	}
+}
+
+// DerivedID is a deterministic event id: UUIDv5 over the parts, so the same
+// (operation, checkpoint, resource, step) always names the same event.
+func DerivedID(parts ...string) string {
+	return uuid.NewSHA1(idNamespace, []byte(strings.Join(parts, "\x00"))).String()
+}
+
+var idNamespace = uuid.MustParse("5c2b8f6e-3c1a-5d0e-9a53-0f6f6a1d2b70")
+
+// parseOverrides reads K_CE_OVERRIDES: {"extensions": {"name": "value"}}.
+func parseOverrides(raw string) (map[string]any, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	var o struct {
+		Extensions map[string]any `json:"extensions"`
+	}
+	if err := json.Unmarshal([]byte(raw), &o); err != nil {
+		return nil, fmt.Errorf("K_CE_OVERRIDES: %w", err)
+	}
+	return o.Extensions, nil
+}

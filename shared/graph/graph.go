@@ -1,0 +1,109 @@
+// Package graph holds podguard's protectable resources and their dependency graph, in
+// Karbor's terms: a resource is (type, id, name, extra info); a pod depends on the Cinder
+// volumes behind its persistent volume claims.
+//
+// Ids are Karbor's, so checkpoints and plans carry over from it:
+//
+//	graph.PodID("default", "busybox-test") // "c88b92a8-e8b4-504c-bad4-343d92061871"
+package graph
+
+import (
+	"github.com/google/uuid"
+)
+
+// Resource types.
+const (
+	PodType    = "OS::Kubernetes::Pod"
+	VolumeType = "OS::Cinder::Volume"
+)
+
+// Keys of Resource.ExtraInfo.
+const (
+	InfoNamespace = "namespace"
+	InfoClaim     = "claim"            // PVC name, for a volume reached through a PVC
+	InfoPV        = "persistentVolume" // PV name
+	InfoSource    = "source"           // SourceCSI or SourceInTree
+	InfoPhase     = "phase"            // pod phase when listed
+)
+
+// Volume sources.
+const (
+	SourceCSI    = "csi"     // a PV of the cinder.csi.openstack.org driver
+	SourceInTree = "in-tree" // a PV or pod volume with the legacy in-tree `cinder` source
+)
+
+// CinderCSIDriver is the CSI driver name of OpenStack Cinder.
+const CinderCSIDriver = "cinder.csi.openstack.org"
+
+// Resource is one protectable resource.
+type Resource struct {
+	Type      string            `json:"type"`
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	ExtraInfo map[string]string `json:"extra_info,omitempty"`
+}
+
+// Key is the resource's key in checkpoints and restores: "Type#id".
+func (r Resource) Key() string { return r.Type + "#" + r.ID }
+
+// Node is a resource with the keys of the resources it depends on.
+type Node struct {
+	Resource
+	Children []string `json:"children,omitempty"`
+}
+
+// Problem is a dependency that could not be resolved to a Cinder volume. It is reported,
+// never silently dropped.
+type Problem struct {
+	Pod              string `json:"pod"`
+	Volume           string `json:"volume,omitempty"`
+	Claim            string `json:"claim,omitempty"`
+	PersistentVolume string `json:"persistentVolume,omitempty"`
+	Reason           string `json:"reason"`
+}
+
+// Excluded is a pod that matched the scope but is not protectable.
+type Excluded struct {
+	Pod    string `json:"pod"`
+	Phase  string `json:"phase,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// Graph is the dependency graph of a set of pods. Nodes lists each resource once: a pod is
+// followed by the volumes it is the first to reference, so parents precede their children.
+type Graph struct {
+	Nodes    []Node     `json:"nodes"`
+	Problems []Problem  `json:"problems,omitempty"`
+	Excluded []Excluded `json:"excluded,omitempty"`
+}
+
+// Counts returns how many pods and volumes the graph holds.
+func (g *Graph) Counts() (pods, volumes int) {
+	for i := range g.Nodes {
+		switch g.Nodes[i].Type {
+		case PodType:
+			pods++
+		case VolumeType:
+			volumes++
+		}
+	}
+	return pods, volumes
+}
+
+// PodName is Karbor's name of a pod: "namespace:name".
+func PodName(namespace, name string) string { return namespace + ":" + name }
+
+// PodID is Karbor's id of a pod: UUIDv5(NAMESPACE_OID, "namespace:name").
+func PodID(namespace, name string) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(PodName(namespace, name))).String()
+}
+
+// PodResource builds the resource of a pod.
+func PodResource(namespace, name string) Resource {
+	return Resource{
+		Type:      PodType,
+		ID:        PodID(namespace, name),
+		Name:      PodName(namespace, name),
+		ExtraInfo: map[string]string{InfoNamespace: namespace},
+	}
+}
