@@ -306,15 +306,17 @@ func resolveRef(p podInfo, ref volumeRef, claims map[nsName]*corev1.PersistentVo
 		return &graph.Problem{Pod: podName, Volume: ref.podVolume, Claim: ref.claim, PersistentVolume: pv, Reason: reason}
 	}
 	c := claims[nsName{p.namespace, ref.claim}]
-	switch {
-	case c == nil:
+	if c == nil {
 		return graph.Resource{}, problem("", "persistent volume claim not found")
-	case c.Spec.VolumeName == "" || c.Status.Phase != corev1.ClaimBound:
-		return graph.Resource{}, problem(c.Spec.VolumeName, fmt.Sprintf("persistent volume claim is not bound (phase %s)", phaseOrUnknown(c.Status.Phase)))
 	}
 	pv := pvs[c.Spec.VolumeName]
-	if pv == nil {
+	switch {
+	case c.Spec.VolumeName == "":
+		return graph.Resource{}, problem("", fmt.Sprintf("persistent volume claim is not bound (phase %s)", phaseOrUnknown(c.Status.Phase)))
+	case pv == nil:
 		return graph.Resource{}, problem(c.Spec.VolumeName, "persistent volume not found")
+	case c.Status.Phase != corev1.ClaimBound:
+		return graph.Resource{}, problem(c.Spec.VolumeName, fmt.Sprintf("persistent volume claim is not bound (phase %s)", phaseOrUnknown(c.Status.Phase)))
 	}
 	info := map[string]string{graph.InfoNamespace: p.namespace, graph.InfoClaim: ref.claim, graph.InfoPV: pv.Name}
 	switch s := pv.Spec.PersistentVolumeSource; {
