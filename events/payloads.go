@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/podguard/podguard/shared/graph"
 )
@@ -79,4 +80,88 @@ type PodShownResult struct {
 	Reason      string       `json:"reason,omitempty"`
 	Protectable bool         `json:"protectable"`
 	Graph       *graph.Graph `json:"graph,omitempty"`
+}
+
+// Resource statuses of a checkpoint (Karbor's).
+const (
+	StatusProtecting = "protecting"
+	StatusAvailable  = "available"
+	StatusError      = "error"
+	StatusDeleting   = "deleting"
+	StatusDeleted    = "deleted"
+	StatusRestoring  = "restoring"
+	// StatusErrorDeleting is a checkpoint whose deletion failed.
+	StatusErrorDeleting = "error-deleting"
+)
+
+// VolumeParameters are the options of OS::Cinder::Volume (Karbor's Cinder protection
+// plugin options).
+type VolumeParameters struct {
+	BackupName  string `json:"backup_name,omitempty"`
+	Description string `json:"description,omitempty"`
+	// BackupMode is full or incremental.
+	BackupMode string `json:"backup_mode,omitempty"`
+	Container  string `json:"container,omitempty"`
+	Force      bool   `json:"force,omitempty"`
+}
+
+// PodParameters are the options of OS::Kubernetes::Pod.
+type PodParameters struct {
+	BackupName  string `json:"backup_name,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Parameters are a plan's options per resource type.
+type Parameters struct {
+	Pod    PodParameters    `json:"OS::Kubernetes::Pod"`
+	Volume VolumeParameters `json:"OS::Cinder::Volume"`
+}
+
+// Plan is what to protect and how.
+type Plan struct {
+	ID         string     `json:"id,omitempty"`
+	Name       string     `json:"name,omitempty"`
+	Scope      Scope      `json:"scope"`
+	Parameters Parameters `json:"parameters"`
+}
+
+// ProtectRequest is the data of ProtectRequested.
+type ProtectRequest struct {
+	Plan Plan `json:"plan"`
+	// Occurrence names a scheduled firing (a PingSource's schedule time); two requests
+	// of the same plan and occurrence make one checkpoint.
+	Occurrence string `json:"occurrence,omitempty"`
+}
+
+// StepRequest is the data of MetadataSnapshot and VolumeBackup: one resource of a
+// checkpoint, and the time by which the step must be finished.
+type StepRequest struct {
+	Checkpoint string            `json:"checkpoint"`
+	Resource   graph.Resource    `json:"resource"`
+	Parameters *VolumeParameters `json:"parameters,omitempty"`
+	Deadline   time.Time         `json:"deadline"`
+}
+
+// StepResult is the data of MetadataSnapshotted and VolumeBackedUp.
+type StepResult struct {
+	Checkpoint string `json:"checkpoint"`
+	Key        string `json:"key"`
+	Status     string `json:"status"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// CheckpointFinishedResult is the data of CheckpointFinished.
+type CheckpointFinishedResult struct {
+	Checkpoint string           `json:"checkpoint"`
+	Plan       string           `json:"plan,omitempty"`
+	Status     string           `json:"status"`
+	Resources  int              `json:"resources"`
+	Failed     []FailedResource `json:"failed,omitempty"`
+}
+
+// FailedResource names a resource that failed and why.
+type FailedResource struct {
+	Key    string `json:"key"`
+	Name   string `json:"name,omitempty"`
+	Reason string `json:"reason"`
 }
