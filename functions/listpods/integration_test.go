@@ -93,7 +93,9 @@ func setup(t *testing.T, cs kubernetes.Interface, nsA, nsB string) {
 	pv := func(p *corev1.PersistentVolume) {
 		_, err := cs.CoreV1().PersistentVolumes().Create(ctx, p, metav1.CreateOptions{})
 		create(err)
-		t.Cleanup(func() { _ = cs.CoreV1().PersistentVolumes().Delete(context.Background(), p.Name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = cs.CoreV1().PersistentVolumes().Delete(context.Background(), p.Name, metav1.DeleteOptions{})
+		})
 	}
 	pvc := func(c *corev1.PersistentVolumeClaim) {
 		_, err := cs.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})

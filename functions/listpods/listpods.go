@@ -110,7 +110,7 @@ func (s *Step) list(ctx context.Context, e event.Event) (*event.Event, error) {
 		}
 		res.GraphRef = &ref
 	}
-	return reply(events.PodsListed, res)
+	return function.Reply(events.PodsListed, res)
 }
 
 func (s *Step) show(ctx context.Context, e event.Event) (*event.Event, error) {
@@ -131,16 +131,7 @@ func (s *Step) show(ctx context.Context, e event.Event) (*event.Event, error) {
 	default:
 		res.Protectable, res.Graph = true, g
 	}
-	return reply(events.PodShown, res)
-}
-
-func reply(typ string, data any) (*event.Event, error) {
-	r := event.New()
-	r.SetType(typ)
-	if err := r.SetData(event.ApplicationJSON, data); err != nil {
-		return nil, fmt.Errorf("encode %s: %w", typ, err)
-	}
-	return &r, nil
+	return function.Reply(events.PodShown, res)
 }
 
 // Validate checks the configuration at start.

@@ -75,7 +75,8 @@ type objectStore interface {
 	ObjectPut(ctx context.Context, container, name string, contents io.Reader, checkHash bool, hash, contentType string, h swift.Headers) (swift.Headers, error)
 	ObjectGetBytes(ctx context.Context, container, name string) ([]byte, error)
 	ObjectDelete(ctx context.Context, container, name string) error
-	ObjectNames(ctx context.Context, container string, opts *swift.ObjectsOpts) ([]string, error)
+	Objects(ctx context.Context, container string, opts *swift.ObjectsOpts) ([]swift.Object, error)
+	BulkUpload(ctx context.Context, uploadPath string, data io.Reader, format string, h swift.Headers) (swift.BulkUploadResult, error)
 }
 
 // Bank is one Swift container holding checkpoints.

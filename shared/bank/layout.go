@@ -3,23 +3,27 @@ package bank
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // Layout owns the object names of the bank. Nothing else builds object names.
 //
-//	listings/<key>.json                                   a list-pods graph too large for an event
-//	checkpoints/<checkpoint>/checkpoint.json              the index: id, plan, project, provider, created-at, options
-//	checkpoints/<checkpoint>/graph.json                   the resource graph
-//	checkpoints/<checkpoint>/status/<status>              one create-only marker per status reached
-//	checkpoints/<checkpoint>/resources/<key>/status.json  per-resource status and reason
-//	checkpoints/<checkpoint>/resources/<key>/metadata.json  saved definitions (pod, PVC, PV) or backup record
-//	checkpoints/<checkpoint>/pending/<key>                present while a resource is not finished
-//	indices/plans/<plan>/<inverted time>_<checkpoint>     checkpoints of a plan, newest first
-//	indices/dates/<yyyy-mm-dd>/<checkpoint>               checkpoints by creation day
+//	listings/<key>.json                              a list-pods graph too large for an event
+//	checkpoints/<id>/checkpoint.json                 the index: plan, project, provider, created-at, deadline, options
+//	checkpoints/<id>/graph.json                      the resource graph (create-only)
+//	checkpoints/<id>/fanout                          present once every pending marker exists (create-only)
+//	checkpoints/<id>/status/<time>_<status>          one marker per status reached; the newest is current
+//	checkpoints/<id>/records/<key>.json              what a step saved for a resource (pod definitions, backup)
+//	checkpoints/<id>/pending/<key>                   present while a resource is not finished
+//	checkpoints/<id>/failed/<key>.json               a resource that ended in error, and why (create-only)
+//	indices/all/<inverted time>_<id>                 every checkpoint, newest first
+//	indices/plans/<plan>/<inverted time>_<id>        the checkpoints of a plan, newest first
+//	indices/dates/<yyyy-mm-dd>/<id>                  checkpoints by creation day
+//	indices/active/<id>                              checkpoints still in progress, for the tick
 //
-// Resource keys ("Type#id") are escaped so that "::" and "#" stay inside one path segment.
+// Resource keys ("Type#id") are escaped so that each stays one path segment.
 type Layout struct{}
 
 // Listing is where a list-pods graph is stored.
@@ -41,19 +45,36 @@ func (l Layout) StatusPrefix(checkpoint string) string {
 	return l.CheckpointPrefix(checkpoint) + "status/"
 }
 
-// StatusMarker is the create-only marker of one checkpoint status.
-func (l Layout) StatusMarker(checkpoint, status string) string {
-	return l.StatusPrefix(checkpoint) + status
+// StatusMarker is the marker of a status reached at a time.
+func (l Layout) StatusMarker(checkpoint string, at time.Time, status string) string {
+	return l.StatusPrefix(checkpoint) + fmt.Sprintf("%020d", at.UnixNano()) + "_" + status
 }
 
-// ResourceStatus is one resource's status object in a checkpoint.
-func (l Layout) ResourceStatus(checkpoint, key string) string {
-	return l.CheckpointPrefix(checkpoint) + "resources/" + EscapeKey(key) + "/status.json"
+// ParseStatusMarker reads the time and status from a status marker's name.
+func (Layout) ParseStatusMarker(name string) (time.Time, string, bool) {
+	base := name[strings.LastIndex(name, "/")+1:]
+	ts, status, ok := strings.Cut(base, "_")
+	if !ok {
+		return time.Time{}, "", false
+	}
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	return time.Unix(0, n).UTC(), status, true
 }
 
-// ResourceMetadata is one resource's saved metadata in a checkpoint.
-func (l Layout) ResourceMetadata(checkpoint, key string) string {
-	return l.CheckpointPrefix(checkpoint) + "resources/" + EscapeKey(key) + "/metadata.json"
+// FanOut is present once every pending marker of a checkpoint exists.
+func (l Layout) FanOut(checkpoint string) string { return l.CheckpointPrefix(checkpoint) + "fanout" }
+
+// Record is what a step saved for one resource.
+func (l Layout) Record(checkpoint, key string) string {
+	return l.CheckpointPrefix(checkpoint) + "records/" + EscapeKey(key) + ".json"
+}
+
+// RecordPrefix lists the records of a checkpoint.
+func (l Layout) RecordPrefix(checkpoint string) string {
+	return l.CheckpointPrefix(checkpoint) + "records/"
 }
 
 // PendingPrefix lists the unfinished resources of a checkpoint.
@@ -65,6 +86,30 @@ func (l Layout) PendingPrefix(checkpoint string) string {
 func (l Layout) Pending(checkpoint, key string) string {
 	return l.PendingPrefix(checkpoint) + EscapeKey(key)
 }
+
+// FailurePrefix lists the failed resources of a checkpoint.
+func (l Layout) FailurePrefix(checkpoint string) string {
+	return l.CheckpointPrefix(checkpoint) + "failed/"
+}
+
+// Failure records why a resource failed.
+func (l Layout) Failure(checkpoint, key string) string {
+	return l.FailurePrefix(checkpoint) + EscapeKey(key) + ".json"
+}
+
+// AllIndexPrefix lists every checkpoint, newest first.
+func (Layout) AllIndexPrefix() string { return "indices/all/" }
+
+// AllIndex is a checkpoint's entry in the index of every checkpoint.
+func (l Layout) AllIndex(checkpoint string, created time.Time) string {
+	return l.AllIndexPrefix() + invertedTime(created) + "_" + checkpoint
+}
+
+// ActivePrefix lists the checkpoints in progress.
+func (Layout) ActivePrefix() string { return "indices/active/" }
+
+// Active marks a checkpoint as in progress.
+func (l Layout) Active(checkpoint string) string { return l.ActivePrefix() + checkpoint }
 
 // PlanIndexPrefix lists the checkpoints of a plan, newest first.
 func (Layout) PlanIndexPrefix(plan string) string {

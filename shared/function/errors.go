@@ -3,7 +3,10 @@ package function
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+
+	"github.com/cloudevents/sdk-go/v2/event"
 )
 
 // permanentError marks a request that can never succeed: the broker must not retry it.
@@ -40,4 +43,14 @@ func StatusOf(err error) int {
 	default:
 		return http.StatusInternalServerError
 	}
+}
+
+// Reply builds a reply event of type typ with JSON data; the runtime fills in the rest.
+func Reply(typ string, data any) (*event.Event, error) {
+	r := event.New()
+	r.SetType(typ)
+	if err := r.SetData(event.ApplicationJSON, data); err != nil {
+		return nil, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	return &r, nil
 }

@@ -167,8 +167,9 @@ func (s *Server) decode(r *http.Request) (*event.Event, int, error) {
 }
 
 // complete fills what a step may leave out of its reply: a deterministic id (derived from
-// the request, so a redelivered request gives the same reply id), source, time, dataschema
-// and the K_CE_OVERRIDES extensions.
+// the request, so a redelivered request gives the same reply id), source, time,
+// dataschema, the request's correlation extensions (flow, checkpoint) and the
+// K_CE_OVERRIDES extensions.
 func (s *Server) complete(reply *event.Event, req *event.Event) {
 	if reply.ID() == "" {
 		reply.SetID(DerivedID(req.Source(), req.ID(), reply.Type()))
@@ -181,6 +182,13 @@ func (s *Server) complete(reply *event.Event, req *event.Event) {
 	}
 	if reply.DataSchema() == "" {
 		reply.SetDataSchema(events.SchemaURL(reply.Type()))
+	}
+	for _, k := range []string{events.ExtFlow, events.ExtCheckpoint} {
+		if v, ok := req.Extensions()[k]; ok {
+			if _, set := reply.Extensions()[k]; !set {
+				reply.SetExtension(k, v)
+			}
+		}
 	}
 	for k, v := range s.overrides {
 		reply.SetExtension(k, v)

@@ -1,0 +1,174 @@
+// Package snapshotmetadata is the snapshot-metadata function: it saves into a checkpoint
+// what recreating one pod needs (its definition, and those of its claims and persistent
+// volumes), and reports the resource available, or error with the reason.
+package snapshotmetadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/kube"
+	"github.com/podguard/podguard/shared/openstack"
+)
+
+// Accepts are the event types snapshot-metadata handles.
+var Accepts = []string{events.MetadataSnapshot}
+
+// Config is snapshot-metadata's configuration from the environment.
+type Config struct {
+	Kube      kube.Config
+	Bank      bank.Config
+	OpenStack openstack.Config
+}
+
+// Validate checks the configuration at start.
+func (c *Config) Validate() error { return c.Bank.Validate() }
+
+// cluster reads the objects a pod's definition is made of.
+type cluster interface {
+	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	GetPVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error)
+	GetPV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
+}
+
+// records reads and writes the records of a checkpoint.
+type records interface {
+	Record(ctx context.Context, checkpoint, key string) (*bank.Record, error)
+	PutRecord(ctx context.Context, checkpoint string, r bank.Record) error
+}
+
+// Step is the snapshot-metadata step.
+type Step struct {
+	cluster cluster
+	records records
+	now     func() time.Time
+}
+
+// New builds the step from its configuration.
+func New(ctx context.Context, cfg *Config) (*Step, error) {
+	cs, err := kube.NewClientset(cfg.Kube)
+	if err != nil {
+		return nil, err
+	}
+	b, err := bank.Open(ctx, cfg.Bank, cfg.OpenStack)
+	if err != nil {
+		return nil, err
+	}
+	return NewStep(kube.Clientset{Interface: cs}, b, time.Now), nil
+}
+
+// NewStep builds the step from its dependencies.
+func NewStep(c cluster, r records, now func() time.Time) *Step {
+	return &Step{cluster: c, records: r, now: now}
+}
+
+// Handle saves one pod's definitions. A pod that no longer exists, or a request past its
+// deadline, ends the resource in error (answered 200: the request itself was fine); an
+// unreachable API server or bank is answered 5xx so the request is redelivered.
+func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	var req events.StepRequest
+	if err := e.DataAs(&req); err != nil {
+		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	if req.Resource.Type != graph.PodType {
+		return nil, function.Permanent(fmt.Errorf("/resource/type: snapshot-metadata saves %s, not %s", graph.PodType, req.Resource.Type))
+	}
+	key := req.Resource.Key()
+	// A redelivered request finds the work done and reports the same outcome.
+	if r, err := s.records.Record(ctx, req.Checkpoint, key); err == nil && r.Status != events.StatusProtecting {
+		return result(req.Checkpoint, key, r.Status, r.Reason)
+	} else if err != nil && !errors.Is(err, bank.ErrNotFound) {
+		return nil, err
+	}
+	if !req.Deadline.IsZero() && s.now().After(req.Deadline) {
+		return s.finish(ctx, req.Checkpoint, key, events.StatusError, fmt.Sprintf("deadline %s passed before the pod's metadata was saved", req.Deadline.Format(time.RFC3339)), nil)
+	}
+	ns, name, ok := strings.Cut(req.Resource.Name, ":")
+	if !ok {
+		return nil, function.Permanent(fmt.Errorf("/resource/name: %q is not namespace:name", req.Resource.Name))
+	}
+	info, reason, err := s.collect(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	if reason != "" {
+		return s.finish(ctx, req.Checkpoint, key, events.StatusError, reason, nil)
+	}
+	return s.finish(ctx, req.Checkpoint, key, events.StatusAvailable, "", info)
+}
+
+// collect reads the pod, its claims and their volumes. A reason is returned for what can
+// never succeed (the pod or a claim is gone); an error for what may succeed on retry.
+func (s *Step) collect(ctx context.Context, ns, name string) (*checkpoint.PodInfo, string, error) {
+	p, err := s.cluster.GetPod(ctx, ns, name)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Sprintf("pod %s/%s no longer exists", ns, name), nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("get pod %s/%s: %w", ns, name, err)
+	}
+	info := &checkpoint.PodInfo{Pod: kube.SavedPod(p)}
+	for _, v := range p.Spec.Volumes {
+		claim := ""
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			claim = v.PersistentVolumeClaim.ClaimName
+		case v.Ephemeral != nil:
+			claim = p.Name + "-" + v.Name
+		default:
+			continue
+		}
+		c, err := s.cluster.GetPVC(ctx, ns, claim)
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Sprintf("persistent volume claim %s/%s of pod %s no longer exists", ns, claim, name), nil
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("get persistent volume claim %s/%s: %w", ns, claim, err)
+		}
+		info.Claims = append(info.Claims, kube.SavedClaim(c))
+		if c.Spec.VolumeName == "" {
+			continue
+		}
+		pv, err := s.cluster.GetPV(ctx, c.Spec.VolumeName)
+		if apierrors.IsNotFound(err) {
+			continue // reported by list-pods as a problem; the claim is still saved
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("get persistent volume %s: %w", c.Spec.VolumeName, err)
+		}
+		info.Volumes = append(info.Volumes, kube.SavedVolume(pv))
+	}
+	return info, "", nil
+}
+
+func (s *Step) finish(ctx context.Context, cp, key, status, reason string, info *checkpoint.PodInfo) (*event.Event, error) {
+	r := bank.Record{Key: key, Status: status, Reason: reason, UpdatedAt: s.now().UTC()}
+	if info != nil {
+		data, err := json.Marshal(info)
+		if err != nil {
+			return nil, fmt.Errorf("encode saved info of %s: %w", key, err)
+		}
+		r.Data = data
+	}
+	if err := s.records.PutRecord(ctx, cp, r); err != nil {
+		return nil, err
+	}
+	return result(cp, key, status, reason)
+}
+
+func result(cp, key, status, reason string) (*event.Event, error) {
+	return function.Reply(events.MetadataSnapshotted, events.StepResult{Checkpoint: cp, Key: key, Status: status, Reason: reason})
+}

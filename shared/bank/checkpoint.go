@@ -1,0 +1,443 @@
+package bank
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ncw/swift/v2"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// Concurrency. Swift has no transactions, so the layout never needs read-modify-write:
+//   - the checkpoint index, the graph, the fan-out marker and each failure record are
+//     written once, create-only (If-None-Match: *): of two racing writers one wins and
+//     the other sees ErrExists and reads what the winner wrote;
+//   - a status change is a new object under status/, named by time: nothing is
+//     overwritten, the newest marker is the current status;
+//   - a resource's record is written only by the one step that owns the resource;
+//     a redelivered step request rewrites the same content;
+//   - completion is detected without counters: each resource has a pending marker,
+//     deleted when its result arrives; the checkpoint is complete when a listing of
+//     pending/ with limit 1 comes back empty. Two racing "last" results both see it
+//     empty and write the same terminal status, which is harmless.
+
+// ErrExists is returned by create-only writes when the object already exists.
+var ErrExists = errors.New("already exists in the bank")
+
+// Checkpoint is a checkpoint's index.
+type Checkpoint struct {
+	ID         string            `json:"id"`
+	Plan       PlanRef           `json:"plan"`
+	Project    string            `json:"project,omitempty"`
+	Provider   string            `json:"provider"`
+	CreatedAt  time.Time         `json:"created_at"`
+	Deadline   time.Time         `json:"deadline"`
+	Scope      events.Scope      `json:"scope"`
+	Parameters events.Parameters `json:"parameters"`
+}
+
+// PlanRef names the plan a checkpoint was made for.
+type PlanRef struct {
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// StatusChange is one status a checkpoint reached.
+type StatusChange struct {
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
+}
+
+// Record is what a step saved for one resource: its status and, when available, what
+// restoring it needs (saved definitions of a pod, or a volume's backup).
+type Record struct {
+	Key       string          `json:"key"`
+	Status    string          `json:"status"`
+	Reason    string          `json:"reason,omitempty"`
+	UpdatedAt time.Time       `json:"updated_at"`
+	Data      json.RawMessage `json:"data,omitempty"`
+}
+
+// Pending is a resource that has not finished.
+type Pending struct {
+	Key   string
+	Since time.Time
+}
+
+// Failure is a resource that ended in error, and why.
+type Failure struct {
+	Key    string    `json:"key"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+func isStatus(err error, code int) bool {
+	var se *swift.Error
+	return errors.As(err, &se) && se.StatusCode == code
+}
+
+// putJSON writes v at name; createOnly refuses to replace an existing object.
+func (b *Bank) putJSON(ctx context.Context, name string, v any, createOnly bool) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	var h swift.Headers
+	if createOnly {
+		h = swift.Headers{"If-None-Match": "*"}
+	}
+	err = b.retry(ctx, func() error {
+		_, err := b.store.ObjectPut(ctx, b.container, name, bytes.NewReader(data), false, "", "application/json", h)
+		return err
+	})
+	if createOnly && isStatus(err, http.StatusPreconditionFailed) {
+		return fmt.Errorf("put %s/%s: %w", b.container, name, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("put %s/%s: %w", b.container, name, err)
+	}
+	return nil
+}
+
+func (b *Bank) getJSON(ctx context.Context, name string, v any) error {
+	var data []byte
+	err := b.retry(ctx, func() error {
+		var err error
+		data, err = b.store.ObjectGetBytes(ctx, b.container, name)
+		return err
+	})
+	if errors.Is(err, swift.ObjectNotFound) {
+		return fmt.Errorf("get %s/%s: %w", b.container, name, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("get %s/%s: %w", b.container, name, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode %s/%s: %w", b.container, name, err)
+	}
+	return nil
+}
+
+// remove deletes an object; one that is already gone counts as deleted.
+func (b *Bank) remove(ctx context.Context, name string) error {
+	err := b.retry(ctx, func() error { return b.store.ObjectDelete(ctx, b.container, name) })
+	if err != nil && !errors.Is(err, swift.ObjectNotFound) {
+		return fmt.Errorf("delete %s/%s: %w", b.container, name, err)
+	}
+	return nil
+}
+
+func (b *Bank) list(ctx context.Context, opts *swift.ObjectsOpts) ([]swift.Object, error) {
+	var objs []swift.Object
+	err := b.retry(ctx, func() error {
+		var err error
+		objs, err = b.store.Objects(ctx, b.container, opts)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s/%s*: %w", b.container, opts.Prefix, err)
+	}
+	return objs, nil
+}
+
+// listAll pages through every object under prefix.
+func (b *Bank) listAll(ctx context.Context, prefix string) ([]swift.Object, error) {
+	var all []swift.Object
+	opts := &swift.ObjectsOpts{Prefix: prefix, Limit: 10000}
+	for {
+		page, err := b.list(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < opts.Limit {
+			return all, nil
+		}
+		opts.Marker = page[len(page)-1].Name
+	}
+}
+
+// retry repeats an idempotent operation once when the connection broke (the Swift proxy
+// closes the connection after answering 412, and a PUT on it is not retried by the
+// client).
+func (b *Bank) retry(ctx context.Context, op func() error) error {
+	err := op()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	var se *swift.Error
+	if errors.As(err, &se) || errors.Is(err, swift.ObjectNotFound) || errors.Is(err, swift.ContainerNotFound) {
+		return err // the server answered: not a broken connection
+	}
+	return op()
+}
+
+// CreateCheckpoint writes a new checkpoint's index, its first status (protecting) and
+// its index entries. A checkpoint that already exists is left as it is and ErrExists is
+// returned, so a redelivered request creates nothing new.
+func (b *Bank) CreateCheckpoint(ctx context.Context, cp Checkpoint) error {
+	if err := b.putJSON(ctx, b.layout.CheckpointIndex(cp.ID), cp, true); err != nil {
+		return err
+	}
+	if err := b.setStatus(ctx, cp.ID, events.StatusProtecting, cp.CreatedAt); err != nil {
+		return err
+	}
+	for _, name := range []string{
+		b.layout.AllIndex(cp.ID, cp.CreatedAt),
+		b.layout.PlanIndex(cp.Plan.ID, cp.ID, cp.CreatedAt),
+		b.layout.DateIndex(cp.ID, cp.CreatedAt),
+		b.layout.Active(cp.ID),
+	} {
+		if err := b.putJSON(ctx, name, map[string]string{"checkpoint": cp.ID}, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Checkpoint reads a checkpoint's index.
+func (b *Bank) Checkpoint(ctx context.Context, id string) (*Checkpoint, error) {
+	var cp Checkpoint
+	if err := b.getJSON(ctx, b.layout.CheckpointIndex(id), &cp); err != nil {
+		return nil, err
+	}
+	return &cp, nil
+}
+
+// SetStatus records a new status of a checkpoint.
+func (b *Bank) SetStatus(ctx context.Context, id, status string) error {
+	return b.setStatus(ctx, id, status, time.Now().UTC())
+}
+
+func (b *Bank) setStatus(ctx context.Context, id, status string, at time.Time) error {
+	return b.putJSON(ctx, b.layout.StatusMarker(id, at, status), StatusChange{Status: status, At: at}, false)
+}
+
+// History returns every status a checkpoint reached, oldest first; the last is current.
+func (b *Bank) History(ctx context.Context, id string) ([]StatusChange, error) {
+	objs, err := b.listAll(ctx, b.layout.StatusPrefix(id))
+	if err != nil {
+		return nil, err
+	}
+	var h []StatusChange
+	for _, o := range objs {
+		at, status, ok := b.layout.ParseStatusMarker(o.Name)
+		if ok {
+			h = append(h, StatusChange{Status: status, At: at})
+		}
+	}
+	return h, nil
+}
+
+// Status is a checkpoint's current status; ErrNotFound when it has none.
+func (b *Bank) Status(ctx context.Context, id string) (string, error) {
+	h, err := b.History(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if len(h) == 0 {
+		return "", fmt.Errorf("status of checkpoint %s: %w", id, ErrNotFound)
+	}
+	return h[len(h)-1].Status, nil
+}
+
+// PutGraph stores a checkpoint's graph, create-only: ErrExists when it is already stored.
+func (b *Bank) PutGraph(ctx context.Context, id string, g *graph.Graph) error {
+	return b.putJSON(ctx, b.layout.Graph(id), g, true)
+}
+
+// Graph reads a checkpoint's graph.
+func (b *Bank) Graph(ctx context.Context, id string) (*graph.Graph, error) {
+	var g graph.Graph
+	if err := b.getJSON(ctx, b.layout.Graph(id), &g); err != nil {
+		return nil, err
+	}
+	return &g, nil
+}
+
+// MarkFannedOut records, create-only, that every pending marker of a checkpoint exists
+// and its step requests may be sent; ErrExists when already recorded.
+func (b *Bank) MarkFannedOut(ctx context.Context, id string) error {
+	return b.putJSON(ctx, b.layout.FanOut(id), map[string]time.Time{"at": time.Now().UTC()}, true)
+}
+
+// FannedOut reports whether the fan-out of a checkpoint was recorded.
+func (b *Bank) FannedOut(ctx context.Context, id string) (bool, error) {
+	var v map[string]time.Time
+	err := b.getJSON(ctx, b.layout.FanOut(id), &v)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// AddPending creates the pending markers of keys in one request (Swift's bulk upload of
+// a tar archive), so the fan-out of a large checkpoint costs one round trip.
+func (b *Bank) AddPending(ctx context.Context, id string, keys []string) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	now := time.Now()
+	for _, k := range keys {
+		if err := tw.WriteHeader(&tar.Header{Name: b.layout.Pending(id, k), Mode: 0o644, Size: 0, ModTime: now, Typeflag: tar.TypeReg}); err != nil {
+			return fmt.Errorf("pending markers of %s: %w", id, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("pending markers of %s: %w", id, err)
+	}
+	res, err := b.store.BulkUpload(ctx, b.container, bytes.NewReader(buf.Bytes()), swift.UploadTar, nil)
+	if err != nil {
+		return fmt.Errorf("bulk upload of %d pending markers of %s: %w", len(keys), id, err)
+	}
+	if len(res.Errors) > 0 || int(res.NumberCreated) != len(keys) {
+		return fmt.Errorf("bulk upload of pending markers of %s: %d of %d created, errors %v", id, res.NumberCreated, len(keys), res.Errors)
+	}
+	return nil
+}
+
+// Done deletes a resource's pending marker (already gone counts as done) and reports
+// whether the checkpoint still has unfinished resources.
+func (b *Bank) Done(ctx context.Context, id, key string) (remaining bool, err error) {
+	if err := b.remove(ctx, b.layout.Pending(id, key)); err != nil {
+		return false, err
+	}
+	objs, err := b.list(ctx, &swift.ObjectsOpts{Prefix: b.layout.PendingPrefix(id), Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	return len(objs) > 0, nil
+}
+
+// PendingResources lists a checkpoint's unfinished resources, with when each was marked.
+func (b *Bank) PendingResources(ctx context.Context, id string) ([]Pending, error) {
+	objs, err := b.listAll(ctx, b.layout.PendingPrefix(id))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Pending, 0, len(objs))
+	for _, o := range objs {
+		key, err := UnescapeKey(strings.TrimPrefix(o.Name, b.layout.PendingPrefix(id)))
+		if err != nil {
+			continue
+		}
+		out = append(out, Pending{Key: key, Since: o.LastModified})
+	}
+	return out, nil
+}
+
+// Fail records, create-only, that a resource ended in error; the first reason stays.
+func (b *Bank) Fail(ctx context.Context, id, key, reason string) error {
+	err := b.putJSON(ctx, b.layout.Failure(id, key), Failure{Key: key, Reason: reason, At: time.Now().UTC()}, true)
+	if errors.Is(err, ErrExists) {
+		return nil
+	}
+	return err
+}
+
+// Failures lists the resources of a checkpoint that ended in error, with reasons.
+func (b *Bank) Failures(ctx context.Context, id string) ([]Failure, error) {
+	objs, err := b.listAll(ctx, b.layout.FailurePrefix(id))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Failure, 0, len(objs))
+	for _, o := range objs {
+		var f Failure
+		if err := b.getJSON(ctx, o.Name, &f); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// PutRecord writes a resource's record; only the step that owns the resource writes it.
+func (b *Bank) PutRecord(ctx context.Context, id string, r Record) error {
+	return b.putJSON(ctx, b.layout.Record(id, r.Key), r, false)
+}
+
+// Record reads a resource's record.
+func (b *Bank) Record(ctx context.Context, id, key string) (*Record, error) {
+	var r Record
+	if err := b.getJSON(ctx, b.layout.Record(id, key), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Finish ends a checkpoint: its terminal status is recorded and it leaves the active
+// index. The status is available when no resource failed, else error.
+func (b *Bank) Finish(ctx context.Context, id string) (status string, failures []Failure, err error) {
+	failures, err = b.Failures(ctx, id)
+	if err != nil {
+		return "", nil, err
+	}
+	status = events.StatusAvailable
+	if len(failures) > 0 {
+		status = events.StatusError
+	}
+	current, err := b.Status(ctx, id)
+	if err != nil {
+		return "", nil, err
+	}
+	if current == events.StatusProtecting {
+		if err := b.SetStatus(ctx, id, status); err != nil {
+			return "", nil, err
+		}
+	} else {
+		status = current // finished before: a redelivered last result changes nothing
+	}
+	if err := b.remove(ctx, b.layout.Active(id)); err != nil {
+		return "", nil, err
+	}
+	return status, failures, nil
+}
+
+// Active lists the checkpoints still in progress.
+func (b *Bank) Active(ctx context.Context) ([]string, error) {
+	objs, err := b.listAll(ctx, b.layout.ActivePrefix())
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(objs))
+	for _, o := range objs {
+		ids = append(ids, strings.TrimPrefix(o.Name, b.layout.ActivePrefix()))
+	}
+	return ids, nil
+}
+
+// ListCheckpoints returns checkpoint ids of a plan ("" for every plan, by date), newest
+// first, up to limit, after marker (an id from a previous page's next).
+func (b *Bank) ListCheckpoints(ctx context.Context, plan string, limit int, marker string) (ids []string, next string, err error) {
+	prefix := b.layout.AllIndexPrefix()
+	if plan != "" {
+		prefix = b.layout.PlanIndexPrefix(plan)
+	}
+	opts := &swift.ObjectsOpts{Prefix: prefix, Limit: limit + 1, Marker: marker}
+	objs, err := b.list(ctx, opts)
+	if err != nil {
+		return nil, "", err
+	}
+	for i, o := range objs {
+		if i == limit {
+			next = objs[i-1].Name
+			break
+		}
+		ids = append(ids, b.layout.CheckpointOfIndex(o.Name))
+	}
+	return ids, next, nil
+}
