@@ -42,8 +42,11 @@ const (
 	VolumeBackedUp = "dev.podguard.volume.backedup"
 	// CheckpointFinished reports a checkpoint that became available or error.
 	CheckpointFinished = "dev.podguard.checkpoint.finished"
-	// Tick drives progress checks and the stuck-work collector (a PingSource).
+	// Tick drives progress checks and the stuck-work collector.
 	Tick = "dev.podguard.tick"
+	// PingSourceTick is the type of a Knative PingSource's events; the choreographer takes
+	// it as a Tick.
+	PingSourceTick = "dev.knative.sources.ping"
 
 	// CheckpointShow asks for one checkpoint; CheckpointShown answers.
 	CheckpointShow  = "dev.podguard.checkpoint.show"
@@ -80,6 +83,8 @@ type Type struct {
 	// and external systems.
 	Producers []string
 	Consumers []string
+	// DataOptional types may arrive without data.
+	DataOptional bool
 }
 
 // Function names, as used in Producers and Consumers and in the deploy manifests.
@@ -96,23 +101,42 @@ const (
 // Catalog returns every event type, sorted by name.
 func Catalog() []Type {
 	c := []Type{
-		{PodsList, "List protectable pods of a scope and resolve their Cinder volumes.", []string{User, FnChoreographer}, []string{FnListPods}},
-		{PodsListed, "The dependency graph of a scope: pods, their Cinder volumes, unresolved volumes and excluded pods.", []string{FnListPods}, []string{User, FnChoreographer}},
-		{PodShow, "Show one pod, by resource id or \"namespace:name\".", []string{User}, []string{FnListPods}},
-		{PodShown, "One pod with its Cinder volumes, or found=false.", []string{FnListPods}, []string{User}},
-		{ProtectRequested, "Protect a plan: start a checkpoint of its pods and volumes.", []string{User, PingSource}, []string{FnChoreographer}},
-		{MetadataSnapshot, "Save one pod's definition, and those of its PVCs and PVs, into the checkpoint.", []string{FnChoreographer}, []string{FnSnapshotMetadata}},
-		{MetadataSnapshotted, "A pod's metadata is saved (available) or could not be (error).", []string{FnSnapshotMetadata}, []string{FnChoreographer}},
-		{VolumeBackup, "Back up one Cinder volume into the checkpoint, or check the backup already started.", []string{FnChoreographer}, []string{FnBackupVolume}},
-		{VolumeBackedUp, "A volume's backup is available, or failed (error).", []string{FnBackupVolume}, []string{FnChoreographer}},
-		{CheckpointFinished, "A checkpoint is available, or error with every failed resource and its reason.", []string{FnChoreographer}, []string{User}},
-		{Tick, "Periodic: checks work in flight, re-drives lost events, fails work past its deadline.", []string{PingSource}, []string{FnChoreographer}},
-		{CheckpointShow, "Show one checkpoint.", []string{User}, []string{FnCheckpoints}},
-		{CheckpointShown, "A checkpoint with its status, graph and per-resource status, or found=false.", []string{FnCheckpoints}, []string{User}},
-		{CheckpointsList, "List the checkpoints of a plan (or all), newest first.", []string{User}, []string{FnCheckpoints}},
-		{CheckpointsListed, "A page of checkpoints, newest first.", []string{FnCheckpoints}, []string{User}},
-		{ProviderShow, "Show what this deployment protects: resource types and their schemas.", []string{User}, []string{FnCheckpoints}},
-		{ProviderShown, "Resource types with their options, restore and saved-info schemas.", []string{FnCheckpoints}, []string{User}},
+		{Name: PodsList, Description: "List protectable pods of a scope and resolve their Cinder volumes.",
+			Producers: []string{User, FnChoreographer}, Consumers: []string{FnListPods}},
+		{Name: PodsListed, Description: "The dependency graph of a scope: pods, their Cinder volumes, unresolved volumes and excluded pods.",
+			Producers: []string{FnListPods}, Consumers: []string{User, FnChoreographer}},
+		{Name: PodShow, Description: "Show one pod, by resource id or \"namespace:name\".",
+			Producers: []string{User}, Consumers: []string{FnListPods}},
+		{Name: PodShown, Description: "One pod with its Cinder volumes, or found=false.",
+			Producers: []string{FnListPods}, Consumers: []string{User}},
+		{Name: ProtectRequested, Description: "Protect a plan: start a checkpoint of its pods and volumes.",
+			Producers: []string{User, PingSource}, Consumers: []string{FnChoreographer}},
+		{Name: MetadataSnapshot, Description: "Save one pod's definition, and those of its PVCs and PVs, into the checkpoint.",
+			Producers: []string{FnChoreographer}, Consumers: []string{FnSnapshotMetadata}},
+		{Name: MetadataSnapshotted, Description: "A pod's metadata is saved (available) or could not be (error).",
+			Producers: []string{FnSnapshotMetadata}, Consumers: []string{FnChoreographer}},
+		{Name: VolumeBackup, Description: "Back up one Cinder volume into the checkpoint, or check the backup already started.",
+			Producers: []string{FnChoreographer}, Consumers: []string{FnBackupVolume}},
+		{Name: VolumeBackedUp, Description: "A volume's backup is available, or failed (error).",
+			Producers: []string{FnBackupVolume}, Consumers: []string{FnChoreographer}},
+		{Name: CheckpointFinished, Description: "A checkpoint is available, or error with every failed resource and its reason.",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: Tick, Description: "Periodic: checks work in flight, re-drives lost events, fails work past its deadline.",
+			Producers: []string{User}, Consumers: []string{FnChoreographer}, DataOptional: true},
+		{Name: PingSourceTick, Description: "A PingSource firing: the tick, in a cluster.",
+			Producers: []string{PingSource}, Consumers: []string{FnChoreographer}, DataOptional: true},
+		{Name: CheckpointShow, Description: "Show one checkpoint.",
+			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+		{Name: CheckpointShown, Description: "A checkpoint with its status, graph and per-resource status, or found=false.",
+			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+		{Name: CheckpointsList, Description: "List the checkpoints of a plan (or all), newest first.",
+			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+		{Name: CheckpointsListed, Description: "A page of checkpoints, newest first.",
+			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+		{Name: ProviderShow, Description: "Show what this deployment protects: resource types and their schemas.",
+			Producers: []string{User}, Consumers: []string{FnCheckpoints}, DataOptional: true},
+		{Name: ProviderShown, Description: "Resource types with their options, restore and saved-info schemas.",
+			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
 	}
 	sort.Slice(c, func(i, j int) bool { return c[i].Name < c[j].Name })
 	return c

@@ -24,8 +24,9 @@ func Schema(eventType string) ([]byte, error) {
 
 // Validator checks event data against the schema of its type. Build it once per process.
 type Validator struct {
-	schemas map[string]*jsonschema.Schema
-	printer *message.Printer
+	schemas  map[string]*jsonschema.Schema
+	optional map[string]bool
+	printer  *message.Printer
 }
 
 // NewValidator compiles the schema of every event type in the catalog.
@@ -48,13 +49,14 @@ func NewValidator() (*Validator, error) {
 			return nil, fmt.Errorf("add schema %s: %w", e.Name(), err)
 		}
 	}
-	v := &Validator{schemas: map[string]*jsonschema.Schema{}, printer: message.NewPrinter(language.English)}
+	v := &Validator{schemas: map[string]*jsonschema.Schema{}, printer: message.NewPrinter(language.English), optional: map[string]bool{}}
 	for _, t := range Catalog() {
 		s, err := c.Compile(SchemaURL(t.Name))
 		if err != nil {
 			return nil, fmt.Errorf("compile schema of %s: %w", t.Name, err)
 		}
 		v.schemas[t.Name] = s
+		v.optional[t.Name] = t.DataOptional
 	}
 	return v, nil
 }
@@ -71,6 +73,9 @@ func (v *Validator) Validate(e cloudevents.Event) error {
 		return fmt.Errorf("datacontenttype %q: data must be JSON (application/json)", ct)
 	}
 	if len(e.Data()) == 0 {
+		if v.optional[e.Type()] {
+			return nil
+		}
 		return errors.New("data: missing; this event type needs a JSON object")
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(e.Data()))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/listpods"
@@ -118,16 +120,21 @@ func setup(t *testing.T, cs kubernetes.Interface, nsA, nsB string) {
 	pod(stacktest.Pod(nsA, "legacy", map[string]string{"app": "legacy"}, "data-intree"))
 	pod(stacktest.Pod(nsB, "problems", map[string]string{"app": "problems"}, "data-unbound", "data-ebs", "data-nopv"))
 	for _, ph := range []corev1.PodPhase{corev1.PodPending, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown} {
-		p := stacktest.Pod(nsB, "phase-"+string(ph), map[string]string{"app": "phases"})
+		p := stacktest.Pod(nsB, "phase-"+strings.ToLower(string(ph)), map[string]string{"app": "phases"})
 		p.Spec.NodeName = ""
 		p.Spec.NodeSelector = map[string]string{"podguard.dev/no-such-node": "true"} // never scheduled
 		pod(p)
 		if ph != corev1.PodPending {
-			got, err := cs.CoreV1().Pods(nsB).Get(ctx, p.Name, metav1.GetOptions{})
-			create(err)
-			got.Status.Phase = ph
-			_, err = cs.CoreV1().Pods(nsB).UpdateStatus(ctx, got, metav1.UpdateOptions{})
-			create(err)
+			// The scheduler writes the pod's conditions too: retry on conflict.
+			create(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				got, err := cs.CoreV1().Pods(nsB).Get(ctx, p.Name, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				got.Status.Phase = ph
+				_, err = cs.CoreV1().Pods(nsB).UpdateStatus(ctx, got, metav1.UpdateOptions{})
+				return err
+			}))
 		}
 	}
 	for _, p := range []struct{ ns, name string }{{nsA, "web"}, {nsA, "legacy"}, {nsB, "problems"}} {
@@ -173,8 +180,8 @@ func TestListPodsAgainstTheLocalStack(t *testing.T) {
 	if err := reply.DataAs(&res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Graph == nil || res.Pods != 3 || res.Volumes != 2 {
-		t.Fatalf("want 3 pods and 2 volumes inline, got %d pods %d volumes graph=%v", res.Pods, res.Volumes, res.Graph != nil)
+	if res.Graph == nil || res.Pods != 4 || res.Volumes != 2 { // web, legacy, problems and the Succeeded pod
+		t.Fatalf("want 4 pods and 2 volumes inline, got %d pods %d volumes graph=%v", res.Pods, res.Volumes, res.Graph != nil)
 	}
 	nodes := map[string]graph.Node{}
 	for _, n := range res.Graph.Nodes {
@@ -210,10 +217,10 @@ func TestListPodsAgainstTheLocalStack(t *testing.T) {
 	for _, x := range res.Graph.Excluded {
 		excluded[x.Pod] = x.Phase
 	}
-	if len(excluded) != 3 || excluded[nsB+":phase-Pending"] != "Pending" || excluded[nsB+":phase-Failed"] != "Failed" || excluded[nsB+":phase-Unknown"] != "Unknown" {
+	if len(excluded) != 3 || excluded[nsB+":phase-pending"] != "Pending" || excluded[nsB+":phase-failed"] != "Failed" || excluded[nsB+":phase-unknown"] != "Unknown" {
 		t.Fatalf("excluded %v", excluded)
 	}
-	if _, ok := nodes[nsB+":phase-Succeeded"]; !ok {
+	if _, ok := nodes[nsB+":phase-succeeded"]; !ok {
 		t.Fatalf("a Succeeded pod is protectable, as in Karbor")
 	}
 
@@ -245,7 +252,7 @@ func TestListPodsAgainstTheLocalStack(t *testing.T) {
 			t.Fatalf("unknown pod: %+v", res)
 		}
 		res = events.PodShownResult{}
-		_ = send(t, url, events.PodShow, events.PodShowRequest{Pod: nsB + ":phase-Failed"}).DataAs(&res)
+		_ = send(t, url, events.PodShow, events.PodShowRequest{Pod: nsB + ":phase-failed"}).DataAs(&res)
 		if !res.Found || res.Protectable {
 			t.Fatalf("failed pod: %+v", res)
 		}

@@ -97,10 +97,11 @@ func Open(ctx context.Context, c Config, os openstack.Config) (*Bank, error) {
 
 // New uses an existing connection and makes sure the container exists.
 func New(ctx context.Context, store objectStore, container string) (*Bank, error) {
-	if err := store.ContainerCreate(ctx, container, nil); err != nil {
+	b := &Bank{store: store, container: container}
+	if err := b.retry(ctx, func() error { return store.ContainerCreate(ctx, container, nil) }); err != nil {
 		return nil, fmt.Errorf("create bank container %s: %w", container, err)
 	}
-	return &Bank{store: store, container: container}, nil
+	return b, nil
 }
 
 // Container is the bank's Swift container.

@@ -183,14 +183,22 @@ func (b *Bank) retry(ctx context.Context, op func() error) error {
 }
 
 // CreateCheckpoint writes a new checkpoint's index, its first status (protecting) and
-// its index entries. A checkpoint that already exists is left as it is and ErrExists is
-// returned, so a redelivered request creates nothing new.
-func (b *Bank) CreateCheckpoint(ctx context.Context, cp Checkpoint) error {
-	if err := b.putJSON(ctx, b.layout.CheckpointIndex(cp.ID), cp, true); err != nil {
-		return err
+// its index entries, and returns the checkpoint as stored. When the index already exists
+// (a redelivered request) the stored one wins and the other writes are completed, so a
+// request that failed half-way finishes the job on redelivery.
+func (b *Bank) CreateCheckpoint(ctx context.Context, cp Checkpoint) (*Checkpoint, error) {
+	err := b.putJSON(ctx, b.layout.CheckpointIndex(cp.ID), cp, true)
+	if errors.Is(err, ErrExists) {
+		stored, gerr := b.Checkpoint(ctx, cp.ID)
+		if gerr != nil {
+			return nil, gerr
+		}
+		cp = *stored
+	} else if err != nil {
+		return nil, err
 	}
 	if err := b.setStatus(ctx, cp.ID, events.StatusProtecting, cp.CreatedAt); err != nil {
-		return err
+		return nil, err
 	}
 	for _, name := range []string{
 		b.layout.AllIndex(cp.ID, cp.CreatedAt),
@@ -199,10 +207,10 @@ func (b *Bank) CreateCheckpoint(ctx context.Context, cp Checkpoint) error {
 		b.layout.Active(cp.ID),
 	} {
 		if err := b.putJSON(ctx, name, map[string]string{"checkpoint": cp.ID}, false); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return &cp, nil
 }
 
 // Checkpoint reads a checkpoint's index.

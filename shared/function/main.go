@@ -112,7 +112,25 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	srv := NewServer(f.Name, f.Accepts, h, v, ServerOptions{
 		Sink: env.Sink, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger,
 	})
-	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), srv, base.DrainTimeout, logger, ready)
+	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), WithReadAPI(srv, h), base.DrainTimeout, logger, ready)
+}
+
+// ReadAPI is implemented by steps that also answer plain HTTP reads (GET) under /api/.
+type ReadAPI interface {
+	ReadAPI() http.Handler
+}
+
+// WithReadAPI mounts h's read API, if it has one, under /api/ beside the CloudEvents
+// endpoint srv.
+func WithReadAPI(srv http.Handler, h Handler) http.Handler {
+	r, ok := h.(ReadAPI)
+	if !ok {
+		return srv
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/", r.ReadAPI())
+	mux.Handle("/", srv)
+	return mux
 }
 
 // Serve serves h on addr with /healthz (liveness) and /readyz (readiness) until ctx ends,

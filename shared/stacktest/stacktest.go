@@ -106,7 +106,7 @@ func (s *Stack) OpenStack() openstack.Config {
 // of its own.
 func (s *Stack) Bank(auth, container string) bank.Config {
 	return bank.Config{Auth: auth, Container: container, AuthURL: s.Env["ST_AUTH"], User: s.Env["ST_USER"], Key: s.Env["ST_KEY"],
-		StorageURL: s.Env["SWIFT_NOAUTH_STORAGE_URL"]}
+		StorageURL: s.Env["PODGUARD_SWIFT_NOAUTH_URL"]}
 }
 
 // Namespace creates a namespace named prefix-<unique> and deletes it when the test ends.

@@ -1,0 +1,155 @@
+// Package checkpoints is the checkpoints function: it answers what is in the bank
+// without anyone reading Swift by hand. As events: CheckpointShow, CheckpointsList and
+// ProviderShow, each answered with a reply event. As plain HTTP reads:
+//
+//	GET /api/checkpoints?plan=<id>&limit=20&marker=<next>   newest first
+//	GET /api/checkpoints/<id>
+//	GET /api/provider
+package checkpoints
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/openstack"
+)
+
+// Accepts are the event types the checkpoints function handles.
+var Accepts = []string{events.CheckpointShow, events.CheckpointsList, events.ProviderShow}
+
+// Config is the checkpoints function's configuration from the environment.
+type Config struct {
+	Bank      bank.Config
+	OpenStack openstack.Config
+}
+
+// Validate checks the configuration at start.
+func (c *Config) Validate() error { return c.Bank.Validate() }
+
+// Step is the checkpoints function.
+type Step struct {
+	bank     checkpoint.Reader
+	provider json.RawMessage
+}
+
+// New builds the function from its configuration.
+func New(ctx context.Context, cfg *Config) (*Step, error) {
+	b, err := bank.Open(ctx, cfg.Bank, cfg.OpenStack)
+	if err != nil {
+		return nil, err
+	}
+	return NewStep(b)
+}
+
+// NewStep builds the function on a bank reader.
+func NewStep(r checkpoint.Reader) (*Step, error) {
+	p, err := Provider()
+	if err != nil {
+		return nil, err
+	}
+	return &Step{bank: r, provider: p}, nil
+}
+
+const defaultLimit = 20
+
+// Handle answers show, list and provider requests.
+func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	switch e.Type() {
+	case events.CheckpointShow:
+		var req struct {
+			Checkpoint string `json:"checkpoint"`
+		}
+		if err := e.DataAs(&req); err != nil {
+			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		}
+		v, err := checkpoint.Load(ctx, s.bank, req.Checkpoint)
+		if errors.Is(err, bank.ErrNotFound) {
+			return function.Reply(events.CheckpointShown, map[string]any{"checkpoint": req.Checkpoint, "found": false})
+		}
+		if err != nil {
+			return nil, err
+		}
+		return function.Reply(events.CheckpointShown, map[string]any{"checkpoint": req.Checkpoint, "found": true, "view": v})
+	case events.CheckpointsList:
+		var req struct {
+			Plan   string `json:"plan"`
+			Limit  int    `json:"limit"`
+			Marker string `json:"marker"`
+		}
+		if err := e.DataAs(&req); err != nil {
+			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		}
+		if req.Limit == 0 {
+			req.Limit = defaultLimit
+		}
+		list, next, err := checkpoint.List(ctx, s.bank, req.Plan, req.Limit, req.Marker)
+		if err != nil {
+			return nil, err
+		}
+		return function.Reply(events.CheckpointsListed, map[string]any{"checkpoints": list, "next": next})
+	case events.ProviderShow:
+		return function.Reply(events.ProviderShown, s.provider)
+	}
+	return nil, function.Permanent(fmt.Errorf("event type %q is not handled by checkpoints", e.Type()))
+}
+
+// ReadAPI serves the same answers over plain HTTP GET.
+func (s *Step) ReadAPI() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/provider", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.provider) })
+	mux.HandleFunc("GET /api/checkpoints", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		limit := defaultLimit
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > 1000 {
+				http.Error(w, "limit: want 1..1000", http.StatusBadRequest)
+				return
+			}
+			limit = n
+		}
+		list, next, err := checkpoint.List(r.Context(), s.bank, q.Get("plan"), limit, q.Get("marker"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"checkpoints": list, "next": next})
+	})
+	mux.HandleFunc("GET /api/checkpoints/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if id == "" || strings.ContainsAny(id, "/?#") {
+			http.Error(w, "bad checkpoint id", http.StatusBadRequest)
+			return
+		}
+		v, err := checkpoint.Load(r.Context(), s.bank, id)
+		if errors.Is(err, bank.ErrNotFound) {
+			http.Error(w, fmt.Sprintf("checkpoint %s not found", id), http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,50 @@
+package checkpoints
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// Provider describes what this deployment protects, as Karbor's provider-show does: the
+// resource types with their options, restore and saved-info schemas (taken from the
+// event catalog's schemas, so they cannot drift from what requests are validated
+// against).
+func Provider() (json.RawMessage, error) {
+	raw, err := events.Schema("common")
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	var common struct {
+		Defs map[string]json.RawMessage `json:"$defs"`
+	}
+	if err := json.Unmarshal(raw, &common); err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	type resourceType struct {
+		Options   json.RawMessage `json:"options_schema"`
+		Restore   json.RawMessage `json:"restore_schema"`
+		SavedInfo json.RawMessage `json:"saved_info_schema"`
+	}
+	p := map[string]any{
+		"id":          checkpoint.ProviderID,
+		"name":        "podguard",
+		"description": "Kubernetes pods on OpenStack: pod definitions in a Swift bank, Cinder volumes as Cinder backups",
+		"resource_types": map[string]resourceType{
+			graph.PodType: {Options: common.Defs["podParameters"], Restore: common.Defs["restoreParameters"], SavedInfo: json.RawMessage(podSavedInfo)},
+			graph.VolumeType: {Options: common.Defs["volumeParameters"], Restore: json.RawMessage(`{"type":"object","properties":{"restore_name":{"type":"string"}}}`),
+				SavedInfo: json.RawMessage(volumeSavedInfo)},
+		},
+	}
+	return json.Marshal(p)
+}
+
+const podSavedInfo = `{"type":"object","properties":{"pod":{"description":"the pod's definition, server-set fields removed","type":"object"},` +
+	`"claims":{"type":"array","items":{"type":"object"}},"volumes":{"type":"array","items":{"type":"object"}}}}`
+
+const volumeSavedInfo = `{"type":"object","properties":{"volume_id":{"type":"string"},"backup_id":{"type":"string"},` +
+	`"backup_mode":{"type":"string","enum":["full","incremental"]},"note":{"type":"string"},"size_gib":{"type":"integer"},` +
+	`"backup_status":{"type":"string"},"started_at":{"type":"string","format":"date-time"}}}`

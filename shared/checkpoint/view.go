@@ -1,0 +1,155 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// View is a checkpoint as users see it.
+type View struct {
+	ID        string              `json:"id"`
+	Plan      bank.PlanRef        `json:"plan"`
+	Project   string              `json:"project,omitempty"`
+	Provider  string              `json:"provider"`
+	Status    string              `json:"status"`
+	CreatedAt time.Time           `json:"created_at"`
+	Deadline  time.Time           `json:"deadline"`
+	History   []bank.StatusChange `json:"history"`
+	// Resources lists each resource of the graph with its status (and reason).
+	Resources []ResourceView `json:"resources,omitempty"`
+	// Problems and Excluded come from the listing: volumes that could not be resolved to
+	// Cinder volumes, and pods that were not protectable.
+	Problems []graph.Problem  `json:"problems,omitempty"`
+	Excluded []graph.Excluded `json:"excluded,omitempty"`
+	// Failed are the failures that are not a resource of the graph (such as a listing
+	// that never completed).
+	Failed []bank.Failure `json:"failed,omitempty"`
+}
+
+// ResourceView is one resource of a checkpoint with its status.
+type ResourceView struct {
+	graph.Resource
+	Children []string `json:"children,omitempty"`
+	Status   string   `json:"status"`
+	Reason   string   `json:"reason,omitempty"`
+}
+
+// Summary is a checkpoint in a list.
+type Summary struct {
+	ID        string       `json:"id"`
+	Plan      bank.PlanRef `json:"plan"`
+	Status    string       `json:"status"`
+	CreatedAt time.Time    `json:"created_at"`
+}
+
+// Reader is what views are read from.
+type Reader interface {
+	Checkpoint(ctx context.Context, id string) (*bank.Checkpoint, error)
+	History(ctx context.Context, id string) ([]bank.StatusChange, error)
+	Graph(ctx context.Context, id string) (*graph.Graph, error)
+	PendingResources(ctx context.Context, id string) ([]bank.Pending, error)
+	Failures(ctx context.Context, id string) ([]bank.Failure, error)
+	ListCheckpoints(ctx context.Context, plan string, limit int, marker string) ([]string, string, error)
+}
+
+// Load reads a checkpoint's view. Per-resource status comes from the markers, not from
+// each record: pending is protecting, failed is error, the rest is available.
+func Load(ctx context.Context, r Reader, id string) (*View, error) {
+	cp, err := r.Checkpoint(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	v := &View{ID: cp.ID, Plan: cp.Plan, Project: cp.Project, Provider: cp.Provider, CreatedAt: cp.CreatedAt, Deadline: cp.Deadline}
+	if v.History, err = r.History(ctx, id); err != nil {
+		return nil, err
+	}
+	if n := len(v.History); n > 0 {
+		v.Status = v.History[n-1].Status
+	}
+	g, err := r.Graph(ctx, id)
+	if errors.Is(err, bank.ErrNotFound) {
+		g = &graph.Graph{} // still listing
+	} else if err != nil {
+		return nil, err
+	}
+	v.Problems, v.Excluded = g.Problems, g.Excluded
+	pending, err := r.PendingResources(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	failures, err := r.Failures(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	isPending := make(map[string]bool, len(pending))
+	for _, p := range pending {
+		isPending[p.Key] = true
+	}
+	failed := make(map[string]string, len(failures))
+	for _, f := range failures {
+		failed[f.Key] = f.Reason
+	}
+	for _, n := range g.Nodes {
+		rv := ResourceView{Resource: n.Resource, Children: n.Children, Status: resourceStatus(v.Status)}
+		switch reason, bad := failed[n.Key()]; {
+		case bad:
+			rv.Status, rv.Reason = events.StatusError, reason
+			delete(failed, n.Key())
+		case isPending[n.Key()]:
+			rv.Status = events.StatusProtecting
+		}
+		v.Resources = append(v.Resources, rv)
+	}
+	for _, f := range failures {
+		if _, left := failed[f.Key]; left {
+			v.Failed = append(v.Failed, f)
+		}
+	}
+	return v, nil
+}
+
+// resourceStatus is the status of a finished resource under a checkpoint status.
+func resourceStatus(checkpoint string) string {
+	switch checkpoint {
+	case events.StatusDeleting, events.StatusDeleted:
+		return checkpoint
+	case events.StatusErrorDeleting:
+		return events.StatusDeleting
+	default:
+		return events.StatusAvailable
+	}
+}
+
+// List returns a page of checkpoint summaries, newest first.
+func List(ctx context.Context, r Reader, plan string, limit int, marker string) ([]Summary, string, error) {
+	ids, next, err := r.ListCheckpoints(ctx, plan, limit, marker)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]Summary, 0, len(ids))
+	for _, id := range ids {
+		cp, err := r.Checkpoint(ctx, id)
+		if errors.Is(err, bank.ErrNotFound) {
+			continue // indexed, then deleted
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		h, err := r.History(ctx, id)
+		if err != nil {
+			return nil, "", fmt.Errorf("status of checkpoint %s: %w", id, err)
+		}
+		s := Summary{ID: id, Plan: cp.Plan, CreatedAt: cp.CreatedAt}
+		if len(h) > 0 {
+			s.Status = h[len(h)-1].Status
+		}
+		out = append(out, s)
+	}
+	return out, next, nil
+}
