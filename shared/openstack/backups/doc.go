@@ -12,11 +12,13 @@
 //	tag := map[string]string{"podguard-checkpoint": checkpointID, "podguard-resource": key}
 //	b, err := c.Find(ctx, volumeID, tag)
 //	if err == nil && b == nil {
-//		b, err = c.Create(ctx, backups.CreateOpts{VolumeID: volumeID, Name: name, Metadata: tag})
+//		parent, _ := c.IncrementalParent(ctx, volumeID) // nil: a full backup is needed
+//		b, err = c.Create(ctx, backups.CreateOpts{VolumeID: volumeID, Name: name,
+//			Incremental: parent != nil, Metadata: tag})
 //	}
 //	...
 //	b, err = c.WaitForStatus(ctx, b.ID, backups.StatusAvailable)
-//	var failed *backups.StatusError
+//	var failed *backups.FailedError
 //	if errors.As(err, &failed) {
 //		// the backup failed: failed.Reason says why
 //	}
