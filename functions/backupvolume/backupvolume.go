@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -47,9 +48,9 @@ func (c *Config) Validate() error { return c.Bank.Validate() }
 
 // cinder is the part of Cinder's backup API the step uses.
 type cinder interface {
-	Find(ctx context.Context, volumeID string, match map[string]string) (*backups.Backup, error)
+	List(ctx context.Context, volumeID string) ([]backups.Backup, error)
 	Create(ctx context.Context, opts backups.CreateOpts) (*backups.Backup, error)
-	Get(ctx context.Context, id string) (*backups.Backup, error)
+	Delete(ctx context.Context, id string) error
 	IncrementalParent(ctx context.Context, volumeID string) (*backups.Backup, error)
 }
 
@@ -105,27 +106,34 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		params = *req.Parameters
 	}
 	tag := map[string]string{MetaCheckpoint: req.Checkpoint, MetaResource: key}
-	b, err := s.cinder.Find(ctx, volumeID, tag)
+	tagged, err := s.tagged(ctx, volumeID, tag)
 	if err != nil {
 		return nil, err
 	}
 	pastDeadline := !req.Deadline.IsZero() && s.now().After(req.Deadline)
-	if b == nil {
+	if len(tagged) == 0 {
 		if pastDeadline {
 			return s.finish(ctx, req, events.StatusError, "the checkpoint's deadline passed before the backup was started", nil)
 		}
-		var reason string
-		b, reason, err = s.start(ctx, req, params, tag)
+		b, reason, err := s.start(ctx, req, params, tag)
 		if err != nil {
 			return nil, err
 		}
 		if reason != "" {
 			return s.finish(ctx, req, events.StatusError, reason, nil)
 		}
-		// A backup may complete at once; look before waiting for the next check.
-		if got, err := s.cinder.Get(ctx, b.ID); err == nil {
-			b = got
+		// Look again: the backup may be complete already, and a racing delivery of this
+		// request may have started one too.
+		if tagged, err = s.tagged(ctx, volumeID, tag); err != nil {
+			return nil, err
 		}
+		if len(tagged) == 0 {
+			tagged = []backups.Backup{*b}
+		}
+	}
+	b, settling := s.converge(ctx, tagged)
+	if settling {
+		return nil, nil // duplicates still being created: the next check deletes them
 	}
 	info := &checkpoint.VolumeInfo{VolumeID: volumeID, BackupID: b.ID, Mode: mode(b), SizeGiB: b.Size, BackupStatus: b.Status, StartedAt: b.CreatedAt}
 	if params.BackupMode == "incremental" && !b.IsIncremental {
@@ -188,6 +196,50 @@ func (s *Step) finish(ctx context.Context, req events.StepRequest, status, reaso
 		return nil, err
 	}
 	return result(req.Checkpoint, r.Key, status, reason)
+}
+
+// tagged lists the live backups of a volume tagged for this checkpoint and resource.
+func (s *Step) tagged(ctx context.Context, volumeID string, tag map[string]string) ([]backups.Backup, error) {
+	all, err := s.cinder.List(ctx, volumeID)
+	if err != nil {
+		return nil, err
+	}
+	var out []backups.Backup
+	for _, b := range all {
+		if b.Status == backups.StatusDeleting || b.Status == backups.StatusDeleted {
+			continue
+		}
+		if b.Metadata[MetaCheckpoint] == tag[MetaCheckpoint] && b.Metadata[MetaResource] == tag[MetaResource] {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// converge keeps one backup when racing deliveries of a request started several: the
+// earliest, then the lowest id, which every delivery agrees on. The others are deleted
+// once Cinder allows it (not while they are being created); settling is true while any
+// is left.
+func (s *Step) converge(ctx context.Context, tagged []backups.Backup) (keep *backups.Backup, settling bool) {
+	sort.Slice(tagged, func(i, j int) bool {
+		if !tagged[i].CreatedAt.Equal(tagged[j].CreatedAt) {
+			return tagged[i].CreatedAt.Before(tagged[j].CreatedAt)
+		}
+		return tagged[i].ID < tagged[j].ID
+	})
+	for _, extra := range tagged[1:] {
+		if extra.Status != backups.StatusAvailable && extra.Status != backups.StatusError {
+			settling = true
+			continue
+		}
+		if err := s.cinder.Delete(ctx, extra.ID); err != nil {
+			logging.FromContext(ctx).Warnw("deleting a duplicate backup", zap.String("backup", extra.ID), zap.Error(err))
+			settling = true
+			continue
+		}
+		logging.FromContext(ctx).Infow("deleted a duplicate backup", zap.String("backup", extra.ID), zap.String("kept", tagged[0].ID))
+	}
+	return &tagged[0], settling
 }
 
 func result(cp, key, status, reason string) (*event.Event, error) {

@@ -140,7 +140,12 @@ func (s *Step) protect(ctx context.Context, e event.Event) error {
 	if err := req.Plan.Scope.Check(); err != nil {
 		return function.Permanent(fmt.Errorf("/plan%w", err))
 	}
-	now := s.now().UTC()
+	// Racing duplicates of the request must write the same index: take the time from
+	// the event, which they share.
+	now := e.Time().UTC()
+	if now.IsZero() {
+		now = s.now().UTC()
+	}
 	cp, err := s.bank.CreateCheckpoint(ctx, bank.Checkpoint{
 		ID: CheckpointID(req, e), Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name},
 		Project: s.cfg.Project, Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(s.cfg.ProtectTimeout),
@@ -209,7 +214,10 @@ func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) 
 		return err
 	}
 	if done {
-		return s.redrive(ctx, cp, g, func(bank.Pending) bool { return true }, "")
+		// A redelivery: re-send only what has waited long enough to be lost, so the
+		// duplicate does not race the requests just sent.
+		now := s.now()
+		return s.redrive(ctx, cp, g, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, "")
 	}
 	keys := make([]string, 0, len(g.Nodes))
 	for _, n := range g.Nodes {

@@ -142,25 +142,8 @@ func setup(t *testing.T, cs kubernetes.Interface, nsA, nsB string) {
 	}
 	// The PV controller binds pre-bound pairs; wait for the two Cinder claims.
 	for _, c := range []string{"data-csi", "data-intree"} {
-		waitClaimBound(t, cs, nsA, c)
+		stacktest.WaitClaimBound(t, cs, nsA, c, time.Minute)
 	}
-}
-
-func waitClaimBound(t *testing.T, cs kubernetes.Interface, ns, name string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	w, err := cs.CoreV1().PersistentVolumeClaims(ns).Watch(ctx, metav1.SingleObject(metav1.ObjectMeta{Name: name}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		if c, ok := ev.Object.(*corev1.PersistentVolumeClaim); ok && c.Status.Phase == corev1.ClaimBound {
-			return
-		}
-	}
-	t.Fatalf("claim %s/%s not bound within a minute", ns, name)
 }
 
 func TestListPodsAgainstTheLocalStack(t *testing.T) {

@@ -20,12 +20,17 @@ import (
 
 // Concurrency. Swift has no transactions, so the layout never needs read-modify-write:
 //   - the checkpoint index, the graph, the fan-out marker and each failure record are
-//     written once, create-only (If-None-Match: *): of two racing writers one wins and
-//     the other sees ErrExists and reads what the winner wrote;
+//     written create-only (If-None-Match: *). Swift refuses such a write when the object
+//     already exists, which stops every redelivery that comes after the first write. It
+//     does not serialize writers racing in the same instant (the check is made when the
+//     PUT starts), so what is written create-only is derived from the request alone:
+//     racing duplicates of one event write identical content and lose nothing;
 //   - a status change is a new object under status/, named by time: nothing is
 //     overwritten, the newest marker is the current status;
-//   - a resource's record is written only by the one step that owns the resource;
-//     a redelivered step request rewrites the same content;
+//   - a resource's record is written only by the step that owns the resource; a
+//     redelivered step request rewrites the same content;
+//   - external work that no write can make exclusive (a Cinder backup started by two
+//     racing deliveries) is converged by its step: it keeps one and deletes the others;
 //   - completion is detected without counters: each resource has a pending marker,
 //     deleted when its result arrives; the checkpoint is complete when a listing of
 //     pending/ with limit 1 comes back empty. Two racing "last" results both see it
@@ -440,12 +445,17 @@ func (b *Bank) ListCheckpoints(ctx context.Context, plan string, limit int, mark
 	if err != nil {
 		return nil, "", err
 	}
+	seen := map[string]bool{}
 	for i, o := range objs {
 		if i == limit {
 			next = objs[i-1].Name
 			break
 		}
-		ids = append(ids, b.layout.CheckpointOfIndex(o.Name))
+		// Racing duplicates of a request with different event times index it twice.
+		if id := b.layout.CheckpointOfIndex(o.Name); !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
 	}
 	return ids, next, nil
 }

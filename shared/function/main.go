@@ -22,6 +22,20 @@ import (
 	"github.com/podguard/podguard/events"
 )
 
+// LoadConfig reads a function's typed configuration from the environment and validates
+// it (a Validate method, when it has one). The error names the missing or bad variable.
+func LoadConfig(cfg any) error {
+	if err := envconfig.Process("", cfg); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if v, ok := cfg.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("configuration: %w", err)
+		}
+	}
+	return nil
+}
+
 // Base is the configuration every function reads from the environment: the Knative
 // runtime contract plus logging and timing knobs.
 type Base struct {
@@ -74,13 +88,8 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 		return fmt.Errorf("configuration: %w", err)
 	}
 	var cfg C
-	if err := envconfig.Process("", &cfg); err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	if v, ok := any(&cfg).(interface{ Validate() error }); ok {
-		if err := v.Validate(); err != nil {
-			return fmt.Errorf("configuration: %w", err)
-		}
+	if err := LoadConfig(&cfg); err != nil {
+		return err
 	}
 	overrides, err := parseOverrides(base.CEOverrides)
 	if err != nil {

@@ -58,19 +58,18 @@ func Load(t testing.TB) *Stack {
 		}
 		t.Skipf("no local stack (%s); run `make stack-up`, or `make test` which starts it", f)
 	}
-	// Let the shell interpret the file, exactly as a user sourcing it would.
-	out, err := exec.Command("bash", "-c", `set -a; . "$1" >/dev/null; env -0`, "bash", f).Output()
+	// Let the shell interpret the file, exactly as a user sourcing it would, in an empty
+	// environment so that only what the file sets comes back.
+	cmd := exec.Command("bash", "-c", `set -a; . "$1" >/dev/null; env -0`, "bash", f)
+	cmd.Env = []string{"HOME=" + os.Getenv("HOME"), "PATH=" + os.Getenv("PATH")}
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("read %s: %v", f, err)
 	}
 	s := &Stack{Env: map[string]string{}}
-	base := map[string]bool{}
-	for _, kv := range os.Environ() {
-		base[kv] = true
-	}
 	for _, kv := range strings.Split(string(out), "\x00") {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || base[kv] || k == "_" || k == "SHLVL" || k == "PWD" {
+		if !ok || k == "_" || k == "SHLVL" || k == "PWD" || kv == cmd.Env[0] || kv == cmd.Env[1] {
 			continue
 		}
 		s.Env[k] = v
@@ -162,4 +161,22 @@ func IgnoreExists(err error) error {
 		return nil
 	}
 	return err
+}
+
+// WaitClaimBound watches a claim until it is Bound.
+func WaitClaimBound(t testing.TB, cs kubernetes.Interface, ns, name string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	w, err := cs.CoreV1().PersistentVolumeClaims(ns).Watch(ctx, metav1.SingleObject(metav1.ObjectMeta{Name: name}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		if c, ok := ev.Object.(*corev1.PersistentVolumeClaim); ok && c.Status.Phase == corev1.ClaimBound {
+			return
+		}
+	}
+	t.Fatalf("claim %s/%s not bound within %s", ns, name, timeout)
 }

@@ -1,0 +1,256 @@
+// Package e2e runs podguard's end-to-end suite: every function behind the embedded
+// broker (routing by deploy/base) against the real local stack.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podguard/podguard/deploy/local/broker"
+	"github.com/podguard/podguard/deploy/local/runner"
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/functions/backupvolume"
+	"github.com/podguard/podguard/shared/openstack/backups"
+	"github.com/podguard/podguard/shared/openstack/volumes"
+	"github.com/podguard/podguard/shared/stacktest"
+)
+
+// env is one end-to-end environment: the stack, a runner with its own bank container,
+// and an observer receiving every result event users would see.
+type env struct {
+	t       *testing.T
+	st      *stacktest.Stack
+	kube    kubernetes.Interface
+	runner  *runner.Runner
+	bank    string
+	volumes *volumes.Client
+	backups *backups.Client
+
+	mu       sync.Mutex
+	observed map[string][]event.Event
+	arrived  chan event.Event
+}
+
+// observed types: what a user or another system would subscribe to.
+var observedTypes = []string{events.CheckpointFinished}
+
+type envOptions struct {
+	wrap   func(name string, h http.Handler) http.Handler
+	cinder *backupvolume.InstantCinder
+	extra  map[string]string // environment of the functions
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	st := stacktest.Load(t)
+	e := &env{t: t, st: st, kube: st.Kube(t), observed: map[string][]event.Event{}, arrived: make(chan event.Event, 1024)}
+	e.bank = fmt.Sprintf("podguard-e2e-%d", time.Now().UnixNano()%1e9)
+	for k, v := range map[string]string{
+		"BANK_AUTH": "keystone", "BANK_CONTAINER": e.bank, "REDRIVE_AFTER": "2s", "PROTECT_TIMEOUT": "10m", "LOG_LEVEL": "warn",
+	} {
+		t.Setenv(k, v)
+	}
+	for k, v := range o.extra {
+		t.Setenv(k, v)
+	}
+	obs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ev, err := cehttp.NewEventFromHTTPRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		e.mu.Lock()
+		e.observed[ev.Type()] = append(e.observed[ev.Type()], *ev)
+		e.mu.Unlock()
+		e.arrived <- *ev
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(obs.Close)
+	var observers []broker.Trigger
+	for _, typ := range observedTypes {
+		observers = append(observers, broker.Trigger{Name: "observer-" + typ, Filter: map[string]string{"type": typ},
+			Subscriber: broker.Destination{Ref: "observer"}})
+	}
+	ctx := context.Background()
+	r, err := runner.Start(ctx, runner.Options{
+		Triggers: filepath.Join(repoRoot(t), "deploy", "base"), Tick: time.Second, Cinder: o.cinder, Wrap: o.wrap,
+		Observers: observers, ObserverURLs: map[string]string{"observer": obs.URL},
+		DeadLetters: filepath.Join(t.TempDir(), "dead-letters.jsonl"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = r.Close(cctx)
+	})
+	e.runner = r
+	sc, err := st.OpenStack().BlockStorage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.volumes, e.backups = volumes.New(sc), backups.New(sc)
+	return e
+}
+
+func repoRoot(t *testing.T) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test")
+		}
+		dir = parent
+	}
+}
+
+// send delivers an event to the broker ingress, as a user's system would.
+func (e *env) send(ev event.Event) {
+	e.t.Helper()
+	c, err := cloudevents.NewClientHTTP()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx := cloudevents.ContextWithTarget(context.Background(), e.runner.IngressURL)
+	if res := c.Send(ctx, ev); !cloudevents.IsACK(res) {
+		e.t.Fatalf("send %s: %v", ev.Type(), res)
+	}
+}
+
+func newEvent(typ string, data any) event.Event {
+	ev := cloudevents.NewEvent()
+	ev.SetID(uuid.NewString())
+	ev.SetSource("e2e-test")
+	ev.SetType(typ)
+	ev.SetTime(time.Now().UTC()) // a redelivery resends the same event, time included
+	_ = ev.SetData(cloudevents.ApplicationJSON, data)
+	return ev
+}
+
+// await waits for an observed event matching pred.
+func (e *env) await(timeout time.Duration, what string, pred func(event.Event) bool) event.Event {
+	e.t.Helper()
+	deadline := time.After(timeout)
+	e.mu.Lock()
+	for _, evs := range e.observed {
+		for _, ev := range evs {
+			if pred(ev) {
+				e.mu.Unlock()
+				return ev
+			}
+		}
+	}
+	e.mu.Unlock()
+	for {
+		select {
+		case ev := <-e.arrived:
+			if pred(ev) {
+				return ev
+			}
+		case <-deadline:
+			e.t.Fatalf("%s: nothing within %s", what, timeout)
+		}
+	}
+}
+
+// finished waits for the checkpoint.finished event of a checkpoint.
+func (e *env) finished(id string, timeout time.Duration) events.CheckpointFinishedResult {
+	e.t.Helper()
+	ev := e.await(timeout, "checkpoint "+id+" finished", func(ev event.Event) bool {
+		return ev.Type() == events.CheckpointFinished && ev.Extensions()[events.ExtCheckpoint] == id
+	})
+	var res events.CheckpointFinishedResult
+	if err := ev.DataAs(&res); err != nil {
+		e.t.Fatal(err)
+	}
+	return res
+}
+
+// count returns how many events of a type were observed.
+func (e *env) count(typ string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.observed[typ])
+}
+
+// cinderVolume creates a real 1 GiB Cinder volume holding data at its start, and deletes
+// it, with its backups, when the test ends.
+func (e *env) cinderVolume(name string, data []byte) *volumes.Volume {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	v, err := e.volumes.Create(ctx, name, 1, map[string]string{"podguard-test": e.bank})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if bs, err := e.backups.List(ctx, v.ID); err == nil {
+			for i := len(bs) - 1; i >= 0; i-- { // newest first is the order Cinder accepts
+				_ = e.backups.Delete(ctx, bs[i].ID)
+				_ = e.backups.WaitForDeleted(ctx, bs[i].ID)
+			}
+		}
+		_ = e.volumes.Delete(ctx, v.ID)
+	})
+	if v, err = e.volumes.WaitForStatus(ctx, v.ID, "available"); err != nil {
+		e.t.Fatal(err)
+	}
+	if data != nil {
+		f, err := os.OpenFile(filepath.Join(e.st.Env["PODGUARD_CINDER_EXPORT"], "volume-"+v.ID), os.O_WRONLY, 0)
+		if err != nil {
+			e.t.Fatalf("open the volume's file on the NFS export: %v", err)
+		}
+		if _, err := f.WriteAt(data, 0); err != nil {
+			e.t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return v
+}
+
+// podWithVolume creates a PV for a Cinder volume (CSI or in-tree), a claim bound to it,
+// and a Running pod mounting it.
+func (e *env) podWithVolume(ns, name string, v *volumes.Volume, csi bool) {
+	e.t.Helper()
+	ctx := context.Background()
+	pv := stacktest.CinderPV(ns+"-"+name, v.ID, csi, ns, name+"-data")
+	if _, err := e.kube.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		_ = e.kube.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
+	})
+	if _, err := e.kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, stacktest.Claim(ns, name+"-data", pv.Name), metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.kube.CoreV1().Pods(ns).Create(ctx, stacktest.Pod(ns, name, map[string]string{"app": name}, name+"-data"), metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	stacktest.WaitPod(e.t, e.kube, ns, name, time.Minute, stacktest.Running)
+	stacktest.WaitClaimBound(e.t, e.kube, ns, name+"-data", time.Minute)
+}

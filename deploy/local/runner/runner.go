@@ -1,0 +1,237 @@
+// Package runner is podguard's local mode: one process that starts every function as an
+// HTTP CloudEvents endpoint on 127.0.0.1 and routes events between them through the
+// embedded broker, with the filters and delivery settings of the Triggers in deploy/base
+// (read from those manifests, so a mistake in a Trigger breaks local runs too). A ticker
+// stands in for the PingSource that drives progress checks.
+//
+//	r, err := runner.Start(ctx, runner.Options{Triggers: "deploy/base", Addr: "127.0.0.1:18500", Tick: 2 * time.Second})
+//	// send CloudEvents to r.IngressURL; read checkpoints at r.Functions["checkpoints"] + "/api/checkpoints"
+//	defer r.Close(ctx)
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"go.uber.org/zap"
+
+	"github.com/podguard/podguard/deploy/local/broker"
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/functions/backupvolume"
+	"github.com/podguard/podguard/functions/checkpoints"
+	"github.com/podguard/podguard/functions/choreographer"
+	"github.com/podguard/podguard/functions/listpods"
+	"github.com/podguard/podguard/functions/snapshotmetadata"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/function"
+)
+
+// Options configures a local run. Each function reads its own configuration from the
+// environment, exactly as it does in a cluster.
+type Options struct {
+	// Triggers is the folder of the Knative manifests to route by (deploy/base).
+	Triggers string
+	// Addr is the broker ingress address; "127.0.0.1:0" picks a free port.
+	Addr string
+	// Tick is the interval of the progress tick; zero disables it.
+	Tick time.Duration
+	// DeadLetters is a JSON-lines file for events that could not be delivered.
+	DeadLetters string
+	// Cinder, when set, replaces the Cinder backup API of back-up-volume (an instant
+	// double for benchmarks).
+	Cinder *backupvolume.InstantCinder
+	// Logger receives structured logs.
+	Logger *zap.SugaredLogger
+	// Observers are extra Triggers to subscribers outside the runner, by name (tests
+	// watch results this way).
+	Observers []broker.Trigger
+	// ObserverURLs resolves the observers' subscriber names.
+	ObserverURLs map[string]string
+	// Wrap, when set, wraps each function's HTTP endpoint (tests inject duplicate,
+	// delayed or failed deliveries this way).
+	Wrap func(name string, h http.Handler) http.Handler
+}
+
+// Runner is a running local deployment.
+type Runner struct {
+	Broker *broker.Broker
+	// IngressURL is where events are sent.
+	IngressURL string
+	// Functions maps each function name to its URL.
+	Functions map[string]string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errs   chan error
+}
+
+// lateSender forwards to the broker once it exists: functions are started before the
+// broker, which needs their addresses.
+type lateSender struct{ b *broker.Broker }
+
+func (s *lateSender) Send(ctx context.Context, e event.Event) error {
+	if s.b == nil {
+		return errors.New("the broker is not running yet")
+	}
+	return s.b.Send(ctx, e)
+}
+
+type fn struct {
+	name    string
+	accepts []string
+	build   func(ctx context.Context, sink function.Sender) (function.Handler, error)
+}
+
+func load[C any](build func(ctx context.Context, cfg *C, sink function.Sender) (function.Handler, error)) func(context.Context, function.Sender) (function.Handler, error) {
+	return func(ctx context.Context, sink function.Sender) (function.Handler, error) {
+		var cfg C
+		if err := function.LoadConfig(&cfg); err != nil {
+			return nil, err
+		}
+		return build(ctx, &cfg, sink)
+	}
+}
+
+func functions(o Options) []fn {
+	return []fn{
+		{events.FnListPods, listpods.Accepts, load(func(ctx context.Context, c *listpods.Config, _ function.Sender) (function.Handler, error) {
+			return listpods.New(ctx, c)
+		})},
+		{events.FnSnapshotMetadata, snapshotmetadata.Accepts, load(func(ctx context.Context, c *snapshotmetadata.Config, _ function.Sender) (function.Handler, error) {
+			return snapshotmetadata.New(ctx, c)
+		})},
+		{events.FnBackupVolume, backupvolume.Accepts, load(func(ctx context.Context, c *backupvolume.Config, _ function.Sender) (function.Handler, error) {
+			if o.Cinder == nil {
+				return backupvolume.New(ctx, c)
+			}
+			b, err := bank.Open(ctx, c.Bank, c.OpenStack)
+			if err != nil {
+				return nil, err
+			}
+			return backupvolume.NewStep(o.Cinder, b, time.Now), nil
+		})},
+		{events.FnChoreographer, choreographer.Accepts, load(func(ctx context.Context, c *choreographer.Config, sink function.Sender) (function.Handler, error) {
+			return choreographer.New(ctx, c, sink)
+		})},
+		{events.FnCheckpoints, checkpoints.Accepts, load(func(ctx context.Context, c *checkpoints.Config, _ function.Sender) (function.Handler, error) {
+			return checkpoints.New(ctx, c)
+		})},
+	}
+}
+
+// Start starts every function, then the broker and the ticker.
+func Start(ctx context.Context, o Options) (*Runner, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop().Sugar()
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	triggers, err := broker.LoadTriggers(o.Triggers)
+	if err != nil {
+		return nil, err
+	}
+	v, err := events.NewValidator()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	r := &Runner{Functions: map[string]string{}, cancel: cancel, errs: make(chan error, 16)}
+	fail := func(err error) (*Runner, error) {
+		cancel()
+		r.wg.Wait()
+		return nil, err
+	}
+	sink := &lateSender{}
+	for _, f := range functions(o) {
+		log := o.Logger.Named(f.name)
+		h, err := f.build(ctx, sink)
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", f.name, err))
+		}
+		var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, function.ServerOptions{Logger: log}), h)
+		if o.Wrap != nil {
+			endpoint = o.Wrap(f.name, endpoint)
+		}
+		addr, err := r.serve(ctx, "127.0.0.1:0", endpoint, log)
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", f.name, err))
+		}
+		r.Functions[f.name] = "http://" + addr
+	}
+	rec, err := broker.NewRecorder(o.DeadLetters)
+	if err != nil {
+		return fail(err)
+	}
+	resolve := map[string]string{}
+	for k, v := range r.Functions {
+		resolve[k] = v
+	}
+	for k, v := range o.ObserverURLs {
+		resolve[k] = v
+	}
+	b, err := broker.New(append(triggers, o.Observers...), resolve, rec, broker.Options{Logger: o.Logger.Named("broker")})
+	if err != nil {
+		return fail(err)
+	}
+	sink.b, r.Broker = b, b
+	addr, err := r.serve(ctx, o.Addr, b, o.Logger.Named("broker"))
+	if err != nil {
+		_ = b.Close(context.Background())
+		return fail(err)
+	}
+	r.IngressURL = "http://" + addr
+	if o.Tick > 0 {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			_ = b.RunTicker(ctx, o.Tick, broker.PingTick("podguard", "podguard-tick", time.Now))
+		}()
+	}
+	return r, nil
+}
+
+func (r *Runner) serve(ctx context.Context, addr string, h http.Handler, log *zap.SugaredLogger) (string, error) {
+	ready := make(chan net.Addr, 1)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := function.Serve(ctx, addr, h, 10*time.Second, log, ready); err != nil {
+			select {
+			case r.errs <- err:
+			default:
+			}
+			close(ready)
+		}
+	}()
+	a, ok := <-ready
+	if !ok {
+		return "", <-r.errs
+	}
+	return a.String(), nil
+}
+
+// Names lists the running functions.
+func (r *Runner) Names() []string {
+	var n []string
+	for k := range r.Functions {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Close drains the broker, then stops the functions.
+func (r *Runner) Close(ctx context.Context) error {
+	err := r.Broker.Close(ctx)
+	r.cancel()
+	r.wg.Wait()
+	return err
+}
