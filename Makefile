@@ -34,7 +34,35 @@ stack-build: ## build etcd, Kubernetes and kwok binaries (cached in ~/.cache/pod
 stack-knative-crds: ## apply the Knative Serving/Eventing CRDs to the local apiserver
 	$(STACK) knative-crds
 
-## --- more targets go here ----------------------------------------------------------------
-# test:   unit and integration tests (integration tests read the local stack's env file)
-# demo:   run the podguard demo against the local stack
-# bench:  benchmarks
+## --- tests ---------------------------------------------------------------------------
+
+STACK_ENV ?= $(HOME)/.local/state/podguard/stack/env
+GO_TEST_FLAGS ?= -count=1 -timeout 40m
+
+.PHONY: test unit check fuzz
+test: stack-up check ## everything: unit, integration and end-to-end tests against the local stack
+	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test $(GO_TEST_FLAGS) ./...
+
+unit: check ## unit tests only (no stack; integration tests skip)
+	PODGUARD_STACK_ENV=/nonexistent go test $(GO_TEST_FLAGS) ./...
+
+check: ## gofmt and go vet
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
+	go vet ./...
+
+FUZZTIME ?= 60s
+fuzz: ## fuzz the CloudEvents decoding; new interesting inputs are kept in testdata
+	go test ./shared/function -run '^$$' -fuzz FuzzServeHTTP -fuzztime $(FUZZTIME)
+	cp -n $$(go env GOCACHE)/fuzz/github.com/podguard/podguard/shared/function/FuzzServeHTTP/* shared/function/testdata/fuzz/FuzzServeHTTP/ 2>/dev/null || true
+
+## --- demo ----------------------------------------------------------------------------
+
+.PHONY: demo
+demo: stack-up ## bring up the local stack, protect two pods with their Cinder volumes, show the checkpoint
+	set -a; . $(STACK_ENV); set +a; go run ./deploy/local/demo
+
+## --- benchmarks ----------------------------------------------------------------------
+
+.PHONY: bench
+bench: stack-up ## benchmarks against the local stack (figures printed per benchmark)
+	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test -run '^$$' -bench . -benchtime 3x -timeout 60m ./functions/listpods/ ./deploy/local/e2e/
