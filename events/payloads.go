@@ -133,21 +133,29 @@ type ProtectRequest struct {
 	Occurrence string `json:"occurrence,omitempty"`
 }
 
-// StepRequest is the data of MetadataSnapshot and VolumeBackup: one resource of a
-// checkpoint, and the time by which the step must be finished.
+// StepRequest is the data of MetadataSnapshot and VolumeBackup: a batch of resources of
+// one type in a checkpoint, and the time by which the step must be finished.
 type StepRequest struct {
 	Checkpoint string            `json:"checkpoint"`
-	Resource   graph.Resource    `json:"resource"`
+	Batch      string            `json:"batch"`
+	Resources  []graph.Resource  `json:"resources"`
 	Parameters *VolumeParameters `json:"parameters,omitempty"`
 	Deadline   time.Time         `json:"deadline"`
 }
 
-// StepResult is the data of MetadataSnapshotted and VolumeBackedUp.
+// StepResult is the data of MetadataSnapshotted and VolumeBackedUp: the outcome of every
+// resource of a batch.
 type StepResult struct {
-	Checkpoint string `json:"checkpoint"`
-	Key        string `json:"key"`
-	Status     string `json:"status"`
-	Reason     string `json:"reason,omitempty"`
+	Checkpoint string           `json:"checkpoint"`
+	Batch      string           `json:"batch"`
+	Results    []ResourceResult `json:"results"`
+}
+
+// ResourceResult is the outcome of one resource.
+type ResourceResult struct {
+	Key    string `json:"key"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // CheckpointFinishedResult is the data of CheckpointFinished.

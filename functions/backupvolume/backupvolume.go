@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -85,47 +86,104 @@ func NewStep(c cinder, r records, now func() time.Time) *Step {
 	return &Step{cinder: c, records: r, now: now}
 }
 
-// Handle starts or checks the backup of one volume. It answers with VolumeBackedUp once
-// the backup is available or failed, and with nothing (202) while it is in progress.
+// workers bounds the volumes of a batch handled at once.
+const workers = 8
+
+// Handle starts or checks the backups of a batch of volumes. It answers with
+// VolumeBackedUp once every backup of the batch is available or failed, and with nothing
+// (202) while any is in progress: the tick sends the request again, which checks again.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	var req events.StepRequest
 	if err := e.DataAs(&req); err != nil {
 		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
 	}
-	if req.Resource.Type != graph.VolumeType {
-		return nil, function.Permanent(fmt.Errorf("/resource/type: back-up-volume backs up %s, not %s", graph.VolumeType, req.Resource.Type))
+	for i, r := range req.Resources {
+		if r.Type != graph.VolumeType {
+			return nil, function.Permanent(fmt.Errorf("/resources/%d/type: back-up-volume backs up %s, not %s", i, graph.VolumeType, r.Type))
+		}
 	}
-	key, volumeID := req.Resource.Key(), req.Resource.ID
-	if r, err := s.records.Record(ctx, req.Checkpoint, key); err == nil && r.Status != events.StatusProtecting {
-		return result(req.Checkpoint, key, r.Status, r.Reason) // already finished: same outcome
-	} else if err != nil && !errors.Is(err, bank.ErrNotFound) {
+	if r, err := s.records.Record(ctx, req.Checkpoint, req.Batch); err == nil {
+		return result(req, r) // already finished: same outcome
+	} else if !errors.Is(err, bank.ErrNotFound) {
 		return nil, err
 	}
 	params := events.VolumeParameters{}
 	if req.Parameters != nil {
 		params = *req.Parameters
 	}
+	rec := bank.Record{Batch: req.Batch, Resources: make(map[string]bank.ResourceRecord, len(req.Resources))}
+	var (
+		mu         sync.Mutex
+		firstErr   error
+		inProgress int
+		wg         sync.WaitGroup
+	)
+	work := make(chan graph.Resource)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range work {
+				rr, done, err := s.volume(ctx, req, r, params)
+				mu.Lock()
+				switch {
+				case err != nil:
+					if firstErr == nil {
+						firstErr = err
+					}
+				case !done:
+					inProgress++
+				default:
+					rec.Resources[r.Key()] = rr
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, r := range req.Resources {
+		work <- r
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if inProgress > 0 {
+		logging.FromContext(ctx).Debugw("backups in progress", zap.String("batch", req.Batch), zap.Int("in_progress", inProgress))
+		return nil, nil
+	}
+	rec.UpdatedAt = s.now().UTC()
+	if err := s.records.PutRecord(ctx, req.Checkpoint, rec); err != nil {
+		return nil, err
+	}
+	return result(req, &rec)
+}
+
+// volume starts or checks the backup of one volume; done is false while it is in
+// progress.
+func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resource, params events.VolumeParameters) (bank.ResourceRecord, bool, error) {
+	key, volumeID := r.Key(), r.ID
 	tag := map[string]string{MetaCheckpoint: req.Checkpoint, MetaResource: key}
 	tagged, err := s.tagged(ctx, volumeID, tag)
 	if err != nil {
-		return nil, err
+		return bank.ResourceRecord{}, false, err
 	}
 	pastDeadline := !req.Deadline.IsZero() && s.now().After(req.Deadline)
 	if len(tagged) == 0 {
 		if pastDeadline {
-			return s.finish(ctx, req, events.StatusError, "the checkpoint's deadline passed before the backup was started", nil)
+			return failed("the checkpoint's deadline passed before the backup was started", nil)
 		}
-		b, reason, err := s.start(ctx, req, params, tag)
+		b, reason, err := s.start(ctx, req.Checkpoint, r, params, tag)
 		if err != nil {
-			return nil, err
+			return bank.ResourceRecord{}, false, err
 		}
 		if reason != "" {
-			return s.finish(ctx, req, events.StatusError, reason, nil)
+			return failed(reason, nil)
 		}
 		// Look again: the backup may be complete already, and a racing delivery of this
 		// request may have started one too.
 		if tagged, err = s.tagged(ctx, volumeID, tag); err != nil {
-			return nil, err
+			return bank.ResourceRecord{}, false, err
 		}
 		if len(tagged) == 0 {
 			tagged = []backups.Backup{*b}
@@ -133,7 +191,7 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	}
 	b, settling := s.converge(ctx, tagged)
 	if settling {
-		return nil, nil // duplicates still being created: the next check deletes them
+		return bank.ResourceRecord{}, false, nil // duplicates still being created: the next check deletes them
 	}
 	info := &checkpoint.VolumeInfo{VolumeID: volumeID, BackupID: b.ID, Mode: mode(b), SizeGiB: b.Size, BackupStatus: b.Status, StartedAt: b.CreatedAt}
 	if params.BackupMode == "incremental" && !b.IsIncremental {
@@ -141,23 +199,35 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	}
 	switch b.Status {
 	case backups.StatusAvailable:
-		return s.finish(ctx, req, events.StatusAvailable, "", info)
+		data, err := json.Marshal(info)
+		return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, err
 	case backups.StatusError:
-		return s.finish(ctx, req, events.StatusError, fmt.Sprintf("Cinder backup %s failed: %s", b.ID, orUnknown(b.FailReason)), info)
+		return failed(fmt.Sprintf("Cinder backup %s failed: %s", b.ID, orUnknown(b.FailReason)), info)
 	}
 	if pastDeadline {
-		return s.finish(ctx, req, events.StatusError, fmt.Sprintf("Cinder backup %s still %s at the checkpoint's deadline %s", b.ID, b.Status, req.Deadline.UTC().Format(time.RFC3339)), info)
+		return failed(fmt.Sprintf("Cinder backup %s still %s at the checkpoint's deadline %s", b.ID, b.Status, req.Deadline.UTC().Format(time.RFC3339)), info)
 	}
-	logging.FromContext(ctx).Debugw("backup in progress", zap.String("backup", b.ID), zap.String("status", b.Status))
-	return nil, nil
+	return bank.ResourceRecord{}, false, nil
+}
+
+func failed(reason string, info *checkpoint.VolumeInfo) (bank.ResourceRecord, bool, error) {
+	rr := bank.ResourceRecord{Status: events.StatusError, Reason: reason}
+	if info != nil {
+		data, err := json.Marshal(info)
+		if err != nil {
+			return rr, true, fmt.Errorf("encode saved info: %w", err)
+		}
+		rr.Data = data
+	}
+	return rr, true, nil
 }
 
 // start creates the backup. Cinder refusing it (the volume does not exist, or is not
 // in a state that can be backed up) is a reason, not an error: retrying cannot help.
-func (s *Step) start(ctx context.Context, req events.StepRequest, p events.VolumeParameters, tag map[string]string) (b *backups.Backup, reason string, err error) {
+func (s *Step) start(ctx context.Context, checkpointID string, r graph.Resource, p events.VolumeParameters, tag map[string]string) (b *backups.Backup, reason string, err error) {
 	incremental := p.BackupMode == "incremental"
 	if incremental {
-		parent, err := s.cinder.IncrementalParent(ctx, req.Resource.ID)
+		parent, err := s.cinder.IncrementalParent(ctx, r.ID)
 		if err != nil {
 			return nil, "", err
 		}
@@ -165,37 +235,22 @@ func (s *Step) start(ctx context.Context, req events.StepRequest, p events.Volum
 	}
 	name := p.BackupName
 	if name == "" {
-		name = "podguard-" + req.Checkpoint
+		name = "podguard-" + checkpointID
 	}
 	b, err = s.cinder.Create(ctx, backups.CreateOpts{
-		VolumeID: req.Resource.ID, Name: name, Description: p.Description, Container: p.Container,
+		VolumeID: r.ID, Name: name, Description: p.Description, Container: p.Container,
 		Force: p.Force, Incremental: incremental, Metadata: tag,
 	})
 	switch {
 	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
-		return nil, fmt.Sprintf("Cinder volume %s does not exist", req.Resource.ID), nil
+		return nil, fmt.Sprintf("Cinder volume %s does not exist", r.ID), nil
 	case gophercloud.ResponseCodeIs(err, http.StatusBadRequest):
-		return nil, fmt.Sprintf("Cinder refused to back up volume %s: %v", req.Resource.ID, err), nil
+		return nil, fmt.Sprintf("Cinder refused to back up volume %s: %v", r.ID, err), nil
 	case err != nil:
 		return nil, "", err
 	}
-	logging.FromContext(ctx).Infow("backup started", zap.String("volume", req.Resource.ID), zap.String("backup", b.ID), zap.Bool("incremental", incremental))
+	logging.FromContext(ctx).Infow("backup started", zap.String("volume", r.ID), zap.String("backup", b.ID), zap.Bool("incremental", incremental))
 	return b, "", nil
-}
-
-func (s *Step) finish(ctx context.Context, req events.StepRequest, status, reason string, info *checkpoint.VolumeInfo) (*event.Event, error) {
-	r := bank.Record{Key: req.Resource.Key(), Status: status, Reason: reason, UpdatedAt: s.now().UTC()}
-	if info != nil {
-		data, err := json.Marshal(info)
-		if err != nil {
-			return nil, fmt.Errorf("encode saved info of %s: %w", r.Key, err)
-		}
-		r.Data = data
-	}
-	if err := s.records.PutRecord(ctx, req.Checkpoint, r); err != nil {
-		return nil, err
-	}
-	return result(req.Checkpoint, r.Key, status, reason)
 }
 
 // tagged lists the live backups of a volume tagged for this checkpoint and resource.
@@ -242,8 +297,8 @@ func (s *Step) converge(ctx context.Context, tagged []backups.Backup) (keep *bac
 	return &tagged[0], settling
 }
 
-func result(cp, key, status, reason string) (*event.Event, error) {
-	return function.Reply(events.VolumeBackedUp, events.StepResult{Checkpoint: cp, Key: key, Status: status, Reason: reason})
+func result(req events.StepRequest, rec *bank.Record) (*event.Event, error) {
+	return function.Reply(events.VolumeBackedUp, rec.Result(req))
 }
 
 func mode(b *backups.Backup) string {

@@ -3,12 +3,14 @@
 // step. For a protect:
 //
 //	protect.requested -> checkpoint (protecting) -> pods.list
-//	pods.listed       -> graph, pending markers  -> metadata.snapshot per pod, volume.backup per volume
+//	pods.listed       -> graph, pending markers  -> metadata.snapshot per batch of pods, volume.backup per batch of volumes
 //	*.snapshotted / *.backedup -> marker deleted; when none is left -> available | error, checkpoint.finished
 //	tick              -> re-drives pending work (progress checks), fails work past its deadline
 //
-// Each event costs a bounded number of bank operations, whatever the size of the
-// checkpoint; only the tick reads a checkpoint's pending work in full.
+// Steps work on batches of resources of one type (BATCH_SIZE), so the bank requests and
+// events per resource stay small. Each event costs a bounded number of bank operations,
+// whatever the size of the checkpoint; only the tick reads a checkpoint's pending work in
+// full.
 package choreographer
 
 import (
@@ -51,12 +53,19 @@ type Config struct {
 	RedriveAfter time.Duration `envconfig:"REDRIVE_AFTER" default:"30s"`
 	// FanOutWorkers bounds concurrent sends of a fan-out.
 	FanOutWorkers int `envconfig:"FANOUT_WORKERS" default:"16"`
+	// BatchSize is how many resources of one type a step request carries. Larger batches
+	// mean fewer events and bank requests per resource; smaller ones finish in smaller
+	// units.
+	BatchSize int `envconfig:"BATCH_SIZE" default:"50"`
 }
 
 // Validate checks the configuration at start.
 func (c *Config) Validate() error {
 	if c.ProtectTimeout <= 0 || c.ListTimeout <= 0 || c.RedriveAfter <= 0 || c.FanOutWorkers <= 0 {
 		return errors.New("PROTECT_TIMEOUT, LIST_TIMEOUT, REDRIVE_AFTER and FANOUT_WORKERS must be positive")
+	}
+	if c.BatchSize < 1 || c.BatchSize > 500 {
+		return fmt.Errorf("BATCH_SIZE=%d: want 1..500", c.BatchSize)
 	}
 	return c.Bank.Validate()
 }
@@ -105,6 +114,9 @@ func NewStep(b store, sink function.Sender, cfg Config, now func() time.Time) *S
 	if cfg.FanOutWorkers <= 0 {
 		cfg.FanOutWorkers = 16
 	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 50
+	}
 	return &Step{bank: b, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers}
 }
 
@@ -149,7 +161,7 @@ func (s *Step) protect(ctx context.Context, e event.Event) error {
 	cp, err := s.bank.CreateCheckpoint(ctx, bank.Checkpoint{
 		ID: CheckpointID(req, e), Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name},
 		Project: s.cfg.Project, Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(s.cfg.ProtectTimeout),
-		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters,
+		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters, BatchSize: s.cfg.BatchSize,
 	})
 	if err != nil {
 		return err
@@ -206,41 +218,42 @@ func (s *Step) listed(ctx context.Context, e event.Event) error {
 }
 
 // fanOut creates the pending markers, records the fan-out, and sends a step request per
-// resource. After a crash or a failed send, a redelivery re-sends the requests of the
-// resources still pending.
+// batch. After a crash or a failed send, a redelivery re-sends the requests of the
+// batches still pending.
 func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) error {
 	done, err := s.bank.FannedOut(ctx, cp.ID)
 	if err != nil {
 		return err
 	}
+	batches := g.Batches(cp.BatchSize)
 	if done {
 		// A redelivery: re-send only what has waited long enough to be lost, so the
 		// duplicate does not race the requests just sent.
 		now := s.now()
-		return s.redrive(ctx, cp, g, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, "")
+		return s.redrive(ctx, cp, batches, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, "")
 	}
-	keys := make([]string, 0, len(g.Nodes))
-	for _, n := range g.Nodes {
-		keys = append(keys, n.Key())
-	}
-	if len(keys) == 0 {
+	if len(batches) == 0 {
 		return s.finish(ctx, cp.ID)
 	}
-	if err := s.bank.AddPending(ctx, cp.ID, keys); err != nil {
+	names := make([]string, len(batches))
+	for i, b := range batches {
+		names[i] = b.Name
+	}
+	if err := s.bank.AddPending(ctx, cp.ID, names); err != nil {
 		return err
 	}
 	if err := s.bank.MarkFannedOut(ctx, cp.ID); errors.Is(err, bank.ErrExists) {
-		return nil // a concurrent duplicate fanned out
+		return nil // a duplicate fanned out first
 	} else if err != nil {
 		return err
 	}
-	logging.FromContext(ctx).Infow("fanning out", zap.String("checkpoint", cp.ID), zap.Int("resources", len(keys)))
-	return s.sendAll(ctx, cp, g.Nodes, "")
+	logging.FromContext(ctx).Infow("fanning out", zap.String("checkpoint", cp.ID), zap.Int("resources", len(g.Nodes)), zap.Int("batches", len(batches)))
+	return s.sendAll(ctx, cp, batches, "")
 }
 
-// sendAll sends the step request of each node with bounded concurrency.
-func (s *Step) sendAll(ctx context.Context, cp *bank.Checkpoint, nodes []graph.Node, attempt string) error {
-	work := make(chan graph.Node)
+// sendAll sends the step request of each batch with bounded concurrency.
+func (s *Step) sendAll(ctx context.Context, cp *bank.Checkpoint, batches []graph.Batch, attempt string) error {
+	work := make(chan graph.Batch)
 	var (
 		mu       sync.Mutex
 		firstErr error
@@ -250,8 +263,8 @@ func (s *Step) sendAll(ctx context.Context, cp *bank.Checkpoint, nodes []graph.N
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := range work {
-				if err := s.sendStep(ctx, cp, n.Resource, attempt); err != nil {
+			for b := range work {
+				if err := s.sendStep(ctx, cp, b, attempt); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -261,23 +274,23 @@ func (s *Step) sendAll(ctx context.Context, cp *bank.Checkpoint, nodes []graph.N
 			}
 		}()
 	}
-	for _, n := range nodes {
-		work <- n
+	for _, b := range batches {
+		work <- b
 	}
 	close(work)
 	wg.Wait()
 	return firstErr
 }
 
-func (s *Step) sendStep(ctx context.Context, cp *bank.Checkpoint, r graph.Resource, attempt string) error {
-	req := events.StepRequest{Checkpoint: cp.ID, Resource: r, Deadline: cp.Deadline}
+func (s *Step) sendStep(ctx context.Context, cp *bank.Checkpoint, b graph.Batch, attempt string) error {
+	req := events.StepRequest{Checkpoint: cp.ID, Batch: b.Name, Resources: b.Resources, Deadline: cp.Deadline}
 	typ := events.MetadataSnapshot
-	if r.Type == graph.VolumeType {
+	if b.Type == graph.VolumeType {
 		typ = events.VolumeBackup
 		p := cp.Parameters.Volume
 		req.Parameters = &p
 	}
-	return s.emit(ctx, cp.ID, typ, function.DerivedID(events.FlowProtect, cp.ID, r.Key(), typ, attempt), req)
+	return s.emit(ctx, cp.ID, typ, function.DerivedID(events.FlowProtect, cp.ID, b.Name, typ, attempt), req)
 }
 
 func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) {
@@ -285,12 +298,14 @@ func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) 
 	if err := e.DataAs(&res); err != nil {
 		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
 	}
-	if res.Status == events.StatusError {
-		if err := s.bank.Fail(ctx, res.Checkpoint, res.Key, res.Reason); err != nil {
-			return nil, err
+	for _, r := range res.Results {
+		if r.Status == events.StatusError {
+			if err := s.bank.Fail(ctx, res.Checkpoint, r.Key, r.Reason); err != nil {
+				return nil, err
+			}
 		}
 	}
-	remaining, err := s.bank.Done(ctx, res.Checkpoint, res.Key)
+	remaining, err := s.bank.Done(ctx, res.Checkpoint, res.Batch)
 	if err != nil || remaining {
 		return nil, err
 	}
@@ -377,27 +392,41 @@ func (s *Step) check(ctx context.Context, id string) error {
 		}
 		return nil
 	}
+	batches := g.Batches(cp.BatchSize)
 	if now.After(cp.Deadline) {
-		pending, err := s.bank.PendingResources(ctx, id)
-		if err != nil {
-			return err
-		}
-		for _, p := range pending {
-			if err := s.bank.Fail(ctx, id, p.Key, fmt.Sprintf("not finished by the checkpoint's deadline %s", cp.Deadline.UTC().Format(time.RFC3339))); err != nil {
-				return err
-			}
-			if _, err := s.bank.Done(ctx, id, p.Key); err != nil {
-				return err
-			}
-		}
-		return s.finish(ctx, id)
+		return s.failPending(ctx, cp, batches)
 	}
-	return s.redrive(ctx, cp, g, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, attempt)
+	return s.redrive(ctx, cp, batches, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, attempt)
 }
 
-// redrive re-sends the step requests of pending resources selected by want; when nothing
+// failPending fails every resource of the batches still pending past the deadline; a
+// result arriving later changes nothing.
+func (s *Step) failPending(ctx context.Context, cp *bank.Checkpoint, batches []graph.Batch) error {
+	pending, err := s.bank.PendingResources(ctx, cp.ID)
+	if err != nil {
+		return err
+	}
+	byName := map[string]graph.Batch{}
+	for _, b := range batches {
+		byName[b.Name] = b
+	}
+	reason := fmt.Sprintf("not finished by the checkpoint's deadline %s", cp.Deadline.UTC().Format(time.RFC3339))
+	for _, p := range pending {
+		for _, r := range byName[p.Batch].Resources {
+			if err := s.bank.Fail(ctx, cp.ID, r.Key(), reason); err != nil {
+				return err
+			}
+		}
+		if _, err := s.bank.Done(ctx, cp.ID, p.Batch); err != nil {
+			return err
+		}
+	}
+	return s.finish(ctx, cp.ID)
+}
+
+// redrive re-sends the step requests of pending batches selected by want; when nothing
 // is pending any more the checkpoint is finished.
-func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph, want func(bank.Pending) bool, attempt string) error {
+func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, batches []graph.Batch, want func(bank.Pending) bool, attempt string) error {
 	pending, err := s.bank.PendingResources(ctx, cp.ID)
 	if err != nil {
 		return err
@@ -405,20 +434,20 @@ func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph,
 	if len(pending) == 0 {
 		return s.finish(ctx, cp.ID)
 	}
-	byKey := make(map[string]graph.Node, len(g.Nodes))
-	for _, n := range g.Nodes {
-		byKey[n.Key()] = n
+	byName := make(map[string]graph.Batch, len(batches))
+	for _, b := range batches {
+		byName[b.Name] = b
 	}
-	var nodes []graph.Node
+	var resend []graph.Batch
 	for _, p := range pending {
-		if n, ok := byKey[p.Key]; ok && want(p) {
-			nodes = append(nodes, n)
+		if b, ok := byName[p.Batch]; ok && want(p) {
+			resend = append(resend, b)
 		}
 	}
-	if len(nodes) > 0 {
-		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("checkpoint", cp.ID), zap.Int("resources", len(nodes)))
+	if len(resend) > 0 {
+		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("checkpoint", cp.ID), zap.Int("batches", len(resend)))
 	}
-	return s.sendAll(ctx, cp, nodes, attempt)
+	return s.sendAll(ctx, cp, resend, attempt)
 }
 
 func (s *Step) emit(ctx context.Context, cp, typ, id string, data any) error {

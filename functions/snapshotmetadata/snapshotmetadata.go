@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -75,39 +76,83 @@ func NewStep(c cluster, r records, now func() time.Time) *Step {
 	return &Step{cluster: c, records: r, now: now}
 }
 
-// Handle saves one pod's definitions. A pod that no longer exists, or a request past its
-// deadline, ends the resource in error (answered 200: the request itself was fine); an
-// unreachable API server or bank is answered 5xx so the request is redelivered.
+// Workers bounds the pods of a batch read at once.
+const workers = 8
+
+// Handle saves the definitions of a batch of pods. A pod that no longer exists, or a
+// request past its deadline, ends that resource in error (answered 200: the request
+// itself was fine); an unreachable API server or bank is answered 5xx so the whole
+// batch is redelivered.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	var req events.StepRequest
 	if err := e.DataAs(&req); err != nil {
 		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
 	}
-	if req.Resource.Type != graph.PodType {
-		return nil, function.Permanent(fmt.Errorf("/resource/type: snapshot-metadata saves %s, not %s", graph.PodType, req.Resource.Type))
+	for i, r := range req.Resources {
+		if r.Type != graph.PodType {
+			return nil, function.Permanent(fmt.Errorf("/resources/%d/type: snapshot-metadata saves %s, not %s", i, graph.PodType, r.Type))
+		}
+		if _, _, ok := strings.Cut(r.Name, ":"); !ok {
+			return nil, function.Permanent(fmt.Errorf("/resources/%d/name: %q is not namespace:name", i, r.Name))
+		}
 	}
-	key := req.Resource.Key()
 	// A redelivered request finds the work done and reports the same outcome.
-	if r, err := s.records.Record(ctx, req.Checkpoint, key); err == nil && r.Status != events.StatusProtecting {
-		return result(req.Checkpoint, key, r.Status, r.Reason)
-	} else if err != nil && !errors.Is(err, bank.ErrNotFound) {
+	if r, err := s.records.Record(ctx, req.Checkpoint, req.Batch); err == nil {
+		return result(req, r)
+	} else if !errors.Is(err, bank.ErrNotFound) {
 		return nil, err
 	}
+	rec := bank.Record{Batch: req.Batch, UpdatedAt: s.now().UTC(), Resources: make(map[string]bank.ResourceRecord, len(req.Resources))}
 	if !req.Deadline.IsZero() && s.now().After(req.Deadline) {
-		return s.finish(ctx, req.Checkpoint, key, events.StatusError, fmt.Sprintf("deadline %s passed before the pod's metadata was saved", req.Deadline.Format(time.RFC3339)), nil)
-	}
-	ns, name, ok := strings.Cut(req.Resource.Name, ":")
-	if !ok {
-		return nil, function.Permanent(fmt.Errorf("/resource/name: %q is not namespace:name", req.Resource.Name))
-	}
-	info, reason, err := s.collect(ctx, ns, name)
-	if err != nil {
+		reason := fmt.Sprintf("deadline %s passed before the pod's metadata was saved", req.Deadline.UTC().Format(time.RFC3339))
+		for _, r := range req.Resources {
+			rec.Resources[r.Key()] = bank.ResourceRecord{Status: events.StatusError, Reason: reason}
+		}
+	} else if err := s.snapshot(ctx, req.Resources, &rec); err != nil {
 		return nil, err
 	}
-	if reason != "" {
-		return s.finish(ctx, req.Checkpoint, key, events.StatusError, reason, nil)
+	if err := s.records.PutRecord(ctx, req.Checkpoint, rec); err != nil {
+		return nil, err
 	}
-	return s.finish(ctx, req.Checkpoint, key, events.StatusAvailable, "", info)
+	return result(req, &rec)
+}
+
+// snapshot saves each pod of the batch into rec, a few at a time.
+func (s *Step) snapshot(ctx context.Context, pods []graph.Resource, rec *bank.Record) error {
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	work := make(chan graph.Resource)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range work {
+				ns, name, _ := strings.Cut(r.Name, ":")
+				info, reason, err := s.collect(ctx, ns, name)
+				rr := bank.ResourceRecord{Status: events.StatusAvailable}
+				if reason != "" {
+					rr = bank.ResourceRecord{Status: events.StatusError, Reason: reason}
+				} else if err == nil {
+					rr.Data, err = json.Marshal(info)
+				}
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				rec.Resources[r.Key()] = rr
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, r := range pods {
+		work <- r
+	}
+	close(work)
+	wg.Wait()
+	return firstErr
 }
 
 // collect reads the pod, its claims and their volumes. A reason is returned for what can
@@ -154,21 +199,6 @@ func (s *Step) collect(ctx context.Context, ns, name string) (*checkpoint.PodInf
 	return info, "", nil
 }
 
-func (s *Step) finish(ctx context.Context, cp, key, status, reason string, info *checkpoint.PodInfo) (*event.Event, error) {
-	r := bank.Record{Key: key, Status: status, Reason: reason, UpdatedAt: s.now().UTC()}
-	if info != nil {
-		data, err := json.Marshal(info)
-		if err != nil {
-			return nil, fmt.Errorf("encode saved info of %s: %w", key, err)
-		}
-		r.Data = data
-	}
-	if err := s.records.PutRecord(ctx, cp, r); err != nil {
-		return nil, err
-	}
-	return result(cp, key, status, reason)
-}
-
-func result(cp, key, status, reason string) (*event.Event, error) {
-	return function.Reply(events.MetadataSnapshotted, events.StepResult{Checkpoint: cp, Key: key, Status: status, Reason: reason})
+func result(req events.StepRequest, rec *bank.Record) (*event.Event, error) {
+	return function.Reply(events.MetadataSnapshotted, rec.Result(req))
 }

@@ -29,11 +29,11 @@ type memRecords struct {
 	err  error
 }
 
-func (r *memRecords) Record(_ context.Context, cp, key string) (*bank.Record, error) {
+func (r *memRecords) Record(_ context.Context, cp, batch string) (*bank.Record, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	rec, ok := r.m[cp+key]
+	rec, ok := r.m[cp+batch]
 	if !ok {
 		return nil, fmt.Errorf("record: %w", bank.ErrNotFound)
 	}
@@ -41,17 +41,17 @@ func (r *memRecords) Record(_ context.Context, cp, key string) (*bank.Record, er
 }
 func (r *memRecords) PutRecord(_ context.Context, cp string, rec bank.Record) error {
 	r.puts++
-	r.m[cp+rec.Key] = rec
+	r.m[cp+rec.Batch] = rec
 	return nil
 }
 
-func request(t *testing.T, res graph.Resource, deadline time.Time) event.Event {
+func request(t *testing.T, deadline time.Time, res ...graph.Resource) event.Event {
 	t.Helper()
 	e := event.New()
 	e.SetID("1")
 	e.SetSource("test")
 	e.SetType(events.MetadataSnapshot)
-	if err := e.SetData(event.ApplicationJSON, events.StepRequest{Checkpoint: "cp1", Resource: res, Deadline: deadline}); err != nil {
+	if err := e.SetData(event.ApplicationJSON, events.StepRequest{Checkpoint: "cp1", Batch: "pods-0000", Resources: res, Deadline: deadline}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -83,18 +83,20 @@ func objects() []runtime.Object {
 func TestSavesPodClaimsAndVolumesOnce(t *testing.T) {
 	recs := &memRecords{m: map[string]bank.Record{}}
 	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, recs, time.Now)
-	pod := graph.PodResource("ns", "web")
+	pod, gone := graph.PodResource("ns", "web"), graph.PodResource("ns", "gone")
 	for i := 0; i < 2; i++ { // the second delivery is a duplicate
-		r := resultOf(t, must(s.Handle(context.Background(), request(t, pod, time.Now().Add(time.Hour)))))
-		if r.Status != events.StatusAvailable || r.Key != pod.Key() || r.Checkpoint != "cp1" {
+		r := resultOf(t, must(s.Handle(context.Background(), request(t, time.Now().Add(time.Hour), pod, gone))))
+		if r.Checkpoint != "cp1" || r.Batch != "pods-0000" || len(r.Results) != 2 ||
+			r.Results[0].Key != pod.Key() || r.Results[0].Status != events.StatusAvailable ||
+			r.Results[1].Status != events.StatusError || r.Results[1].Reason != "pod ns/gone no longer exists" {
 			t.Fatalf("result %+v", r)
 		}
 	}
 	if recs.puts != 1 {
-		t.Fatalf("%d writes for one resource delivered twice", recs.puts)
+		t.Fatalf("%d writes for one batch delivered twice", recs.puts)
 	}
 	var info checkpoint.PodInfo
-	if err := json.Unmarshal(recs.m["cp1"+pod.Key()].Data, &info); err != nil {
+	if err := json.Unmarshal(recs.m["cp1pods-0000"].Resources[pod.Key()].Data, &info); err != nil {
 		t.Fatal(err)
 	}
 	if info.Pod.Name != "web" || info.Pod.UID != "" || info.Pod.Spec.NodeName != "" || len(info.Claims) != 1 || len(info.Volumes) != 1 || info.Volumes[0].Spec.CSI.VolumeHandle != "vol-1" {
@@ -109,33 +111,22 @@ func must(e *event.Event, err error) *event.Event {
 	return e
 }
 
-func TestErrorsEndTheResource(t *testing.T) {
-	for _, tt := range []struct {
-		name, wantReason string
-		pod              graph.Resource
-		deadline         time.Time
-	}{
-		{"pod gone", "pod ns/gone no longer exists", graph.PodResource("ns", "gone"), time.Now().Add(time.Hour)},
-		{"past deadline", "deadline", graph.PodResource("ns", "web"), time.Now().Add(-time.Minute)},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			recs := &memRecords{m: map[string]bank.Record{}}
-			s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, recs, time.Now)
-			r := resultOf(t, must(s.Handle(context.Background(), request(t, tt.pod, tt.deadline))))
-			if r.Status != events.StatusError || !contains(r.Reason, tt.wantReason) {
-				t.Fatalf("result %+v", r)
-			}
-			if recs.m["cp1"+tt.pod.Key()].Status != events.StatusError {
-				t.Fatal("the error must be recorded in the bank")
-			}
-		})
+func TestPastDeadlineEndsEveryResource(t *testing.T) {
+	recs := &memRecords{m: map[string]bank.Record{}}
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, recs, time.Now)
+	r := resultOf(t, must(s.Handle(context.Background(), request(t, time.Now().Add(-time.Minute), graph.PodResource("ns", "web")))))
+	if r.Results[0].Status != events.StatusError || !strings.Contains(r.Results[0].Reason, "deadline") {
+		t.Fatalf("result %+v", r)
+	}
+	if recs.m["cp1pods-0000"].Resources[graph.PodResource("ns", "web").Key()].Status != events.StatusError {
+		t.Fatal("the error must be recorded in the bank")
 	}
 }
 
 func TestBankDownIsRetried(t *testing.T) {
 	recs := &memRecords{m: map[string]bank.Record{}, err: errors.New("swift: 503")}
 	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, recs, time.Now)
-	_, err := s.Handle(context.Background(), request(t, graph.PodResource("ns", "web"), time.Now().Add(time.Hour)))
+	_, err := s.Handle(context.Background(), request(t, time.Now().Add(time.Hour), graph.PodResource("ns", "web")))
 	if err == nil || function.IsPermanent(err) {
 		t.Fatalf("want a transient error, got %v", err)
 	}
@@ -143,7 +134,7 @@ func TestBankDownIsRetried(t *testing.T) {
 
 func TestWrongResourceTypeIsPermanent(t *testing.T) {
 	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset()}, &memRecords{m: map[string]bank.Record{}}, time.Now)
-	_, err := s.Handle(context.Background(), request(t, graph.Resource{Type: graph.VolumeType, ID: "v", Name: "v"}, time.Time{}))
+	_, err := s.Handle(context.Background(), request(t, time.Time{}, graph.Resource{Type: graph.VolumeType, ID: "v", Name: "v"}))
 	if !function.IsPermanent(err) {
 		t.Fatalf("want permanent, got %v", err)
 	}

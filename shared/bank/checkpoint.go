@@ -27,11 +27,11 @@ import (
 //     racing duplicates of one event write identical content and lose nothing;
 //   - a status change is a new object under status/, named by time: nothing is
 //     overwritten, the newest marker is the current status;
-//   - a resource's record is written only by the step that owns the resource; a
+//   - a batch's record is written only by the step that owns the batch; a
 //     redelivered step request rewrites the same content;
 //   - external work that no write can make exclusive (a Cinder backup started by two
 //     racing deliveries) is converged by its step: it keeps one and deletes the others;
-//   - completion is detected without counters: each resource has a pending marker,
+//   - completion is detected without counters: each batch has a pending marker,
 //     deleted when its result arrives; the checkpoint is complete when a listing of
 //     pending/ with limit 1 comes back empty. Two racing "last" results both see it
 //     empty and write the same terminal status, which is harmless.
@@ -49,6 +49,8 @@ type Checkpoint struct {
 	Deadline   time.Time         `json:"deadline"`
 	Scope      events.Scope      `json:"scope"`
 	Parameters events.Parameters `json:"parameters"`
+	// BatchSize is how many resources one step request carries (see graph.Batches).
+	BatchSize int `json:"batch_size"`
 }
 
 // PlanRef names the plan a checkpoint was made for.
@@ -63,19 +65,36 @@ type StatusChange struct {
 	At     time.Time `json:"at"`
 }
 
-// Record is what a step saved for one resource: its status and, when available, what
-// restoring it needs (saved definitions of a pod, or a volume's backup).
+// Record is what a step saved for one batch of resources: each resource's status and,
+// when available, what restoring it needs (saved definitions of a pod, or a volume's
+// backup).
 type Record struct {
-	Key       string          `json:"key"`
-	Status    string          `json:"status"`
-	Reason    string          `json:"reason,omitempty"`
-	UpdatedAt time.Time       `json:"updated_at"`
-	Data      json.RawMessage `json:"data,omitempty"`
+	Batch     string                    `json:"batch"`
+	UpdatedAt time.Time                 `json:"updated_at"`
+	Resources map[string]ResourceRecord `json:"resources"`
 }
 
-// Pending is a resource that has not finished.
+// ResourceRecord is one resource's part of a record.
+type ResourceRecord struct {
+	Status string          `json:"status"`
+	Reason string          `json:"reason,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+// Result is the step result a record answers for a request: each resource of the
+// request's batch, in the request's order.
+func (r *Record) Result(req events.StepRequest) events.StepResult {
+	out := events.StepResult{Checkpoint: req.Checkpoint, Batch: req.Batch, Results: make([]events.ResourceResult, 0, len(req.Resources))}
+	for _, res := range req.Resources {
+		rr := r.Resources[res.Key()]
+		out.Results = append(out.Results, events.ResourceResult{Key: res.Key(), Status: rr.Status, Reason: rr.Reason})
+	}
+	return out
+}
+
+// Pending is a batch that has not finished.
 type Pending struct {
-	Key   string
+	Batch string
 	Since time.Time
 }
 
@@ -294,7 +313,7 @@ func (b *Bank) FannedOut(ctx context.Context, id string) (bool, error) {
 	return err == nil, err
 }
 
-// AddPending creates the pending markers of keys in one request (Swift's bulk upload of
+// AddPending creates the pending markers of batches in one request (Swift's bulk upload of
 // a tar archive), so the fan-out of a large checkpoint costs one round trip.
 func (b *Bank) AddPending(ctx context.Context, id string, keys []string) error {
 	var buf bytes.Buffer
@@ -318,10 +337,10 @@ func (b *Bank) AddPending(ctx context.Context, id string, keys []string) error {
 	return nil
 }
 
-// Done deletes a resource's pending marker (already gone counts as done) and reports
-// whether the checkpoint still has unfinished resources.
-func (b *Bank) Done(ctx context.Context, id, key string) (remaining bool, err error) {
-	if err := b.remove(ctx, b.layout.Pending(id, key)); err != nil {
+// Done deletes a batch's pending marker (already gone counts as done) and reports
+// whether the checkpoint still has unfinished batches.
+func (b *Bank) Done(ctx context.Context, id, batch string) (remaining bool, err error) {
+	if err := b.remove(ctx, b.layout.Pending(id, batch)); err != nil {
 		return false, err
 	}
 	objs, err := b.list(ctx, &swift.ObjectsOpts{Prefix: b.layout.PendingPrefix(id), Limit: 1})
@@ -331,7 +350,7 @@ func (b *Bank) Done(ctx context.Context, id, key string) (remaining bool, err er
 	return len(objs) > 0, nil
 }
 
-// PendingResources lists a checkpoint's unfinished resources, with when each was marked.
+// PendingResources lists a checkpoint's unfinished batches, with when each was marked.
 func (b *Bank) PendingResources(ctx context.Context, id string) ([]Pending, error) {
 	objs, err := b.listAll(ctx, b.layout.PendingPrefix(id))
 	if err != nil {
@@ -339,11 +358,11 @@ func (b *Bank) PendingResources(ctx context.Context, id string) ([]Pending, erro
 	}
 	out := make([]Pending, 0, len(objs))
 	for _, o := range objs {
-		key, err := UnescapeKey(strings.TrimPrefix(o.Name, b.layout.PendingPrefix(id)))
+		batch, err := UnescapeKey(strings.TrimPrefix(o.Name, b.layout.PendingPrefix(id)))
 		if err != nil {
 			continue
 		}
-		out = append(out, Pending{Key: key, Since: o.LastModified})
+		out = append(out, Pending{Batch: batch, Since: o.LastModified})
 	}
 	return out, nil
 }
@@ -378,15 +397,15 @@ func (b *Bank) Failures(ctx context.Context, id string) ([]Failure, error) {
 	return out, nil
 }
 
-// PutRecord writes a resource's record; only the step that owns the resource writes it.
+// PutRecord writes a batch's record; only the step that owns the batch writes it.
 func (b *Bank) PutRecord(ctx context.Context, id string, r Record) error {
-	return b.putJSON(ctx, b.layout.Record(id, r.Key), r, false)
+	return b.putJSON(ctx, b.layout.Record(id, r.Batch), r, false)
 }
 
-// Record reads a resource's record.
-func (b *Bank) Record(ctx context.Context, id, key string) (*Record, error) {
+// Record reads a batch's record.
+func (b *Bank) Record(ctx context.Context, id, batch string) (*Record, error) {
 	var r Record
-	if err := b.getJSON(ctx, b.layout.Record(id, key), &r); err != nil {
+	if err := b.getJSON(ctx, b.layout.Record(id, batch), &r); err != nil {
 		return nil, err
 	}
 	return &r, nil

@@ -15,8 +15,8 @@ import (
 //	checkpoints/<id>/graph.json                      the resource graph (create-only)
 //	checkpoints/<id>/fanout                          present once every pending marker exists (create-only)
 //	checkpoints/<id>/status/<time>_<status>          one marker per status reached; the newest is current
-//	checkpoints/<id>/records/<key>.json              what a step saved for a resource (pod definitions, backup)
-//	checkpoints/<id>/pending/<key>                   present while a resource is not finished
+//	checkpoints/<id>/records/<batch>.json            what a step saved for a batch of resources (pod definitions, backups)
+//	checkpoints/<id>/pending/<batch>                 present while a batch is not finished
 //	checkpoints/<id>/failed/<key>.json               a resource that ended in error, and why (create-only)
 //	indices/all/<inverted time>_<id>                 every checkpoint, newest first
 //	indices/plans/<plan>/<inverted time>_<id>        the checkpoints of a plan, newest first
@@ -67,9 +67,9 @@ func (Layout) ParseStatusMarker(name string) (time.Time, string, bool) {
 // FanOut is present once every pending marker of a checkpoint exists.
 func (l Layout) FanOut(checkpoint string) string { return l.CheckpointPrefix(checkpoint) + "fanout" }
 
-// Record is what a step saved for one resource.
-func (l Layout) Record(checkpoint, key string) string {
-	return l.CheckpointPrefix(checkpoint) + "records/" + EscapeKey(key) + ".json"
+// Record is what a step saved for one batch.
+func (l Layout) Record(checkpoint, batch string) string {
+	return l.CheckpointPrefix(checkpoint) + "records/" + EscapeKey(batch) + ".json"
 }
 
 // RecordPrefix lists the records of a checkpoint.
@@ -82,9 +82,9 @@ func (l Layout) PendingPrefix(checkpoint string) string {
 	return l.CheckpointPrefix(checkpoint) + "pending/"
 }
 
-// Pending marks a resource of a checkpoint as not finished.
-func (l Layout) Pending(checkpoint, key string) string {
-	return l.PendingPrefix(checkpoint) + EscapeKey(key)
+// Pending marks a batch of a checkpoint as not finished.
+func (l Layout) Pending(checkpoint, batch string) string {
+	return l.PendingPrefix(checkpoint) + EscapeKey(batch)
 }
 
 // FailurePrefix lists the failed resources of a checkpoint.

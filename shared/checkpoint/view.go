@@ -59,7 +59,8 @@ type Reader interface {
 }
 
 // Load reads a checkpoint's view. Per-resource status comes from the markers, not from
-// each record: pending is protecting, failed is error, the rest is available.
+// the records: a resource of a pending batch is protecting, a failed one is error, the
+// rest is available.
 func Load(ctx context.Context, r Reader, id string) (*View, error) {
 	cp, err := r.Checkpoint(ctx, id)
 	if err != nil {
@@ -87,9 +88,17 @@ func Load(ctx context.Context, r Reader, id string) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
-	isPending := make(map[string]bool, len(pending))
+	pendingBatch := make(map[string]bool, len(pending))
 	for _, p := range pending {
-		isPending[p.Key] = true
+		pendingBatch[p.Batch] = true
+	}
+	isPending := map[string]bool{}
+	for _, b := range g.Batches(cp.BatchSize) {
+		if pendingBatch[b.Name] {
+			for _, r := range b.Resources {
+				isPending[r.Key()] = true
+			}
+		}
 	}
 	failed := make(map[string]string, len(failures))
 	for _, f := range failures {
@@ -152,4 +161,36 @@ func List(ctx context.Context, r Reader, plan string, limit int, marker string) 
 		out = append(out, s)
 	}
 	return out, next, nil
+}
+
+// RecordReader reads what steps saved.
+type RecordReader interface {
+	Checkpoint(ctx context.Context, id string) (*bank.Checkpoint, error)
+	Graph(ctx context.Context, id string) (*graph.Graph, error)
+	Record(ctx context.Context, id, batch string) (*bank.Record, error)
+}
+
+// Saved returns what a checkpoint saved for one resource, found through its batch.
+func Saved(ctx context.Context, r RecordReader, id, key string) (*bank.ResourceRecord, error) {
+	cp, err := r.Checkpoint(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	g, err := r.Graph(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	batch, ok := graph.BatchOf(g.Batches(cp.BatchSize), key)
+	if !ok {
+		return nil, fmt.Errorf("%s is not in checkpoint %s: %w", key, id, bank.ErrNotFound)
+	}
+	rec, err := r.Record(ctx, id, batch)
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := rec.Resources[key]
+	if !ok {
+		return nil, fmt.Errorf("%s has no record in batch %s of checkpoint %s: %w", key, batch, id, bank.ErrNotFound)
+	}
+	return &rr, nil
 }

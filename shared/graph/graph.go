@@ -8,6 +8,8 @@
 package graph
 
 import (
+	"fmt"
+
 	"github.com/google/uuid"
 )
 
@@ -106,4 +108,57 @@ func PodResource(namespace, name string) Resource {
 		Name:      PodName(namespace, name),
 		ExtraInfo: map[string]string{InfoNamespace: namespace},
 	}
+}
+
+// Batch is a set of resources of one type handled by one step request.
+type Batch struct {
+	Name      string     `json:"name"`
+	Type      string     `json:"type"`
+	Resources []Resource `json:"resources"`
+}
+
+// Batches splits the graph's resources into batches of at most size resources of one
+// type, in graph order: pods-0000, pods-0001, ..., volumes-0000, ... The split depends
+// only on the graph and the size, so anyone holding both names the same batches.
+func (g *Graph) Batches(size int) []Batch {
+	if size <= 0 {
+		size = 1
+	}
+	var out []Batch
+	for _, kind := range []struct{ typ, prefix string }{{PodType, "pods"}, {VolumeType, "volumes"}} {
+		var cur *Batch
+		for _, n := range g.Nodes {
+			if n.Type != kind.typ {
+				continue
+			}
+			if cur == nil || len(cur.Resources) == size {
+				out = append(out, Batch{Name: fmt.Sprintf("%s-%04d", kind.prefix, countOf(out, kind.typ)), Type: kind.typ})
+				cur = &out[len(out)-1]
+			}
+			cur.Resources = append(cur.Resources, n.Resource)
+		}
+	}
+	return out
+}
+
+func countOf(bs []Batch, typ string) int {
+	n := 0
+	for _, b := range bs {
+		if b.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// BatchOf returns the name of the batch holding key.
+func BatchOf(batches []Batch, key string) (string, bool) {
+	for _, b := range batches {
+		for _, r := range b.Resources {
+			if r.Key() == key {
+				return b.Name, true
+			}
+		}
+	}
+	return "", false
 }

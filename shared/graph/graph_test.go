@@ -22,3 +22,29 @@ func TestKeyAndCounts(t *testing.T) {
 		t.Fatalf("Counts = %d, %d", pods, vols)
 	}
 }
+
+func TestBatches(t *testing.T) {
+	g := Graph{}
+	for _, name := range []string{"a", "b", "c"} {
+		p := PodResource("ns", name)
+		v := Resource{Type: VolumeType, ID: "v-" + name}
+		g.Nodes = append(g.Nodes, Node{Resource: p, Children: []string{v.Key()}}, Node{Resource: v})
+	}
+	bs := g.Batches(2)
+	var got []string
+	for _, b := range bs {
+		got = append(got, b.Name+":"+b.Type+":"+string(rune('0'+len(b.Resources))))
+	}
+	want := []string{"pods-0000:" + PodType + ":2", "pods-0001:" + PodType + ":1", "volumes-0000:" + VolumeType + ":2", "volumes-0001:" + VolumeType + ":1"}
+	if len(got) != len(want) {
+		t.Fatalf("batches %v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("batches %v, want %v", got, want)
+		}
+	}
+	if b, ok := BatchOf(bs, (Resource{Type: VolumeType, ID: "v-c"}).Key()); !ok || b != "volumes-0001" {
+		t.Fatalf("BatchOf = %s %v", b, ok)
+	}
+}

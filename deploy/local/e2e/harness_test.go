@@ -108,7 +108,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	return e
 }
 
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)

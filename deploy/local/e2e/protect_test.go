@@ -107,7 +107,7 @@ func TestProtectTwoPodsWithCinderVolumes(t *testing.T) {
 		if len(bs) != 1 || bs[0].Metadata[backupvolume.MetaCheckpoint] != id || bs[0].Status != "available" {
 			t.Fatalf("backups of %s: %+v", name, bs)
 		}
-		rec, err := b.Record(ctx, id, graph.Resource{Type: graph.VolumeType, ID: volID}.Key())
+		rec, err := checkpoint.Saved(ctx, b, id, graph.Resource{Type: graph.VolumeType, ID: volID}.Key())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func TestProtectTwoPodsWithCinderVolumes(t *testing.T) {
 		if err := json.Unmarshal(rec.Data, &info); err != nil || info.BackupID != bs[0].ID || info.Mode != "full" {
 			t.Fatalf("record of %s: %+v %v", name, info, err)
 		}
-		pod, err := b.Record(ctx, id, graph.PodResource(ns, name).Key())
+		pod, err := checkpoint.Saved(ctx, b, id, graph.PodResource(ns, name).Key())
 		if err != nil {
 			t.Fatal(err)
 		}

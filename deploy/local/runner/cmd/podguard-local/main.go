@@ -15,6 +15,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/podguard/podguard/deploy/local/runner"
+	"github.com/podguard/podguard/functions/backupvolume"
 )
 
 func main() {
@@ -23,12 +24,17 @@ func main() {
 	tick := flag.Duration("tick", 5*time.Second, "progress tick interval (the PingSource's stand-in); 0 disables it")
 	deadLetters := flag.String("dead-letters", "", "JSON-lines file of events that could not be delivered")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
+	instant := flag.Bool("instant-cinder", false, "back up volumes with an in-process Cinder double whose backups are available at once (benchmarks)")
 	flag.Parse()
 
 	logger, _ := logging.NewLogger("", *level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	r, err := runner.Start(ctx, runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger})
+	o := runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger}
+	if *instant {
+		o.Cinder = backupvolume.NewInstantCinder()
+	}
+	r, err := runner.Start(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podguard-local:", err)
 		os.Exit(1)
@@ -45,4 +51,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "podguard-local: close:", err)
 		os.Exit(1)
 	}
+	st := r.Broker.Stats()
+	fmt.Printf("events ingested=%d delivered=%d retried=%d dead-lettered=%d unrouted=%d\n", st.Ingested, st.Delivered, st.Retried, st.DeadLettered, st.Unrouted)
 }

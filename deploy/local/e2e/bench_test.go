@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/google/uuid"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/functions/choreographer"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/stacktest"
+)
+
+// BenchmarkProtect protects N kwok pods, each with one PVC/PV, with the podguard-local
+// runner as its own process: real kube-apiserver, real Swift (every bank request counted
+// by a proxy in front of it), and the volume step on an instant in-process Cinder double.
+// It reports the wall time from the request to the checkpoint's terminal status, events
+// routed, Swift requests per pod and the runner's peak RSS.
+func BenchmarkProtect(b *testing.B) {
+	st := stacktest.Load(b)
+	bin := filepath.Join(b.TempDir(), "podguard-local")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/podguard/podguard/deploy/local/runner/cmd/podguard-local").CombinedOutput(); err != nil {
+		b.Fatalf("build podguard-local: %v\n%s", err, out)
+	}
+	for _, n := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
+			ns := fmt.Sprintf("bench-protect-%d", n)
+			stacktest.BulkPods(b, st.Kube(b), ns, n)
+			for i := 0; i < b.N; i++ {
+				r := protectOnce(b, st, bin, ns, n)
+				b.ReportMetric(r.wall.Seconds(), "s/protect")
+				b.ReportMetric(float64(r.swift)/float64(n), "swift-req/pod")
+				b.ReportMetric(float64(r.events), "events")
+				b.ReportMetric(float64(r.peakRSS)/(1<<20), "runner-peak-MiB")
+				b.Logf("N=%d: %s, %d Swift requests (%.1f per pod), %d events routed, runner peak RSS %.0f MiB",
+					n, r.wall.Round(10*time.Millisecond), r.swift, float64(r.swift)/float64(n), r.events, float64(r.peakRSS)/(1<<20))
+			}
+		})
+	}
+}
+
+type protectRun struct {
+	wall    time.Duration
+	swift   int64
+	events  int64
+	peakRSS int64
+}
+
+func protectOnce(b *testing.B, st *stacktest.Stack, bin, ns string, n int) protectRun {
+	b.Helper()
+	// A counting proxy in front of Swift's tempauth proxy; tempauth names the storage URL
+	// after the Host it was asked on, so every bank request comes through here.
+	target, _ := url.Parse(strings.TrimSuffix(st.Env["ST_AUTH"], "/auth/v1.0"))
+	var swiftRequests atomic.Int64
+	rp := httputil.NewSingleHostReverseProxy(target)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		swiftRequests.Add(1)
+		rp.ServeHTTP(w, r)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	container := fmt.Sprintf("bench-%d-%d", n, time.Now().UnixNano()%1e9)
+	ingress := freeAddr(b)
+	cmd := exec.Command(bin, "-addr", ingress, "-tick", "1s", "-instant-cinder", "-log-level", "warn",
+		"-triggers", filepath.Join(repoRoot(b), "deploy", "base"))
+	cmd.Env = append(os.Environ(), "BANK_AUTH=tempauth", "ST_AUTH=http://"+ln.Addr().String()+"/auth/v1.0",
+		"BANK_CONTAINER="+container, "REDRIVE_AFTER=60s", "LOG_LEVEL=warn")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() { // "broker ingress ..." once it serves
+		b.Fatal("podguard-local did not start")
+	}
+	go func() {
+		for lines.Scan() {
+			if l := lines.Text(); strings.HasPrefix(l, "events ") {
+				eventsLine.Store(&l)
+			}
+		}
+	}()
+
+	req := events.ProtectRequest{Plan: events.Plan{ID: "bench", Scope: events.Scope{Namespaces: []string{ns}}}}
+	ev := cloudevents.NewEvent()
+	ev.SetID(uuid.NewString())
+	ev.SetSource("bench")
+	ev.SetType(events.ProtectRequested)
+	ev.SetTime(time.Now().UTC())
+	_ = ev.SetData(cloudevents.ApplicationJSON, req)
+	id := choreographer.CheckpointID(req, ev)
+	c, _ := cloudevents.NewClientHTTP()
+	swiftRequests.Store(0)
+	start := time.Now()
+	if res := c.Send(cloudevents.ContextWithTarget(context.Background(), "http://"+ingress), ev); !cloudevents.IsACK(res) {
+		b.Fatal(res)
+	}
+	// Watch the checkpoint's status through Swift directly (not counted).
+	reader, err := bank.Open(context.Background(), st.Bank("tempauth", container), st.OpenStack())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wall time.Duration
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Minute)
+	for wall == 0 {
+		select {
+		case <-tick.C:
+			s, err := reader.Status(context.Background(), id)
+			if err != nil && !errors.Is(err, bank.ErrNotFound) {
+				b.Fatal(err)
+			}
+			if s == events.StatusAvailable || s == events.StatusError {
+				wall = time.Since(start)
+				if s != events.StatusAvailable {
+					b.Fatalf("checkpoint ended %s", s)
+				}
+			}
+		case <-deadline:
+			b.Fatal("checkpoint not finished within 10 minutes")
+		}
+	}
+	swift := swiftRequests.Load()
+	peak := peakRSS(b, cmd.Process.Pid)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	var routed int64
+	if l := eventsLine.Load(); l != nil {
+		for _, f := range strings.Fields(*l) {
+			if v, ok := strings.CutPrefix(f, "delivered="); ok {
+				routed, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return protectRun{wall: wall, swift: swift, events: routed, peakRSS: peak}
+}
+
+var eventsLine atomic.Pointer[string]
+
+func peakRSS(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func freeAddr(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
