@@ -162,8 +162,8 @@ metadata:
   labels: {kubernetes.io/arch: amd64, kubernetes.io/hostname: $KWOK_NODE, kubernetes.io/os: linux, type: kwok}
 spec: {}
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "20000"}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "20000"}
 EOF
 }
 
@@ -198,7 +198,8 @@ start() {
   log "etcd + kube-apiserver ready in $(elapsed "$t")"
   proc_start kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_FILE" \
     --authentication-kubeconfig="$KUBECONFIG_FILE" --authorization-kubeconfig="$KUBECONFIG_FILE" \
-    --leader-elect=false --bind-address="$LISTEN_ADDR" --secure-port="$KUBE_SCHEDULER_PORT"
+    --leader-elect=false --bind-address="$LISTEN_ADDR" --secure-port="$KUBE_SCHEDULER_PORT" \
+    --kube-api-qps=500 --kube-api-burst=1000
   # namespaces, GC, service accounts, PV/PVC binder, deployments/replicasets, jobs, ...
   proc_start kube-controller-manager "$K8S_BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_FILE" \
     --authentication-kubeconfig="$KUBECONFIG_FILE" --authorization-kubeconfig="$KUBECONFIG_FILE" \
@@ -206,6 +207,7 @@ start() {
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --use-service-account-credentials=false \
+    --kube-api-qps=500 --kube-api-burst=1000 \
     --controllers='*,-node-ipam-controller,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller'
   proc_start kwok "$KWOK_BIN/kwok" --kubeconfig="$KUBECONFIG_FILE" --config="$DIR/kwok-stages-$KWOK_VERSION.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \

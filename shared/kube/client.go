@@ -21,8 +21,8 @@ import (
 type Config struct {
 	Kubeconfig string  `envconfig:"KUBECONFIG"`
 	Context    string  `envconfig:"KUBE_CONTEXT"`
-	QPS        float32 `envconfig:"KUBE_API_QPS" default:"50"`
-	Burst      int     `envconfig:"KUBE_API_BURST" default:"100"`
+	QPS        float32 `envconfig:"KUBE_API_QPS" default:"200"`
+	Burst      int     `envconfig:"KUBE_API_BURST" default:"500"`
 	// PageSize is the limit of one list request; larger scopes page with continue tokens.
 	PageSize int64 `envconfig:"KUBE_LIST_PAGE_SIZE" default:"500"`
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,6 +70,43 @@ func BulkPods(tb testing.TB, cs kubernetes.Interface, ns string, n int) {
 	default:
 	}
 	WaitRunning(tb, cs, ns, n)
+	WaitClaimsBound(tb, cs, ns, n, 15*time.Minute)
+}
+
+// WaitClaimsBound waits until n claims of namespace ns are Bound (the PV controller binds
+// pre-bound pairs at its own pace).
+func WaitClaimsBound(tb testing.TB, cs kubernetes.Interface, ns string, n int, timeout time.Duration) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		bound, opts := 0, metav1.ListOptions{Limit: 1000}
+		for {
+			l, err := cs.CoreV1().PersistentVolumeClaims(ns).List(ctx, opts)
+			if err != nil {
+				tb.Fatalf("claims of %s: %v (%d of %d bound)", ns, err, bound, n)
+			}
+			for i := range l.Items {
+				if l.Items[i].Status.Phase == corev1.ClaimBound {
+					bound++
+				}
+			}
+			if l.Continue == "" {
+				break
+			}
+			opts.Continue = l.Continue
+		}
+		if bound >= n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("claims of %s: %d of %d bound within %s", ns, bound, n, timeout)
+		case <-tick.C:
+		}
+	}
 }
 
 func createNS(ctx context.Context, cs kubernetes.Interface, ns string) error {

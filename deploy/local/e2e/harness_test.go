@@ -32,13 +32,14 @@ import (
 // env is one end-to-end environment: the stack, a runner with its own bank container,
 // and an observer receiving every result event users would see.
 type env struct {
-	t       *testing.T
-	st      *stacktest.Stack
-	kube    kubernetes.Interface
-	runner  *runner.Runner
-	bank    string
-	volumes *volumes.Client
-	backups *backups.Client
+	t        testing.TB
+	st       *stacktest.Stack
+	kube     kubernetes.Interface
+	runner   *runner.Runner
+	bank     string
+	bankAuth string
+	volumes  *volumes.Client
+	backups  *backups.Client
 
 	mu       sync.Mutex
 	observed map[string][]event.Event
@@ -49,18 +50,23 @@ type env struct {
 var observedTypes = []string{events.CheckpointFinished}
 
 type envOptions struct {
-	wrap   func(name string, h http.Handler) http.Handler
-	cinder *backupvolume.InstantCinder
-	extra  map[string]string // environment of the functions
+	wrap     func(name string, h http.Handler) http.Handler
+	bankAuth string // keystone unless set
+	cinder   *backupvolume.InstantCinder
+	extra    map[string]string // environment of the functions
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	st := stacktest.Load(t)
 	e := &env{t: t, st: st, kube: st.Kube(t), observed: map[string][]event.Event{}, arrived: make(chan event.Event, 1024)}
 	e.bank = fmt.Sprintf("podguard-e2e-%d", time.Now().UnixNano()%1e9)
+	e.bankAuth = o.bankAuth
+	if e.bankAuth == "" {
+		e.bankAuth = "keystone"
+	}
 	for k, v := range map[string]string{
-		"BANK_AUTH": "keystone", "BANK_CONTAINER": e.bank, "REDRIVE_AFTER": "2s", "PROTECT_TIMEOUT": "10m", "LOG_LEVEL": "warn",
+		"BANK_AUTH": e.bankAuth, "BANK_CONTAINER": e.bank, "REDRIVE_AFTER": "2s", "PROTECT_TIMEOUT": "10m", "LOG_LEVEL": "warn",
 	} {
 		t.Setenv(k, v)
 	}
@@ -88,7 +94,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	ctx := context.Background()
 	r, err := runner.Start(ctx, runner.Options{
 		Triggers: filepath.Join(repoRoot(t), "deploy", "base"), Tick: time.Second, Cinder: o.cinder, Wrap: o.wrap,
-		Observers: observers, ObserverURLs: map[string]string{"observer": obs.URL},
+		Observers: observers, ObserverURLs: map[string]string{"observer": obs.URL, "dead-letters": obs.URL},
 		DeadLetters: filepath.Join(t.TempDir(), "dead-letters.jsonl"),
 	})
 	if err != nil {

@@ -41,7 +41,7 @@ func (d discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d discard) WriteHeader(int)             {}
 
 func (e *env) readBank() *bank.Bank {
-	b, err := bank.Open(context.Background(), e.st.Bank("keystone", e.bank), e.st.OpenStack())
+	b, err := bank.Open(context.Background(), e.st.Bank(e.bankAuth, e.bank), e.st.OpenStack())
 	if err != nil {
 		e.t.Fatal(err)
 	}
