@@ -48,6 +48,36 @@ const (
 	// it as a Tick.
 	PingSourceTick = "dev.knative.sources.ping"
 
+	// Restore and delete (types, payloads and schemas defined; not yet routed, so not in
+	// Catalog).
+
+	// RestoreRequested restores a checkpoint: new volumes from its backups, then its pods.
+	RestoreRequested = "dev.podguard.restore.requested"
+	// VolumeRestore asks restore-volume for new volumes from the backups of a batch.
+	VolumeRestore = "dev.podguard.volume.restore"
+	// VolumeRestored reports the outcome of VolumeRestore.
+	VolumeRestored = "dev.podguard.volume.restored"
+	// PodRecreate asks recreate-pod to recreate a batch of pods on their restored volumes.
+	PodRecreate = "dev.podguard.pod.recreate"
+	// PodRecreated reports the outcome of PodRecreate: the pods Running, or why not.
+	PodRecreated = "dev.podguard.pod.recreated"
+	// RestoreFinished reports a restore that ended in success or fail.
+	RestoreFinished = "dev.podguard.restore.finished"
+	// DeleteRequested deletes a checkpoint: its backups, then its metadata.
+	DeleteRequested = "dev.podguard.delete.requested"
+	// BackupDelete asks delete-backup to delete the backups of a batch of volumes.
+	BackupDelete = "dev.podguard.backup.delete"
+	// BackupDeleted reports the outcome of BackupDelete.
+	BackupDeleted = "dev.podguard.backup.deleted"
+	// CheckpointDeleted reports a checkpoint deleted, or error-deleting with reasons.
+	CheckpointDeleted = "dev.podguard.checkpoint.deleted"
+	// RestoreShow asks for one restore; RestoreShown answers.
+	RestoreShow  = "dev.podguard.restore.show"
+	RestoreShown = "dev.podguard.restore.shown"
+	// RestoresList asks for restores, newest first; RestoresListed answers.
+	RestoresList   = "dev.podguard.restores.list"
+	RestoresListed = "dev.podguard.restores.listed"
+
 	// CheckpointShow asks for one checkpoint; CheckpointShown answers.
 	CheckpointShow  = "dev.podguard.checkpoint.show"
 	CheckpointShown = "dev.podguard.checkpoint.shown"
@@ -94,6 +124,9 @@ const (
 	FnBackupVolume     = "back-up-volume"
 	FnChoreographer    = "choreographer"
 	FnCheckpoints      = "checkpoints"
+	FnRestoreVolume    = "restore-volume"
+	FnRecreatePod      = "recreate-pod"
+	FnDeleteBackup     = "delete-backup"
 	User               = "user"
 	PingSource         = "pingsource"
 )

@@ -173,3 +173,65 @@ type FailedResource struct {
 	Name   string `json:"name,omitempty"`
 	Reason string `json:"reason"`
 }
+
+// Restore statuses (Karbor's).
+const (
+	RestoreInProgress = "in_progress"
+	RestoreSuccess    = "success"
+	RestoreFail       = "fail"
+)
+
+// RestoreParameters are Karbor's restore options, plus a target namespace and a name
+// for each restored pod.
+type RestoreParameters struct {
+	RestoreName        string `json:"restore_name,omitempty"`
+	RestoreDescription string `json:"restore_description,omitempty"`
+	// Namespace receives the restored pods; empty means each pod's original namespace.
+	Namespace string `json:"namespace,omitempty"`
+	// Names maps an original pod ("namespace:name") to the name of its restored pod.
+	Names map[string]string `json:"names,omitempty"`
+}
+
+// RestoreRequest is the data of RestoreRequested.
+type RestoreRequest struct {
+	Checkpoint string            `json:"checkpoint"`
+	Parameters RestoreParameters `json:"parameters"`
+}
+
+// RestoreStepRequest is the data of VolumeRestore and PodRecreate: a batch of the
+// checkpoint's resources to restore.
+type RestoreStepRequest struct {
+	Restore    string            `json:"restore"`
+	Checkpoint string            `json:"checkpoint"`
+	Batch      string            `json:"batch"`
+	Resources  []graph.Resource  `json:"resources"`
+	Parameters RestoreParameters `json:"parameters"`
+	Deadline   time.Time         `json:"deadline"`
+}
+
+// RestoreStepResult is the data of VolumeRestored and PodRecreated.
+type RestoreStepResult struct {
+	Restore string           `json:"restore"`
+	Batch   string           `json:"batch"`
+	Results []ResourceResult `json:"results"`
+}
+
+// RestoreFinishedResult is the data of RestoreFinished.
+type RestoreFinishedResult struct {
+	Restore    string           `json:"restore"`
+	Checkpoint string           `json:"checkpoint"`
+	Status     string           `json:"status"`
+	Failed     []FailedResource `json:"failed,omitempty"`
+}
+
+// DeleteRequest is the data of DeleteRequested.
+type DeleteRequest struct {
+	Checkpoint string `json:"checkpoint"`
+}
+
+// CheckpointDeletedResult is the data of CheckpointDeleted.
+type CheckpointDeletedResult struct {
+	Checkpoint string           `json:"checkpoint"`
+	Status     string           `json:"status"`
+	Failed     []FailedResource `json:"failed,omitempty"`
+}

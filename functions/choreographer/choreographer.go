@@ -79,8 +79,8 @@ type store interface {
 	Graph(ctx context.Context, id string) (*graph.Graph, error)
 	GetRef(ctx context.Context, ref events.ObjectRef) ([]byte, error)
 	AddPending(ctx context.Context, id string, keys []string) error
-	MarkFannedOut(ctx context.Context, id string) error
-	FannedOut(ctx context.Context, id string) (bool, error)
+	MarkFannedOut(ctx context.Context, id, phase string) error
+	FannedOut(ctx context.Context, id, phase string) (bool, error)
 	PendingResources(ctx context.Context, id string) ([]bank.Pending, error)
 	Done(ctx context.Context, id, key string) (bool, error)
 	Fail(ctx context.Context, id, key, reason string) error
@@ -221,7 +221,7 @@ func (s *Step) listed(ctx context.Context, e event.Event) error {
 // batch. After a crash or a failed send, a redelivery re-sends the requests of the
 // batches still pending.
 func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) error {
-	done, err := s.bank.FannedOut(ctx, cp.ID)
+	done, err := s.bank.FannedOut(ctx, cp.ID, "")
 	if err != nil {
 		return err
 	}
@@ -242,7 +242,7 @@ func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) 
 	if err := s.bank.AddPending(ctx, cp.ID, names); err != nil {
 		return err
 	}
-	if err := s.bank.MarkFannedOut(ctx, cp.ID); errors.Is(err, bank.ErrExists) {
+	if err := s.bank.MarkFannedOut(ctx, cp.ID, ""); errors.Is(err, bank.ErrExists) {
 		return nil // a duplicate fanned out first
 	} else if err != nil {
 		return err
@@ -382,7 +382,7 @@ func (s *Step) check(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	fanned, err := s.bank.FannedOut(ctx, id)
+	fanned, err := s.bank.FannedOut(ctx, id, "")
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,8 @@ type objectStore interface {
 
 // Bank is one Swift container holding checkpoints.
 type Bank struct {
+	// Ops tracks the protect of each checkpoint; Restores and Deletions track the others.
+	Ops
 	store     objectStore
 	container string
 	layout    Layout
@@ -98,6 +100,7 @@ func Open(ctx context.Context, c Config, os openstack.Config) (*Bank, error) {
 // New uses an existing connection and makes sure the container exists.
 func New(ctx context.Context, store objectStore, container string) (*Bank, error) {
 	b := &Bank{store: store, container: container}
+	b.Ops = Ops{b: b, kind: KindCheckpoints}
 	if err := b.retry(ctx, func() error { return store.ContainerCreate(ctx, container, nil) }); err != nil {
 		return nil, fmt.Errorf("create bank container %s: %w", container, err)
 	}

@@ -1,15 +1,12 @@
 package bank
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/ncw/swift/v2"
@@ -228,7 +225,7 @@ func (b *Bank) CreateCheckpoint(ctx context.Context, cp Checkpoint) (*Checkpoint
 		b.layout.AllIndex(cp.ID, cp.CreatedAt),
 		b.layout.PlanIndex(cp.Plan.ID, cp.ID, cp.CreatedAt),
 		b.layout.DateIndex(cp.ID, cp.CreatedAt),
-		b.layout.Active(cp.ID),
+		b.layout.Active(CheckpointOp(cp.ID)),
 	} {
 		if err := b.putJSON(ctx, name, map[string]string{"checkpoint": cp.ID}, false); err != nil {
 			return nil, err
@@ -246,43 +243,6 @@ func (b *Bank) Checkpoint(ctx context.Context, id string) (*Checkpoint, error) {
 	return &cp, nil
 }
 
-// SetStatus records a new status of a checkpoint.
-func (b *Bank) SetStatus(ctx context.Context, id, status string) error {
-	return b.setStatus(ctx, id, status, time.Now().UTC())
-}
-
-func (b *Bank) setStatus(ctx context.Context, id, status string, at time.Time) error {
-	return b.putJSON(ctx, b.layout.StatusMarker(id, at, status), StatusChange{Status: status, At: at}, false)
-}
-
-// History returns every status a checkpoint reached, oldest first; the last is current.
-func (b *Bank) History(ctx context.Context, id string) ([]StatusChange, error) {
-	objs, err := b.listAll(ctx, b.layout.StatusPrefix(id))
-	if err != nil {
-		return nil, err
-	}
-	var h []StatusChange
-	for _, o := range objs {
-		at, status, ok := b.layout.ParseStatusMarker(o.Name)
-		if ok {
-			h = append(h, StatusChange{Status: status, At: at})
-		}
-	}
-	return h, nil
-}
-
-// Status is a checkpoint's current status; ErrNotFound when it has none.
-func (b *Bank) Status(ctx context.Context, id string) (string, error) {
-	h, err := b.History(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	if len(h) == 0 {
-		return "", fmt.Errorf("status of checkpoint %s: %w", id, ErrNotFound)
-	}
-	return h[len(h)-1].Status, nil
-}
-
 // PutGraph stores a checkpoint's graph, create-only: ErrExists when it is already stored.
 func (b *Bank) PutGraph(ctx context.Context, id string, g *graph.Graph) error {
 	return b.putJSON(ctx, b.layout.Graph(id), g, true)
@@ -297,159 +257,10 @@ func (b *Bank) Graph(ctx context.Context, id string) (*graph.Graph, error) {
 	return &g, nil
 }
 
-// MarkFannedOut records, create-only, that every pending marker of a checkpoint exists
-// and its step requests may be sent; ErrExists when already recorded.
-func (b *Bank) MarkFannedOut(ctx context.Context, id string) error {
-	return b.putJSON(ctx, b.layout.FanOut(id), map[string]time.Time{"at": time.Now().UTC()}, true)
-}
-
-// FannedOut reports whether the fan-out of a checkpoint was recorded.
-func (b *Bank) FannedOut(ctx context.Context, id string) (bool, error) {
-	var v map[string]time.Time
-	err := b.getJSON(ctx, b.layout.FanOut(id), &v)
-	if errors.Is(err, ErrNotFound) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-// AddPending creates the pending markers of batches in one request (Swift's bulk upload of
-// a tar archive), so the fan-out of a large checkpoint costs one round trip.
-func (b *Bank) AddPending(ctx context.Context, id string, keys []string) error {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	for _, k := range keys {
-		if err := tw.WriteHeader(&tar.Header{Name: b.layout.Pending(id, k), Mode: 0o644, Size: 0, ModTime: now, Typeflag: tar.TypeReg}); err != nil {
-			return fmt.Errorf("pending markers of %s: %w", id, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("pending markers of %s: %w", id, err)
-	}
-	res, err := b.store.BulkUpload(ctx, b.container, bytes.NewReader(buf.Bytes()), swift.UploadTar, nil)
-	if err != nil {
-		return fmt.Errorf("bulk upload of %d pending markers of %s: %w", len(keys), id, err)
-	}
-	if len(res.Errors) > 0 || int(res.NumberCreated) != len(keys) {
-		return fmt.Errorf("bulk upload of pending markers of %s: %d of %d created, errors %v", id, res.NumberCreated, len(keys), res.Errors)
-	}
-	return nil
-}
-
-// Done deletes a batch's pending marker (already gone counts as done) and reports
-// whether the checkpoint still has unfinished batches.
-func (b *Bank) Done(ctx context.Context, id, batch string) (remaining bool, err error) {
-	if err := b.remove(ctx, b.layout.Pending(id, batch)); err != nil {
-		return false, err
-	}
-	objs, err := b.list(ctx, &swift.ObjectsOpts{Prefix: b.layout.PendingPrefix(id), Limit: 1})
-	if err != nil {
-		return false, err
-	}
-	return len(objs) > 0, nil
-}
-
-// PendingResources lists a checkpoint's unfinished batches, with when each was marked.
-func (b *Bank) PendingResources(ctx context.Context, id string) ([]Pending, error) {
-	objs, err := b.listAll(ctx, b.layout.PendingPrefix(id))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Pending, 0, len(objs))
-	for _, o := range objs {
-		batch, err := UnescapeKey(strings.TrimPrefix(o.Name, b.layout.PendingPrefix(id)))
-		if err != nil {
-			continue
-		}
-		out = append(out, Pending{Batch: batch, Since: o.LastModified})
-	}
-	return out, nil
-}
-
-// Fail records, create-only, that a resource ended in error; the first reason stays.
-func (b *Bank) Fail(ctx context.Context, id, key, reason string) error {
-	err := b.putJSON(ctx, b.layout.Failure(id, key), Failure{Key: key, Reason: reason, At: time.Now().UTC()}, true)
-	if errors.Is(err, ErrExists) {
-		return nil
-	}
-	return err
-}
-
-// Failures lists the resources of a checkpoint that ended in error, with reasons.
-func (b *Bank) Failures(ctx context.Context, id string) ([]Failure, error) {
-	objs, err := b.listAll(ctx, b.layout.FailurePrefix(id))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Failure, 0, len(objs))
-	for _, o := range objs {
-		var f Failure
-		if err := b.getJSON(ctx, o.Name, &f); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out, nil
-}
-
-// PutRecord writes a batch's record; only the step that owns the batch writes it.
-func (b *Bank) PutRecord(ctx context.Context, id string, r Record) error {
-	return b.putJSON(ctx, b.layout.Record(id, r.Batch), r, false)
-}
-
-// Record reads a batch's record.
-func (b *Bank) Record(ctx context.Context, id, batch string) (*Record, error) {
-	var r Record
-	if err := b.getJSON(ctx, b.layout.Record(id, batch), &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
-}
-
-// Finish ends a checkpoint: its terminal status is recorded and it leaves the active
-// index. The status is available when no resource failed, else error.
+// Finish ends the protect of a checkpoint: available when no resource failed, else
+// error (unless it ended before); it leaves the active index.
 func (b *Bank) Finish(ctx context.Context, id string) (status string, failures []Failure, err error) {
-	failures, err = b.Failures(ctx, id)
-	if err != nil {
-		return "", nil, err
-	}
-	status = events.StatusAvailable
-	if len(failures) > 0 {
-		status = events.StatusError
-	}
-	current, err := b.Status(ctx, id)
-	if err != nil {
-		return "", nil, err
-	}
-	if current == events.StatusProtecting {
-		if err := b.SetStatus(ctx, id, status); err != nil {
-			return "", nil, err
-		}
-	} else {
-		status = current // finished before: a redelivered last result changes nothing
-	}
-	if err := b.remove(ctx, b.layout.Active(id)); err != nil {
-		return "", nil, err
-	}
-	return status, failures, nil
-}
-
-// Active lists the checkpoints still in progress.
-func (b *Bank) Active(ctx context.Context) ([]string, error) {
-	objs, err := b.listAll(ctx, b.layout.ActivePrefix())
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]string, 0, len(objs))
-	for _, o := range objs {
-		ids = append(ids, strings.TrimPrefix(o.Name, b.layout.ActivePrefix()))
-	}
-	return ids, nil
+	return b.End(ctx, id, events.StatusProtecting, events.StatusAvailable, events.StatusError)
 }
 
 // ListCheckpoints returns checkpoint ids of a plan ("" for every plan, by date), newest

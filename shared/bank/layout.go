@@ -21,7 +21,10 @@ import (
 //	indices/all/<inverted time>_<id>                 every checkpoint, newest first
 //	indices/plans/<plan>/<inverted time>_<id>        the checkpoints of a plan, newest first
 //	indices/dates/<yyyy-mm-dd>/<id>                  checkpoints by creation day
-//	indices/active/<id>                              checkpoints still in progress, for the tick
+//	indices/active/<kind>/<id>                       operations still in progress, for the tick
+//	restores/<id>/restore.json                       a restore's index; status/, records/, pending/, failed/ as above
+//	deletions/<checkpoint>/...                       the deletion of a checkpoint: status/, records/, pending/, failed/
+//	indices/restores/<inverted time>_<id>            every restore, newest first
 //
 // Resource keys ("Type#id") are escaped so that each stays one path segment.
 type Layout struct{}
@@ -29,8 +32,28 @@ type Layout struct{}
 // Listing is where a list-pods graph is stored.
 func (Layout) Listing(key string) string { return "listings/" + key + ".json" }
 
+// Kinds of operations the bank tracks.
+const (
+	KindCheckpoints = "checkpoints"
+	KindRestores    = "restores"
+	KindDeletions   = "deletions"
+)
+
+// Op names an operation whose progress the bank tracks: a checkpoint being protected, a
+// restore, or the deletion of a checkpoint. Each has the same parts: status markers,
+// per-batch records, pending markers, failures.
+type Op struct{ Kind, ID string }
+
+// CheckpointOp, RestoreOp and DeletionOp name operations.
+func CheckpointOp(id string) Op { return Op{KindCheckpoints, id} }
+func RestoreOp(id string) Op    { return Op{KindRestores, id} }
+func DeletionOp(id string) Op   { return Op{KindDeletions, id} }
+
+// Prefix is the prefix of every object of the operation.
+func (o Op) Prefix() string { return o.Kind + "/" + o.ID + "/" }
+
 // CheckpointPrefix is the prefix of every object of a checkpoint.
-func (Layout) CheckpointPrefix(checkpoint string) string { return "checkpoints/" + checkpoint + "/" }
+func (Layout) CheckpointPrefix(checkpoint string) string { return CheckpointOp(checkpoint).Prefix() }
 
 // CheckpointIndex is the checkpoint's index object.
 func (l Layout) CheckpointIndex(checkpoint string) string {
@@ -41,13 +64,13 @@ func (l Layout) CheckpointIndex(checkpoint string) string {
 func (l Layout) Graph(checkpoint string) string { return l.CheckpointPrefix(checkpoint) + "graph.json" }
 
 // StatusPrefix lists the status markers of a checkpoint.
-func (l Layout) StatusPrefix(checkpoint string) string {
-	return l.CheckpointPrefix(checkpoint) + "status/"
+func (l Layout) StatusPrefix(op Op) string {
+	return op.Prefix() + "status/"
 }
 
 // StatusMarker is the marker of a status reached at a time.
-func (l Layout) StatusMarker(checkpoint string, at time.Time, status string) string {
-	return l.StatusPrefix(checkpoint) + fmt.Sprintf("%020d", at.UnixNano()) + "_" + status
+func (l Layout) StatusMarker(op Op, at time.Time, status string) string {
+	return l.StatusPrefix(op) + fmt.Sprintf("%020d", at.UnixNano()) + "_" + status
 }
 
 // ParseStatusMarker reads the time and status from a status marker's name.
@@ -65,36 +88,36 @@ func (Layout) ParseStatusMarker(name string) (time.Time, string, bool) {
 }
 
 // FanOut is present once every pending marker of a checkpoint exists.
-func (l Layout) FanOut(checkpoint string) string { return l.CheckpointPrefix(checkpoint) + "fanout" }
+func (l Layout) FanOut(op Op, phase string) string { return op.Prefix() + "fanout" + phase }
 
 // Record is what a step saved for one batch.
-func (l Layout) Record(checkpoint, batch string) string {
-	return l.CheckpointPrefix(checkpoint) + "records/" + EscapeKey(batch) + ".json"
+func (l Layout) Record(op Op, batch string) string {
+	return l.RecordPrefix(op) + EscapeKey(batch) + ".json"
 }
 
 // RecordPrefix lists the records of a checkpoint.
-func (l Layout) RecordPrefix(checkpoint string) string {
-	return l.CheckpointPrefix(checkpoint) + "records/"
+func (l Layout) RecordPrefix(op Op) string {
+	return op.Prefix() + "records/"
 }
 
 // PendingPrefix lists the unfinished resources of a checkpoint.
-func (l Layout) PendingPrefix(checkpoint string) string {
-	return l.CheckpointPrefix(checkpoint) + "pending/"
+func (l Layout) PendingPrefix(op Op) string {
+	return op.Prefix() + "pending/"
 }
 
 // Pending marks a batch of a checkpoint as not finished.
-func (l Layout) Pending(checkpoint, batch string) string {
-	return l.PendingPrefix(checkpoint) + EscapeKey(batch)
+func (l Layout) Pending(op Op, batch string) string {
+	return l.PendingPrefix(op) + EscapeKey(batch)
 }
 
 // FailurePrefix lists the failed resources of a checkpoint.
-func (l Layout) FailurePrefix(checkpoint string) string {
-	return l.CheckpointPrefix(checkpoint) + "failed/"
+func (l Layout) FailurePrefix(op Op) string {
+	return op.Prefix() + "failed/"
 }
 
 // Failure records why a resource failed.
-func (l Layout) Failure(checkpoint, key string) string {
-	return l.FailurePrefix(checkpoint) + EscapeKey(key) + ".json"
+func (l Layout) Failure(op Op, key string) string {
+	return l.FailurePrefix(op) + EscapeKey(key) + ".json"
 }
 
 // AllIndexPrefix lists every checkpoint, newest first.
@@ -105,11 +128,22 @@ func (l Layout) AllIndex(checkpoint string, created time.Time) string {
 	return l.AllIndexPrefix() + invertedTime(created) + "_" + checkpoint
 }
 
-// ActivePrefix lists the checkpoints in progress.
-func (Layout) ActivePrefix() string { return "indices/active/" }
+// ActivePrefix lists the operations of a kind in progress.
+func (Layout) ActivePrefix(kind string) string { return "indices/active/" + kind + "/" }
 
-// Active marks a checkpoint as in progress.
-func (l Layout) Active(checkpoint string) string { return l.ActivePrefix() + checkpoint }
+// Active marks an operation as in progress.
+func (l Layout) Active(op Op) string { return l.ActivePrefix(op.Kind) + op.ID }
+
+// RestoreIndex is a restore's index object.
+func (Layout) RestoreIndex(id string) string { return RestoreOp(id).Prefix() + "restore.json" }
+
+// RestoresPrefix lists every restore, newest first.
+func (Layout) RestoresPrefix() string { return "indices/restores/" }
+
+// RestoresIndex is a restore's entry in the list of restores.
+func (l Layout) RestoresIndex(id string, created time.Time) string {
+	return l.RestoresPrefix() + invertedTime(created) + "_" + id
+}
 
 // PlanIndexPrefix lists the checkpoints of a plan, newest first.
 func (Layout) PlanIndexPrefix(plan string) string {

@@ -33,3 +33,23 @@ type VolumeInfo struct {
 	BackupStatus string    `json:"backup_status"`
 	StartedAt    time.Time `json:"started_at"`
 }
+
+// RestoredVolume is what a restore records for a volume: the new volume made from the
+// backup (listed even when the restore of the volume failed, so nothing is orphaned).
+type RestoredVolume struct {
+	OriginalID string `json:"original_volume_id"`
+	VolumeID   string `json:"volume_id,omitempty"`
+	BackupID   string `json:"backup_id"`
+	Name       string `json:"name,omitempty"`
+}
+
+// RestoredPod is what a restore records for a pod: the pod and the objects created for
+// it.
+type RestoredPod struct {
+	Original          string   `json:"original"`
+	Namespace         string   `json:"namespace"`
+	Name              string   `json:"name"`
+	Claims            []string `json:"claims,omitempty"`
+	PersistentVolumes []string `json:"persistent_volumes,omitempty"`
+	Phase             string   `json:"phase,omitempty"`
+}

@@ -8,8 +8,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/backupvolume"
@@ -136,6 +139,23 @@ func TestProtectTwoPodsWithCinderVolumes(t *testing.T) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Checkpoints) != 1 || list.Checkpoints[0].ID != id {
 		t.Fatalf("list: %+v %v", list, err)
+	}
+	// The same answers as events with a reply (what a system on the broker would send).
+	for _, q := range []struct {
+		typ, reply string
+		data       any
+		want       string
+	}{
+		{events.CheckpointShow, events.CheckpointShown, map[string]string{"checkpoint": id}, `"status":"available"`},
+		{events.CheckpointsList, events.CheckpointsListed, map[string]string{"plan": req.Plan.ID}, id},
+		{events.ProviderShow, events.ProviderShown, map[string]any{}, "OS::Cinder::Volume"},
+	} {
+		c, _ := cloudevents.NewClientHTTP()
+		ctx := cloudevents.ContextWithTarget(context.Background(), e.runner.Functions[events.FnCheckpoints])
+		reply, res := c.Request(ctx, newEvent(q.typ, q.data))
+		if !cloudevents.IsACK(res) || reply == nil || reply.Type() != q.reply || !strings.Contains(string(reply.Data()), q.want) {
+			t.Fatalf("%s: %v, reply %v", q.typ, res, reply)
+		}
 	}
 	if n := e.count(events.CheckpointFinished); n < 1 {
 		t.Fatalf("%d finished events", n)

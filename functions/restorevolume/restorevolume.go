@@ -1,0 +1,232 @@
+// Package restorevolume is the restore-volume function: for each volume of a batch it
+// creates a new Cinder volume from the volume's backup in the checkpoint, named
+// "<checkpoint id>@<original volume id>" and tagged with the restore, and returns; the
+// same request, sent again by the tick, checks the volumes until they are available or
+// failed, or the restore's deadline passes. A redelivered request finds its volume instead
+// of creating a second one.
+package restorevolume
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/gophercloud/gophercloud/v2"
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/openstack"
+	"github.com/podguard/podguard/shared/openstack/volumes"
+)
+
+// Accepts are the event types restore-volume handles.
+var Accepts = []string{events.VolumeRestore}
+
+// Metadata keys that tag a restored volume.
+const (
+	MetaRestore    = "podguard-restore"
+	MetaResource   = "podguard-resource"
+	MetaCheckpoint = "podguard-checkpoint"
+)
+
+// Config is restore-volume's configuration from the environment.
+type Config struct {
+	Bank      bank.Config
+	OpenStack openstack.Config
+}
+
+// Validate checks the configuration at start.
+func (c *Config) Validate() error { return c.Bank.Validate() }
+
+// cinder is the part of Cinder's volume API the step uses.
+type cinder interface {
+	FindRestored(ctx context.Context, backupID string, match map[string]string) (*volumes.Volume, error)
+	CreateFromBackup(ctx context.Context, opts volumes.CreateFromBackupOpts) (*volumes.Volume, error)
+	SetMetadata(ctx context.Context, id string, metadata map[string]string) error
+}
+
+// records reads one operation's batch records (the checkpoint's, or the restore's).
+type records interface {
+	Record(ctx context.Context, id, batch string) (*bank.Record, error)
+}
+
+// restoreRecords reads and writes the restore's records.
+type restoreRecords interface {
+	records
+	PutRecord(ctx context.Context, id string, r bank.Record) error
+}
+
+// Step is the restore-volume step.
+type Step struct {
+	cinder      cinder
+	checkpoints records
+	restores    restoreRecords
+	now         func() time.Time
+}
+
+// New builds the step from its configuration.
+func New(ctx context.Context, cfg *Config) (*Step, error) {
+	sc, err := cfg.OpenStack.BlockStorage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := bank.Open(ctx, cfg.Bank, cfg.OpenStack)
+	if err != nil {
+		return nil, err
+	}
+	return NewStep(volumes.New(sc), b, b.Restores(), time.Now), nil
+}
+
+// NewStep builds the step from its dependencies.
+func NewStep(c cinder, checkpoints records, restores restoreRecords, now func() time.Time) *Step {
+	return &Step{cinder: c, checkpoints: checkpoints, restores: restores, now: now}
+}
+
+const workers = 8
+
+// Handle restores or checks the volumes of a batch; it answers once every volume of the
+// batch is available or failed, and with nothing (202) while any is in progress.
+func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	var req events.RestoreStepRequest
+	if err := e.DataAs(&req); err != nil {
+		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	for i, r := range req.Resources {
+		if r.Type != graph.VolumeType {
+			return nil, function.Permanent(fmt.Errorf("/resources/%d/type: restore-volume restores %s, not %s", i, graph.VolumeType, r.Type))
+		}
+	}
+	if rec, err := s.restores.Record(ctx, req.Restore, req.Batch); err == nil {
+		return result(req, rec)
+	} else if !errors.Is(err, bank.ErrNotFound) {
+		return nil, err
+	}
+	saved, err := s.checkpoints.Record(ctx, req.Checkpoint, req.Batch)
+	if errors.Is(err, bank.ErrNotFound) {
+		saved = &bank.Record{} // every volume of the batch fails below, with the reason
+	} else if err != nil {
+		return nil, err
+	}
+	rec := bank.Record{Batch: req.Batch, Resources: make(map[string]bank.ResourceRecord, len(req.Resources))}
+	var (
+		mu         sync.Mutex
+		firstErr   error
+		inProgress int
+		wg         sync.WaitGroup
+	)
+	work := make(chan graph.Resource)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range work {
+				rr, done, err := s.volume(ctx, req, r, saved.Resources[r.Key()])
+				mu.Lock()
+				switch {
+				case err != nil:
+					if firstErr == nil {
+						firstErr = err
+					}
+				case !done:
+					inProgress++
+				default:
+					rec.Resources[r.Key()] = rr
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, r := range req.Resources {
+		work <- r
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if inProgress > 0 {
+		return nil, nil
+	}
+	rec.UpdatedAt = s.now().UTC()
+	if err := s.restores.PutRecord(ctx, req.Restore, rec); err != nil {
+		return nil, err
+	}
+	return result(req, &rec)
+}
+
+// volume restores or checks one volume; done is false while it is in progress.
+func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r graph.Resource, saved bank.ResourceRecord) (bank.ResourceRecord, bool, error) {
+	var info checkpoint.VolumeInfo
+	if saved.Status != events.StatusAvailable || json.Unmarshal(saved.Data, &info) != nil || info.BackupID == "" {
+		return failed(fmt.Sprintf("checkpoint %s has no available backup of volume %s", req.Checkpoint, r.ID), checkpoint.RestoredVolume{OriginalID: r.ID})
+	}
+	out := checkpoint.RestoredVolume{OriginalID: r.ID, BackupID: info.BackupID, Name: req.Checkpoint + "@" + r.ID}
+	tag := map[string]string{MetaRestore: req.Restore, MetaResource: r.Key()}
+	v, err := s.cinder.FindRestored(ctx, info.BackupID, tag)
+	if err != nil {
+		return bank.ResourceRecord{}, false, err
+	}
+	pastDeadline := !req.Deadline.IsZero() && s.now().After(req.Deadline)
+	if v == nil {
+		if pastDeadline {
+			return failed("the restore's deadline passed before the volume was created", out)
+		}
+		md := maps.Clone(tag)
+		md[MetaCheckpoint] = req.Checkpoint
+		v, err = s.cinder.CreateFromBackup(ctx, volumes.CreateFromBackupOpts{Name: out.Name, BackupID: info.BackupID,
+			Description: "restored by podguard restore " + req.Restore, Metadata: md})
+		switch {
+		case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+			return failed(fmt.Sprintf("backup %s of volume %s no longer exists", info.BackupID, r.ID), out)
+		case gophercloud.ResponseCodeIs(err, http.StatusBadRequest):
+			return failed(fmt.Sprintf("Cinder refused to restore backup %s: %v", info.BackupID, err), out)
+		case err != nil:
+			return bank.ResourceRecord{}, false, err
+		}
+		logging.FromContext(ctx).Infow("restoring volume", zap.String("backup", info.BackupID), zap.String("volume", v.ID))
+	}
+	out.VolumeID = v.ID
+	switch v.Status {
+	case volumes.StatusAvailable:
+		// Cinder replaces a restored volume's metadata with the original's: tag it again so
+		// a later check recognises it.
+		if v.Metadata[MetaRestore] != req.Restore {
+			if err := s.cinder.SetMetadata(ctx, v.ID, tag); err != nil {
+				return bank.ResourceRecord{}, false, err
+			}
+		}
+		data, err := json.Marshal(out)
+		return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, err
+	case volumes.StatusError, volumes.StatusErrorRestoring:
+		return failed(fmt.Sprintf("Cinder could not restore backup %s into volume %s (status %s)", info.BackupID, v.ID, v.Status), out)
+	}
+	if pastDeadline {
+		return failed(fmt.Sprintf("volume %s still %s at the restore's deadline", v.ID, v.Status), out)
+	}
+	return bank.ResourceRecord{}, false, nil
+}
+
+func failed(reason string, v checkpoint.RestoredVolume) (bank.ResourceRecord, bool, error) {
+	data, err := json.Marshal(v)
+	return bank.ResourceRecord{Status: events.StatusError, Reason: reason, Data: data}, true, err
+}
+
+func result(req events.RestoreStepRequest, rec *bank.Record) (*event.Event, error) {
+	out := events.RestoreStepResult{Restore: req.Restore, Batch: req.Batch}
+	for _, r := range req.Resources {
+		rr := rec.Resources[r.Key()]
+		out.Results = append(out.Results, events.ResourceResult{Key: r.Key(), Status: rr.Status, Reason: rr.Reason})
+	}
+	return function.Reply(events.VolumeRestored, out)
+}

@@ -1,0 +1,229 @@
+package bank
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ncw/swift/v2"
+)
+
+// Ops tracks the progress of operations of one kind (checkpoints, restores or
+// deletions), each by id: status markers, per-batch records, pending markers, failures.
+// Bank embeds the checkpoints' Ops; Restores and Deletions return the others.
+type Ops struct {
+	b    *Bank
+	kind string
+}
+
+// Restores tracks restores.
+func (b *Bank) Restores() *Ops { return &Ops{b: b, kind: KindRestores} }
+
+// Deletions tracks deletions of checkpoints (by checkpoint id).
+func (b *Bank) Deletions() *Ops { return &Ops{b: b, kind: KindDeletions} }
+
+func (o *Ops) op(id string) Op { return Op{Kind: o.kind, ID: id} }
+
+// SetStatus records a new status of an operation.
+func (o *Ops) SetStatus(ctx context.Context, id, status string) error {
+	return o.setStatus(ctx, id, status, time.Now().UTC())
+}
+
+func (o *Ops) setStatus(ctx context.Context, id, status string, at time.Time) error {
+	return o.b.putJSON(ctx, o.b.layout.StatusMarker(o.op(id), at, status), StatusChange{Status: status, At: at}, false)
+}
+
+// History returns every status an operation reached, oldest first; the last is current.
+func (o *Ops) History(ctx context.Context, id string) ([]StatusChange, error) {
+	objs, err := o.b.listAll(ctx, o.b.layout.StatusPrefix(o.op(id)))
+	if err != nil {
+		return nil, err
+	}
+	var h []StatusChange
+	for _, obj := range objs {
+		at, status, ok := o.b.layout.ParseStatusMarker(obj.Name)
+		if ok {
+			h = append(h, StatusChange{Status: status, At: at})
+		}
+	}
+	return h, nil
+}
+
+// Status is an operation's current status; ErrNotFound when it has none.
+func (o *Ops) Status(ctx context.Context, id string) (string, error) {
+	h, err := o.History(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if len(h) == 0 {
+		return "", fmt.Errorf("status of %s %s: %w", o.kind, id, ErrNotFound)
+	}
+	return h[len(h)-1].Status, nil
+}
+
+// MarkFannedOut records, create-only, that the pending markers of a phase of an
+// operation exist and its step requests may be sent; ErrExists when already recorded.
+// The protect of a checkpoint has one phase, "".
+func (o *Ops) MarkFannedOut(ctx context.Context, id, phase string) error {
+	return o.b.putJSON(ctx, o.b.layout.FanOut(o.op(id), phase), map[string]time.Time{"at": time.Now().UTC()}, true)
+}
+
+// FannedOut reports whether the fan-out of a phase was recorded.
+func (o *Ops) FannedOut(ctx context.Context, id, phase string) (bool, error) {
+	var v map[string]time.Time
+	err := o.b.getJSON(ctx, o.b.layout.FanOut(o.op(id), phase), &v)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// AddPending creates the pending markers of batches in one request (Swift's bulk upload
+// of a tar archive), so the fan-out of a large operation costs one round trip.
+func (o *Ops) AddPending(ctx context.Context, id string, batches []string) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	now := time.Now()
+	for _, k := range batches {
+		if err := tw.WriteHeader(&tar.Header{Name: o.b.layout.Pending(o.op(id), k), Mode: 0o644, Size: 0, ModTime: now, Typeflag: tar.TypeReg}); err != nil {
+			return fmt.Errorf("pending markers of %s %s: %w", o.kind, id, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("pending markers of %s %s: %w", o.kind, id, err)
+	}
+	res, err := o.b.store.BulkUpload(ctx, o.b.container, bytes.NewReader(buf.Bytes()), swift.UploadTar, nil)
+	if err != nil {
+		return fmt.Errorf("bulk upload of %d pending markers of %s %s: %w", len(batches), o.kind, id, err)
+	}
+	if len(res.Errors) > 0 || int(res.NumberCreated) != len(batches) {
+		return fmt.Errorf("bulk upload of pending markers of %s %s: %d of %d created, errors %v", o.kind, id, res.NumberCreated, len(batches), res.Errors)
+	}
+	return nil
+}
+
+// Done deletes a batch's pending marker (already gone counts as done) and reports
+// whether the operation still has unfinished batches.
+func (o *Ops) Done(ctx context.Context, id, batch string) (remaining bool, err error) {
+	if err := o.b.remove(ctx, o.b.layout.Pending(o.op(id), batch)); err != nil {
+		return false, err
+	}
+	return o.Remaining(ctx, id, "")
+}
+
+// Remaining reports whether batches whose names start with prefix are still pending.
+func (o *Ops) Remaining(ctx context.Context, id, prefix string) (bool, error) {
+	objs, err := o.b.list(ctx, &swift.ObjectsOpts{Prefix: o.b.layout.PendingPrefix(o.op(id)) + prefix, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	return len(objs) > 0, nil
+}
+
+// PendingResources lists an operation's unfinished batches, with when each was marked.
+func (o *Ops) PendingResources(ctx context.Context, id string) ([]Pending, error) {
+	prefix := o.b.layout.PendingPrefix(o.op(id))
+	objs, err := o.b.listAll(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Pending, 0, len(objs))
+	for _, obj := range objs {
+		batch, err := UnescapeKey(strings.TrimPrefix(obj.Name, prefix))
+		if err != nil {
+			continue
+		}
+		out = append(out, Pending{Batch: batch, Since: obj.LastModified})
+	}
+	return out, nil
+}
+
+// Fail records, create-only, that a resource ended in error; the first reason stays.
+func (o *Ops) Fail(ctx context.Context, id, key, reason string) error {
+	err := o.b.putJSON(ctx, o.b.layout.Failure(o.op(id), key), Failure{Key: key, Reason: reason, At: time.Now().UTC()}, true)
+	if errors.Is(err, ErrExists) {
+		return nil
+	}
+	return err
+}
+
+// Failures lists the resources of an operation that ended in error, with reasons.
+func (o *Ops) Failures(ctx context.Context, id string) ([]Failure, error) {
+	objs, err := o.b.listAll(ctx, o.b.layout.FailurePrefix(o.op(id)))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Failure, 0, len(objs))
+	for _, obj := range objs {
+		var f Failure
+		if err := o.b.getJSON(ctx, obj.Name, &f); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// PutRecord writes a batch's record; only the step that owns the batch writes it.
+func (o *Ops) PutRecord(ctx context.Context, id string, r Record) error {
+	return o.b.putJSON(ctx, o.b.layout.Record(o.op(id), r.Batch), r, false)
+}
+
+// Record reads a batch's record.
+func (o *Ops) Record(ctx context.Context, id, batch string) (*Record, error) {
+	var r Record
+	if err := o.b.getJSON(ctx, o.b.layout.Record(o.op(id), batch), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Records reads every record of an operation.
+func (o *Ops) Records(ctx context.Context, id string) ([]Record, error) {
+	objs, err := o.b.listAll(ctx, o.b.layout.RecordPrefix(o.op(id)))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, 0, len(objs))
+	for _, obj := range objs {
+		var r Record
+		if err := o.b.getJSON(ctx, obj.Name, &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Activate puts an operation in the active index, which the tick walks.
+func (o *Ops) Activate(ctx context.Context, id string) error {
+	return o.b.putJSON(ctx, o.b.layout.Active(o.op(id)), map[string]string{"id": id}, false)
+}
+
+// Deactivate takes an operation out of the active index.
+func (o *Ops) Deactivate(ctx context.Context, id string) error {
+	return o.b.remove(ctx, o.b.layout.Active(o.op(id)))
+}
+
+// Active lists the operations still in progress.
+func (o *Ops) Active(ctx context.Context) ([]string, error) {
+	prefix := o.b.layout.ActivePrefix(o.kind)
+	objs, err := o.b.listAll(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(objs))
+	for _, obj := range objs {
+		ids = append(ids, strings.TrimPrefix(obj.Name, prefix))
+	}
+	return ids, nil
+}

@@ -1,0 +1,100 @@
+package bank
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ncw/swift/v2"
+
+	"github.com/podguard/podguard/events"
+)
+
+// Restore is a restore's index.
+type Restore struct {
+	ID         string                   `json:"id"`
+	Checkpoint string                   `json:"checkpoint"`
+	Parameters events.RestoreParameters `json:"parameters"`
+	CreatedAt  time.Time                `json:"created_at"`
+	Deadline   time.Time                `json:"deadline"`
+}
+
+// CreateRestore writes a new restore's index, its first status (in_progress), its entry in
+// the list of restores, and makes it active. As with checkpoints, an existing index wins
+// and the other writes are completed.
+func (b *Bank) CreateRestore(ctx context.Context, r Restore) (*Restore, error) {
+	err := b.putJSON(ctx, b.layout.RestoreIndex(r.ID), r, true)
+	if errors.Is(err, ErrExists) {
+		stored, gerr := b.Restore(ctx, r.ID)
+		if gerr != nil {
+			return nil, gerr
+		}
+		r = *stored
+	} else if err != nil {
+		return nil, err
+	}
+	ops := b.Restores()
+	if err := ops.setStatus(ctx, r.ID, events.RestoreInProgress, r.CreatedAt); err != nil {
+		return nil, err
+	}
+	if err := b.putJSON(ctx, b.layout.RestoresIndex(r.ID, r.CreatedAt), map[string]string{"restore": r.ID}, false); err != nil {
+		return nil, err
+	}
+	if err := ops.Activate(ctx, r.ID); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Restore reads a restore's index.
+func (b *Bank) Restore(ctx context.Context, id string) (*Restore, error) {
+	var r Restore
+	if err := b.getJSON(ctx, b.layout.RestoreIndex(id), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ListRestores returns restore ids, newest first, up to limit, after marker.
+func (b *Bank) ListRestores(ctx context.Context, limit int, marker string) (ids []string, next string, err error) {
+	objs, err := b.list(ctx, &swift.ObjectsOpts{Prefix: b.layout.RestoresPrefix(), Limit: limit + 1, Marker: marker})
+	if err != nil {
+		return nil, "", err
+	}
+	for i, o := range objs {
+		if i == limit {
+			next = objs[i-1].Name
+			break
+		}
+		ids = append(ids, b.layout.CheckpointOfIndex(o.Name))
+	}
+	return ids, next, nil
+}
+
+// End records an operation's terminal status, chosen by whether any resource failed,
+// unless it already ended, and takes it out of the active index. It returns the status
+// in force and the failures.
+func (o *Ops) End(ctx context.Context, id string, running, ok, failed string) (status string, failures []Failure, err error) {
+	if failures, err = o.Failures(ctx, id); err != nil {
+		return "", nil, err
+	}
+	status = ok
+	if len(failures) > 0 {
+		status = failed
+	}
+	current, err := o.Status(ctx, id)
+	if err != nil {
+		return "", nil, err
+	}
+	if current == running {
+		if err := o.SetStatus(ctx, id, status); err != nil {
+			return "", nil, err
+		}
+	} else {
+		status = current
+	}
+	if err := o.Deactivate(ctx, id); err != nil {
+		return "", nil, err
+	}
+	return status, failures, nil
+}
