@@ -22,6 +22,7 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
@@ -114,39 +115,24 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	rec := bank.Record{Batch: req.Batch, Resources: make(map[string]bank.ResourceRecord, len(req.Resources))}
 	var (
 		mu         sync.Mutex
-		firstErr   error
 		inProgress int
-		wg         sync.WaitGroup
 	)
-	work := make(chan graph.Resource)
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range work {
-				rr, done, err := s.volume(ctx, req, r, params)
-				mu.Lock()
-				switch {
-				case err != nil:
-					if firstErr == nil {
-						firstErr = err
-					}
-				case !done:
-					inProgress++
-				default:
-					rec.Resources[r.Key()] = rr
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	for _, r := range req.Resources {
-		work <- r
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	err := batch.Each(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) error {
+		rr, done, err := s.volume(ctx, req, r, params)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			inProgress++
+		} else {
+			rec.Resources[r.Key()] = rr
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if inProgress > 0 {
 		logging.FromContext(ctx).Debugw("backups in progress", zap.String("batch", req.Batch), zap.Int("in_progress", inProgress))

@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
@@ -253,33 +253,9 @@ func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) 
 
 // sendAll sends the step request of each batch with bounded concurrency.
 func (s *Step) sendAll(ctx context.Context, cp *bank.Checkpoint, batches []graph.Batch, attempt string) error {
-	work := make(chan graph.Batch)
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for i := 0; i < s.workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for b := range work {
-				if err := s.sendStep(ctx, cp, b, attempt); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, b := range batches {
-		work <- b
-	}
-	close(work)
-	wg.Wait()
-	return firstErr
+	return batch.Each(ctx, batches, s.workers, func(ctx context.Context, b graph.Batch) error {
+		return s.sendStep(ctx, cp, b, attempt)
+	})
 }
 
 func (s *Step) sendStep(ctx context.Context, cp *bank.Checkpoint, b graph.Batch, attempt string) error {

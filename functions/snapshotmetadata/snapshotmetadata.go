@@ -18,6 +18,7 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
@@ -119,40 +120,21 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 
 // snapshot saves each pod of the batch into rec, a few at a time.
 func (s *Step) snapshot(ctx context.Context, pods []graph.Resource, rec *bank.Record) error {
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	work := make(chan graph.Resource)
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range work {
-				ns, name, _ := strings.Cut(r.Name, ":")
-				info, reason, err := s.collect(ctx, ns, name)
-				rr := bank.ResourceRecord{Status: events.StatusAvailable}
-				if reason != "" {
-					rr = bank.ResourceRecord{Status: events.StatusError, Reason: reason}
-				} else if err == nil {
-					rr.Data, err = json.Marshal(info)
-				}
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				rec.Resources[r.Key()] = rr
-				mu.Unlock()
-			}
-		}()
-	}
-	for _, r := range pods {
-		work <- r
-	}
-	close(work)
-	wg.Wait()
-	return firstErr
+	var mu sync.Mutex
+	return batch.Each(ctx, pods, workers, func(ctx context.Context, r graph.Resource) error {
+		ns, name, _ := strings.Cut(r.Name, ":")
+		info, reason, err := s.collect(ctx, ns, name)
+		rr := bank.ResourceRecord{Status: events.StatusAvailable}
+		if reason != "" {
+			rr = bank.ResourceRecord{Status: events.StatusError, Reason: reason}
+		} else if err == nil {
+			rr.Data, err = json.Marshal(info)
+		}
+		mu.Lock()
+		rec.Resources[r.Key()] = rr
+		mu.Unlock()
+		return err
+	})
 }
 
 // collect reads the pod, its claims and their volumes. A reason is returned for what can
