@@ -207,6 +207,9 @@ type RestoreStepRequest struct {
 	Resources  []graph.Resource  `json:"resources"`
 	Parameters RestoreParameters `json:"parameters"`
 	Deadline   time.Time         `json:"deadline"`
+	// Volumes maps, in a PodRecreate, each original Cinder volume id of the batch's pods
+	// to its restored volume id; a volume that could not be restored is absent.
+	Volumes map[string]string `json:"volumes,omitempty"`
 }
 
 // RestoreStepResult is the data of VolumeRestored and PodRecreated.
