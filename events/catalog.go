@@ -48,8 +48,7 @@ const (
 	// it as a Tick.
 	PingSourceTick = "dev.knative.sources.ping"
 
-	// Restore and delete (types, payloads and schemas defined; not yet routed, so not in
-	// Catalog).
+	// Restore and delete.
 
 	// RestoreRequested restores a checkpoint: new volumes from its backups, then its pods.
 	RestoreRequested = "dev.podguard.restore.requested"
@@ -169,6 +168,34 @@ func Catalog() []Type {
 		{Name: ProviderShow, Description: "Show what this deployment protects: resource types and their schemas.",
 			Producers: []string{User}, Consumers: []string{FnCheckpoints}, DataOptional: true},
 		{Name: ProviderShown, Description: "Resource types with their options, restore and saved-info schemas.",
+			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+		{Name: RestoreRequested, Description: "Restore an available checkpoint: new volumes from its backups, then its pods on them, into the original or another namespace.",
+			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+		{Name: VolumeRestore, Description: "Create a new Cinder volume from the backup of each volume of a batch, or check those already started.",
+			Producers: []string{FnChoreographer}, Consumers: []string{FnRestoreVolume}},
+		{Name: VolumeRestored, Description: "The volumes of a batch are restored (available), or failed (error) with the volume created, if any.",
+			Producers: []string{FnRestoreVolume}, Consumers: []string{FnChoreographer}},
+		{Name: PodRecreate, Description: "Recreate the pods of a batch on their restored volumes (PVs, PVCs, pods), or check those already created.",
+			Producers: []string{FnChoreographer}, Consumers: []string{FnRecreatePod}},
+		{Name: PodRecreated, Description: "The pods of a batch are Running (available), or failed (error) with the reason.",
+			Producers: []string{FnRecreatePod}, Consumers: []string{FnChoreographer}},
+		{Name: RestoreFinished, Description: "A restore ended: success, or fail with every failed resource and its reason.",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: DeleteRequested, Description: "Delete an available or error checkpoint: its backups, then its metadata.",
+			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+		{Name: BackupDelete, Description: "Delete the backups of a batch of volumes of a checkpoint, or check deletions already started.",
+			Producers: []string{FnChoreographer}, Consumers: []string{FnDeleteBackup}},
+		{Name: BackupDeleted, Description: "The backups of a batch are deleted, or could not be (error) with the reason.",
+			Producers: []string{FnDeleteBackup}, Consumers: []string{FnChoreographer}},
+		{Name: CheckpointDeleted, Description: "A checkpoint is deleted, or error-deleting with every backup not deleted and why.",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: RestoreShow, Description: "Show one restore.",
+			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+		{Name: RestoreShown, Description: "A restore with its status, and each resource's status, reason and restored counterpart, or found=false.",
+			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+		{Name: RestoresList, Description: "List restores, newest first.",
+			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+		{Name: RestoresListed, Description: "A page of restores, newest first.",
 			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
 	}
 	sort.Slice(c, func(i, j int) bool { return c[i].Name < c[j].Name })

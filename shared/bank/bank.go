@@ -77,6 +77,7 @@ type objectStore interface {
 	ObjectDelete(ctx context.Context, container, name string) error
 	Objects(ctx context.Context, container string, opts *swift.ObjectsOpts) ([]swift.Object, error)
 	BulkUpload(ctx context.Context, uploadPath string, data io.Reader, format string, h swift.Headers) (swift.BulkUploadResult, error)
+	BulkDelete(ctx context.Context, container string, objectNames []string) (swift.BulkDeleteResult, error)
 }
 
 // Bank is one Swift container holding checkpoints.

@@ -24,7 +24,8 @@ func TestDeployBaseTriggers(t *testing.T) {
 	if len(triggers) == 0 {
 		t.Fatal("no triggers in", baseDir)
 	}
-	functionNames := []string{events.FnListPods, events.FnSnapshotMetadata, events.FnBackupVolume, events.FnChoreographer, events.FnCheckpoints}
+	functionNames := []string{events.FnListPods, events.FnSnapshotMetadata, events.FnBackupVolume, events.FnChoreographer, events.FnCheckpoints,
+		events.FnRestoreVolume, events.FnRecreatePod, events.FnDeleteBackup}
 	want := Delivery{Retry: 5, BackoffPolicy: BackoffExponential, BackoffDelay: 500 * time.Millisecond,
 		DeadLetterSink: &Destination{Ref: "dead-letters"}}
 	for _, tr := range triggers {

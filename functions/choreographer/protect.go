@@ -1,0 +1,303 @@
+package choreographer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/batch"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// CheckpointID is the checkpoint a protect request makes: one per scheduled occurrence
+// of a plan, else one per request event.
+func CheckpointID(req events.ProtectRequest, e event.Event) string {
+	if req.Occurrence != "" && req.Plan.ID != "" {
+		return function.DerivedID("checkpoint", req.Plan.ID, req.Occurrence)
+	}
+	return function.DerivedID("checkpoint", e.Source(), e.ID())
+}
+
+func (s *Step) protect(ctx context.Context, e event.Event) error {
+	var req events.ProtectRequest
+	if err := e.DataAs(&req); err != nil {
+		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	if err := req.Plan.Scope.Check(); err != nil {
+		return function.Permanent(fmt.Errorf("/plan%w", err))
+	}
+	// Racing duplicates of the request must write the same index: take the time from
+	// the event, which they share.
+	now := s.eventTime(e)
+	id := CheckpointID(req, e)
+	// A late duplicate of the request of a checkpoint since deleted must not bring it back.
+	if status, err := s.deletions.Status(ctx, id); err == nil {
+		logging.FromContext(ctx).Infow("protect request of a deleted checkpoint ignored", zap.String("checkpoint", id), zap.String("deletion", status))
+		return nil
+	} else if !errors.Is(err, bank.ErrNotFound) {
+		return err
+	}
+	cp, err := s.bank.CreateCheckpoint(ctx, bank.Checkpoint{
+		ID: id, Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name},
+		Project: s.cfg.Project, Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(s.cfg.ProtectTimeout),
+		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters, BatchSize: s.cfg.BatchSize,
+	})
+	if err != nil {
+		return err
+	}
+	logging.FromContext(ctx).Infow("checkpoint protecting", zap.String("checkpoint", cp.ID), zap.String("plan", cp.Plan.ID))
+	return s.requestListing(ctx, cp, "")
+}
+
+func (s *Step) requestListing(ctx context.Context, cp *bank.Checkpoint, attempt string) error {
+	return s.emit(ctx, events.FlowProtect, cp.ID, events.PodsList, function.DerivedID(events.FlowProtect, cp.ID, "list", attempt),
+		events.PodsListRequest{Scope: cp.Scope})
+}
+
+func (s *Step) listed(ctx context.Context, e event.Event) error {
+	id, _ := e.Extensions()[events.ExtCheckpoint].(string)
+	if id == "" {
+		return function.Permanent(fmt.Errorf("%s without the %s extension: not part of a protect", e.Type(), events.ExtCheckpoint))
+	}
+	var res events.PodsListedResult
+	if err := e.DataAs(&res); err != nil {
+		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	cp, err := s.bank.Checkpoint(ctx, id)
+	if errors.Is(err, bank.ErrNotFound) {
+		return function.Permanent(fmt.Errorf("checkpoint %s does not exist", id))
+	}
+	if err != nil {
+		return err
+	}
+	g := res.Graph
+	if g == nil && res.GraphRef != nil {
+		raw, err := s.bank.GetRef(ctx, *res.GraphRef)
+		if err != nil {
+			return err
+		}
+		g = &graph.Graph{}
+		if err := json.Unmarshal(raw, g); err != nil {
+			return function.Permanent(fmt.Errorf("graph at %s: %w", res.GraphRef.Object, err))
+		}
+	}
+	if g == nil {
+		return function.Permanent(errors.New("pods.listed carries neither graph nor graphRef"))
+	}
+	// The first graph stored wins: a later listing (a duplicate, or one re-driven by the
+	// tick) must not change what the checkpoint protects.
+	if err := s.bank.PutGraph(ctx, id, g); errors.Is(err, bank.ErrExists) {
+		if g, err = s.bank.Graph(ctx, id); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	return s.fanOut(ctx, cp, g)
+}
+
+// fanOut creates the pending markers, records the fan-out, and sends a step request per
+// batch. After a crash or a failed send, a redelivery re-sends the requests of the
+// batches still pending.
+func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) error {
+	done, err := s.bank.FannedOut(ctx, cp.ID, "")
+	if err != nil {
+		return err
+	}
+	batches := g.Batches(cp.BatchSize)
+	if done {
+		// A redelivery: re-send only what has waited long enough to be lost, so the
+		// duplicate does not race the requests just sent.
+		now := s.now()
+		return s.redrive(ctx, cp, batches, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, "")
+	}
+	if len(batches) == 0 {
+		return s.finish(ctx, cp.ID)
+	}
+	names := make([]string, len(batches))
+	for i, b := range batches {
+		names[i] = b.Name
+	}
+	if err := s.bank.AddPending(ctx, cp.ID, names); err != nil {
+		return err
+	}
+	if err := s.bank.MarkFannedOut(ctx, cp.ID, ""); errors.Is(err, bank.ErrExists) {
+		return nil // a duplicate fanned out first
+	} else if err != nil {
+		return err
+	}
+	logging.FromContext(ctx).Infow("fanning out", zap.String("checkpoint", cp.ID), zap.Int("resources", len(g.Nodes)), zap.Int("batches", len(batches)))
+	return s.sendAll(ctx, cp, batches, "")
+}
+
+// sendAll sends the step request of each batch with bounded concurrency.
+func (s *Step) sendAll(ctx context.Context, cp *bank.Checkpoint, batches []graph.Batch, attempt string) error {
+	return batch.Each(ctx, batches, s.workers, func(ctx context.Context, b graph.Batch) error {
+		return s.sendStep(ctx, cp, b, attempt)
+	})
+}
+
+func (s *Step) sendStep(ctx context.Context, cp *bank.Checkpoint, b graph.Batch, attempt string) error {
+	req := events.StepRequest{Checkpoint: cp.ID, Batch: b.Name, Resources: b.Resources, Deadline: cp.Deadline}
+	typ := events.MetadataSnapshot
+	if b.Type == graph.VolumeType {
+		typ = events.VolumeBackup
+		p := cp.Parameters.Volume
+		req.Parameters = &p
+	}
+	return s.emit(ctx, events.FlowProtect, cp.ID, typ, function.DerivedID(events.FlowProtect, cp.ID, b.Name, typ, attempt), req)
+}
+
+func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) {
+	var res events.StepResult
+	if err := e.DataAs(&res); err != nil {
+		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	for _, r := range res.Results {
+		if r.Status == events.StatusError {
+			if err := s.bank.Fail(ctx, res.Checkpoint, r.Key, r.Reason); err != nil {
+				return nil, err
+			}
+		}
+	}
+	remaining, err := s.bank.Done(ctx, res.Checkpoint, res.Batch)
+	if err != nil || remaining {
+		return nil, err
+	}
+	return nil, s.finish(ctx, res.Checkpoint)
+}
+
+// finish records the terminal status and announces it. A redelivered last result
+// announces the same outcome again, with the same event id.
+func (s *Step) finish(ctx context.Context, id string) error {
+	status, failures, err := s.bank.Finish(ctx, id)
+	if err != nil {
+		return err
+	}
+	cp, err := s.bank.Checkpoint(ctx, id)
+	if err != nil {
+		return err
+	}
+	out := events.CheckpointFinishedResult{Checkpoint: id, Plan: cp.Plan.ID, Status: status}
+	if g, err := s.bank.Graph(ctx, id); err == nil {
+		out.Resources = len(g.Nodes)
+	}
+	for _, f := range failures {
+		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
+	}
+	logging.FromContext(ctx).Infow("checkpoint finished", zap.String("checkpoint", id), zap.String("status", status), zap.Int("failed", len(failures)))
+	return s.emit(ctx, events.FlowProtect, id, events.CheckpointFinished, function.DerivedID(events.FlowProtect, id, "finished"), out)
+}
+
+// check is the tick of a checkpoint being protected: it asks again for a listing that never
+// came, re-sends step requests that have waited longer than RedriveAfter (the progress
+// check of a backup is its request, sent again), and fails resources past the deadline.
+func (s *Step) check(ctx context.Context, id string) error {
+	cp, err := s.bank.Checkpoint(ctx, id)
+	if err != nil {
+		return err
+	}
+	status, err := s.bank.Status(ctx, id)
+	if err != nil {
+		return err
+	}
+	if status != events.StatusProtecting {
+		_, _, err := s.bank.Finish(ctx, id) // leaves the active index
+		return err
+	}
+	now := s.now()
+	attempt := now.UTC().Format(time.RFC3339)
+	g, err := s.bank.Graph(ctx, id)
+	if errors.Is(err, bank.ErrNotFound) {
+		switch age := now.Sub(cp.CreatedAt); {
+		case age > s.cfg.ListTimeout:
+			if err := s.bank.Fail(ctx, id, "checkpoint", fmt.Sprintf("listing the plan's pods did not complete within %s", s.cfg.ListTimeout)); err != nil {
+				return err
+			}
+			return s.finish(ctx, id)
+		case age > s.cfg.RedriveAfter:
+			return s.requestListing(ctx, cp, attempt)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fanned, err := s.bank.FannedOut(ctx, id, "")
+	if err != nil {
+		return err
+	}
+	if !fanned {
+		if now.Sub(cp.CreatedAt) > s.cfg.RedriveAfter {
+			return s.fanOut(ctx, cp, g)
+		}
+		return nil
+	}
+	batches := g.Batches(cp.BatchSize)
+	if now.After(cp.Deadline) {
+		return s.failPending(ctx, cp, batches)
+	}
+	return s.redrive(ctx, cp, batches, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, attempt)
+}
+
+// failPending fails every resource of the batches still pending past the deadline; a
+// result arriving later changes nothing.
+func (s *Step) failPending(ctx context.Context, cp *bank.Checkpoint, batches []graph.Batch) error {
+	pending, err := s.bank.PendingResources(ctx, cp.ID)
+	if err != nil {
+		return err
+	}
+	byName := map[string]graph.Batch{}
+	for _, b := range batches {
+		byName[b.Name] = b
+	}
+	reason := fmt.Sprintf("not finished by the checkpoint's deadline %s", cp.Deadline.UTC().Format(time.RFC3339))
+	for _, p := range pending {
+		for _, r := range byName[p.Batch].Resources {
+			if err := s.bank.Fail(ctx, cp.ID, r.Key(), reason); err != nil {
+				return err
+			}
+		}
+		if _, err := s.bank.Done(ctx, cp.ID, p.Batch); err != nil {
+			return err
+		}
+	}
+	return s.finish(ctx, cp.ID)
+}
+
+// redrive re-sends the step requests of pending batches selected by want; when nothing
+// is pending any more the checkpoint is finished.
+func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, batches []graph.Batch, want func(bank.Pending) bool, attempt string) error {
+	pending, err := s.bank.PendingResources(ctx, cp.ID)
+	if err != nil {
+		return err
+	}
+	if len(pending) == 0 {
+		return s.finish(ctx, cp.ID)
+	}
+	byName := make(map[string]graph.Batch, len(batches))
+	for _, b := range batches {
+		byName[b.Name] = b
+	}
+	var resend []graph.Batch
+	for _, p := range pending {
+		if b, ok := byName[p.Batch]; ok && want(p) {
+			resend = append(resend, b)
+		}
+	}
+	if len(resend) > 0 {
+		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("checkpoint", cp.ID), zap.Int("batches", len(resend)))
+	}
+	return s.sendAll(ctx, cp, resend, attempt)
+}
+

@@ -1,0 +1,436 @@
+package choreographer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// Phases of a restore: its volumes, then its pods. Each phase's batches keep the names
+// the checkpoint gave them (volumes-0000..., pods-0000...).
+const (
+	phaseVolumes = "volumes"
+	phasePods    = "pods"
+)
+
+// RestoreID is the restore a request makes: one per request event.
+func RestoreID(e event.Event) string { return function.DerivedID("restore", e.Source(), e.ID()) }
+
+// restore starts a restore: the checkpoint must exist and be available, and the
+// parameters must fit it. Nothing is created for a request refused.
+func (s *Step) restore(ctx context.Context, e event.Event) error {
+	var req events.RestoreRequest
+	if err := e.DataAs(&req); err != nil {
+		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	id := RestoreID(e)
+	var (
+		r  *bank.Restore
+		cp *bank.Checkpoint
+		g  *graph.Graph
+	)
+	r, err := s.bank.Restore(ctx, id)
+	switch {
+	case err == nil:
+		// A redelivered request: carry on with the restore it started, whatever the
+		// checkpoint's status is now.
+		cp, g, err = s.restoreSource(ctx, r)
+	case errors.Is(err, bank.ErrNotFound):
+		r, cp, g, err = s.newRestore(ctx, id, req, s.eventTime(e))
+	}
+	if err != nil {
+		return err
+	}
+	return s.restoreVolumes(ctx, r, cp, g)
+}
+
+func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequest, at time.Time) (*bank.Restore, *bank.Checkpoint, *graph.Graph, error) {
+	cp, err := s.bank.Checkpoint(ctx, req.Checkpoint)
+	if errors.Is(err, bank.ErrNotFound) {
+		return nil, nil, nil, function.Permanent(fmt.Errorf("/checkpoint: checkpoint %s does not exist", req.Checkpoint))
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	status, err := s.bank.Status(ctx, cp.ID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if status != events.StatusAvailable {
+		return nil, nil, nil, function.Permanent(fmt.Errorf("/checkpoint: checkpoint %s is %s; only an available checkpoint can be restored", cp.ID, status))
+	}
+	g, err := s.bank.Graph(ctx, cp.ID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	params, err := restoreParameters(req.Parameters, g)
+	if err != nil {
+		return nil, nil, nil, function.Permanent(fmt.Errorf("/parameters%w", err))
+	}
+	r, err := s.bank.CreateRestore(ctx, bank.Restore{ID: id, Checkpoint: cp.ID, Parameters: params,
+		CreatedAt: at, Deadline: at.Add(s.cfg.RestoreTimeout)})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pods, volumes := g.Counts()
+	logging.FromContext(ctx).Infow("restore in progress", zap.String("restore", r.ID), zap.String("checkpoint", cp.ID),
+		zap.Int("pods", pods), zap.Int("volumes", volumes), zap.String("namespace", params.Namespace))
+	return r, cp, g, nil
+}
+
+// restoreParameters checks the parameters against the checkpoint's pods and resolves
+// restore_name: as in Karbor it names the restored pod, when the checkpoint holds one.
+// The error starts with the JSON pointer of what is wrong.
+func restoreParameters(p events.RestoreParameters, g *graph.Graph) (events.RestoreParameters, error) {
+	if p.Namespace != "" {
+		if errs := validation.IsDNS1123Label(p.Namespace); len(errs) > 0 {
+			return p, fmt.Errorf("/namespace: %q is not a namespace name: %s", p.Namespace, strings.Join(errs, "; "))
+		}
+	}
+	pods := map[string]string{} // "namespace:name" -> original namespace
+	for _, n := range g.Nodes {
+		if n.Type == graph.PodType {
+			pods[n.Name] = n.ExtraInfo[graph.InfoNamespace]
+		}
+	}
+	names := maps.Clone(p.Names)
+	if p.RestoreName != "" && len(pods) == 1 {
+		for pod := range pods {
+			if _, mapped := names[pod]; !mapped {
+				if names == nil {
+					names = map[string]string{}
+				}
+				names[pod] = p.RestoreName
+			}
+		}
+	}
+	targets := map[string]string{} // "target namespace/name" -> original pod
+	keys := make([]string, 0, len(names))
+	for k := range names {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, pod := range keys {
+		name := names[pod]
+		ns, ok := pods[pod]
+		if !ok {
+			return p, fmt.Errorf("/names/%s: the checkpoint holds no pod %s", pod, pod)
+		}
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return p, fmt.Errorf("/names/%s: %q is not a pod name: %s", pod, name, strings.Join(errs, "; "))
+		}
+		if p.Namespace != "" {
+			ns = p.Namespace
+		}
+		if other, clash := targets[ns+"/"+name]; clash {
+			return p, fmt.Errorf("/names/%s: pods %s and %s would both be restored as %s/%s", pod, other, pod, ns, name)
+		}
+		targets[ns+"/"+name] = pod
+	}
+	p.Names = names
+	return p, nil
+}
+
+// restoreSource reads the checkpoint a restore restores, and its graph.
+func (s *Step) restoreSource(ctx context.Context, r *bank.Restore) (*bank.Checkpoint, *graph.Graph, error) {
+	cp, err := s.bank.Checkpoint(ctx, r.Checkpoint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("checkpoint %s of restore %s: %w", r.Checkpoint, r.ID, err)
+	}
+	g, err := s.bank.Graph(ctx, r.Checkpoint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("graph of checkpoint %s of restore %s: %w", r.Checkpoint, r.ID, err)
+	}
+	return cp, g, nil
+}
+
+// restoreVolumes fans out the volume phase; a redelivery re-sends only the requests that
+// waited long enough to be lost.
+func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, g *graph.Graph) error {
+	batches := ofType(g.Batches(cp.BatchSize), graph.VolumeType)
+	done, err := s.restores.FannedOut(ctx, r.ID, phaseVolumes)
+	if err != nil {
+		return err
+	}
+	if done {
+		pending, err := s.restores.PendingResources(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		return s.sendRestore(ctx, r, cp, g, pendingBatches(batches, pending, s.stale(s.now())), "")
+	}
+	if len(batches) > 0 {
+		if err := s.restores.AddPending(ctx, r.ID, names(batches)); err != nil {
+			return err
+		}
+	}
+	if err := s.restores.MarkFannedOut(ctx, r.ID, phaseVolumes); errors.Is(err, bank.ErrExists) {
+		return nil // a duplicate fanned out first
+	} else if err != nil {
+		return err
+	}
+	if len(batches) == 0 {
+		return s.restorePods(ctx, r, cp, g)
+	}
+	return s.sendRestore(ctx, r, cp, g, batches, "")
+}
+
+// restorePods fans out the pod phase once no volume batch is pending. Each request
+// carries the restored volume of each volume of its pods, read from the volume records.
+func (s *Step) restorePods(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, g *graph.Graph) error {
+	done, err := s.restores.FannedOut(ctx, r.ID, phasePods)
+	if err != nil {
+		return err
+	}
+	if done {
+		more, err := s.restores.Remaining(ctx, r.ID, "")
+		if err != nil || more {
+			return err
+		}
+		return s.finishRestore(ctx, r)
+	}
+	batches := ofType(g.Batches(cp.BatchSize), graph.PodType)
+	if len(batches) > 0 {
+		if err := s.restores.AddPending(ctx, r.ID, names(batches)); err != nil {
+			return err
+		}
+	}
+	if err := s.restores.MarkFannedOut(ctx, r.ID, phasePods); errors.Is(err, bank.ErrExists) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if len(batches) == 0 {
+		return s.finishRestore(ctx, r)
+	}
+	logging.FromContext(ctx).Infow("restoring pods", zap.String("restore", r.ID), zap.Int("batches", len(batches)))
+	return s.sendRestore(ctx, r, cp, g, batches, "")
+}
+
+// sendRestore sends the request of each batch: volume.restore for volumes, pod.recreate
+// for pods.
+func (s *Step) sendRestore(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, g *graph.Graph, batches []graph.Batch, attempt string) error {
+	var restored map[string]string
+	if len(ofType(batches, graph.PodType)) > 0 {
+		var err error
+		if restored, err = s.restoredVolumes(ctx, r.ID); err != nil {
+			return err
+		}
+	}
+	children := map[string][]string{}
+	for _, n := range g.Nodes {
+		if n.Type == graph.PodType {
+			children[n.Key()] = n.Children
+		}
+	}
+	return s.sendBatches(ctx, batches, func(ctx context.Context, b graph.Batch) error {
+		req := events.RestoreStepRequest{Restore: r.ID, Checkpoint: cp.ID, Batch: b.Name, Resources: b.Resources,
+			Parameters: r.Parameters, Deadline: r.Deadline}
+		typ := events.VolumeRestore
+		if b.Type == graph.PodType {
+			typ = events.PodRecreate
+			req.Volumes = map[string]string{}
+			for _, pod := range b.Resources {
+				for _, child := range children[pod.Key()] {
+					orig := strings.TrimPrefix(child, graph.VolumeType+"#")
+					if v, ok := restored[orig]; ok {
+						req.Volumes[orig] = v
+					}
+				}
+			}
+		}
+		return s.emit(ctx, events.FlowRestore, r.ID, typ, function.DerivedID(events.FlowRestore, r.ID, b.Name, typ, attempt), req)
+	})
+}
+
+// restoredVolumes maps each original volume to the volume restored from its backup, for
+// the volumes restored.
+func (s *Step) restoredVolumes(ctx context.Context, id string) (map[string]string, error) {
+	recs, err := s.restores.Records(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, rec := range recs {
+		for _, rr := range rec.Resources {
+			var v checkpoint.RestoredVolume
+			if rr.Status != events.StatusAvailable || json.Unmarshal(rr.Data, &v) != nil || v.VolumeID == "" || v.OriginalID == "" {
+				continue // a pod record, or a volume not restored
+			}
+			out[v.OriginalID] = v.VolumeID
+		}
+	}
+	return out, nil
+}
+
+// restoreResult records a step's results; the last volume batch starts the pod phase,
+// the last pod batch ends the restore.
+func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
+	var res events.RestoreStepResult
+	if err := e.DataAs(&res); err != nil {
+		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	r, err := s.bank.Restore(ctx, res.Restore)
+	if errors.Is(err, bank.ErrNotFound) {
+		return function.Permanent(fmt.Errorf("/restore: restore %s does not exist", res.Restore))
+	}
+	if err != nil {
+		return err
+	}
+	for _, rr := range res.Results {
+		if rr.Status == events.StatusError {
+			if err := s.restores.Fail(ctx, r.ID, rr.Key, rr.Reason); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := s.restores.Done(ctx, r.ID, res.Batch); err != nil {
+		return err
+	}
+	more, err := s.restores.Remaining(ctx, r.ID, phaseVolumes+"-")
+	if err != nil || more {
+		return err
+	}
+	podsOut, err := s.restores.FannedOut(ctx, r.ID, phasePods)
+	if err != nil {
+		return err
+	}
+	if podsOut {
+		if more, err := s.restores.Remaining(ctx, r.ID, ""); err != nil || more {
+			return err
+		}
+		return s.finishRestore(ctx, r)
+	}
+	cp, g, err := s.restoreSource(ctx, r)
+	if err != nil {
+		return err
+	}
+	return s.restorePods(ctx, r, cp, g)
+}
+
+// finishRestore records the outcome and announces it; a redelivered last result
+// announces the same outcome with the same event id.
+func (s *Step) finishRestore(ctx context.Context, r *bank.Restore) error {
+	status, failures, err := s.restores.End(ctx, r.ID, events.RestoreInProgress, events.RestoreSuccess, events.RestoreFail)
+	if err != nil {
+		return err
+	}
+	out := events.RestoreFinishedResult{Restore: r.ID, Checkpoint: r.Checkpoint, Status: status}
+	for _, f := range failures {
+		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
+	}
+	logging.FromContext(ctx).Infow("restore finished", zap.String("restore", r.ID), zap.String("status", status), zap.Int("failed", len(failures)))
+	return s.emit(ctx, events.FlowRestore, r.ID, events.RestoreFinished, function.DerivedID(events.FlowRestore, r.ID, "finished"), out)
+}
+
+// checkRestore is the tick of a restore: it starts a phase that a lost event did not
+// start, re-sends requests that waited longer than RedriveAfter (the progress check of a
+// volume or a pod is its request, sent again, which the steps answer from what exists),
+// and past the deadline fails what is unfinished. The steps are given the chance to
+// record what they created first: the restore is cut short only 2×RedriveAfter after its
+// deadline.
+func (s *Step) checkRestore(ctx context.Context, id string) error {
+	r, err := s.bank.Restore(ctx, id)
+	if err != nil {
+		return err
+	}
+	status, err := s.restores.Status(ctx, id)
+	if err != nil {
+		return err
+	}
+	if status != events.RestoreInProgress {
+		return s.finishRestore(ctx, r) // leaves the active index
+	}
+	now := s.now()
+	cp, g, err := s.restoreSource(ctx, r)
+	if errors.Is(err, bank.ErrNotFound) {
+		if err := s.restores.Fail(ctx, id, "checkpoint", fmt.Sprintf("checkpoint %s was deleted during the restore", r.Checkpoint)); err != nil {
+			return err
+		}
+		return s.finishRestore(ctx, r)
+	}
+	if err != nil {
+		return err
+	}
+	batches := g.Batches(cp.BatchSize)
+	if now.After(r.Deadline.Add(2 * s.cfg.RedriveAfter)) {
+		return s.failRestore(ctx, r, batches)
+	}
+	volumesOut, err := s.restores.FannedOut(ctx, id, phaseVolumes)
+	if err != nil {
+		return err
+	}
+	if !volumesOut {
+		if now.Sub(r.CreatedAt) > s.cfg.RedriveAfter {
+			return s.restoreVolumes(ctx, r, cp, g)
+		}
+		return nil
+	}
+	pending, err := s.restores.PendingResources(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(pending) == 0 {
+		return s.restorePods(ctx, r, cp, g)
+	}
+	resend := pendingBatches(batches, pending, s.stale(now))
+	if len(resend) > 0 {
+		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("restore", id), zap.Int("batches", len(resend)))
+	}
+	return s.sendRestore(ctx, r, cp, g, resend, now.UTC().Format(time.RFC3339))
+}
+
+// failRestore fails every resource not finished past the deadline, those of a phase never
+// started included, and ends the restore.
+func (s *Step) failRestore(ctx context.Context, r *bank.Restore, batches []graph.Batch) error {
+	pending, err := s.restores.PendingResources(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	unfinished := pendingBatches(batches, pending, func(bank.Pending) bool { return true })
+	podsOut, err := s.restores.FannedOut(ctx, r.ID, phasePods)
+	if err != nil {
+		return err
+	}
+	if !podsOut {
+		unfinished = append(unfinished, ofType(batches, graph.PodType)...)
+	}
+	reason := fmt.Sprintf("not restored by the restore's deadline %s", r.Deadline.UTC().Format(time.RFC3339))
+	for _, b := range unfinished {
+		for _, res := range b.Resources {
+			if err := s.restores.Fail(ctx, r.ID, res.Key(), reason); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range pending {
+		if _, err := s.restores.Done(ctx, r.ID, p.Batch); err != nil {
+			return err
+		}
+	}
+	return s.finishRestore(ctx, r)
+}
+
+func names(bs []graph.Batch) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.Name
+	}
+	return out
+}
