@@ -127,10 +127,10 @@ type Step struct {
 	bank      store
 	restores  ops
 	deletions ops
-	sink    function.Sender
-	cfg     Config
-	now     func() time.Time
-	workers int
+	sink      function.Sender
+	cfg       Config
+	now       func() time.Time
+	workers   int
 }
 
 // New builds the choreographer from its configuration; it emits to the runtime's sink.

@@ -300,4 +300,3 @@ func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, batches []graph
 	}
 	return s.sendAll(ctx, cp, resend, attempt)
 }
-
