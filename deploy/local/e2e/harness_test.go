@@ -47,7 +47,7 @@ type env struct {
 }
 
 // observed types: what a user or another system would subscribe to.
-var observedTypes = []string{events.CheckpointFinished}
+var observedTypes = []string{events.CheckpointFinished, events.RestoreFinished, events.CheckpointDeleted}
 
 type envOptions struct {
 	wrap     func(name string, h http.Handler) http.Handler
@@ -193,6 +193,32 @@ func (e *env) finished(id string, timeout time.Duration) events.CheckpointFinish
 	return res
 }
 
+// restoreFinished waits for the restore.finished event of a restore.
+func (e *env) restoreFinished(id string, timeout time.Duration) events.RestoreFinishedResult {
+	e.t.Helper()
+	ev := e.await(timeout, "restore "+id+" finished", func(ev event.Event) bool {
+		return ev.Type() == events.RestoreFinished && ev.Extensions()[events.ExtCheckpoint] == id
+	})
+	var res events.RestoreFinishedResult
+	if err := ev.DataAs(&res); err != nil {
+		e.t.Fatal(err)
+	}
+	return res
+}
+
+// deleted waits for the checkpoint.deleted event of a checkpoint.
+func (e *env) deleted(id string, timeout time.Duration) events.CheckpointDeletedResult {
+	e.t.Helper()
+	ev := e.await(timeout, "checkpoint "+id+" deleted", func(ev event.Event) bool {
+		return ev.Type() == events.CheckpointDeleted && ev.Extensions()[events.ExtCheckpoint] == id
+	})
+	var res events.CheckpointDeletedResult
+	if err := ev.DataAs(&res); err != nil {
+		e.t.Fatal(err)
+	}
+	return res
+}
+
 // count returns how many events of a type were observed.
 func (e *env) count(typ string) int {
 	e.mu.Lock()
@@ -243,20 +269,38 @@ func (e *env) cinderVolume(name string, data []byte) *volumes.Volume {
 // and a Running pod mounting it.
 func (e *env) podWithVolume(ns, name string, v *volumes.Volume, csi bool) {
 	e.t.Helper()
+	e.podWithVolumes(ns, name, []*volumes.Volume{v}, []bool{csi})
+}
+
+// podWithVolumes creates a Running pod with a claim per Cinder volume: the first claim
+// is <name>-data, the next <name>-data1, and so on.
+func (e *env) podWithVolumes(ns, name string, vs []*volumes.Volume, csi []bool) {
+	e.t.Helper()
 	ctx := context.Background()
-	pv := stacktest.CinderPV(ns+"-"+name, v.ID, csi, ns, name+"-data")
-	if _, err := e.kube.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
+	var claims []string
+	for i, v := range vs {
+		suffix := ""
+		if i > 0 {
+			suffix = fmt.Sprint(i)
+		}
+		claim := name + "-data" + suffix
+		pv := stacktest.CinderPV(ns+"-"+claim, v.ID, csi[i], ns, claim)
+		if _, err := e.kube.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() {
+			_ = e.kube.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
+		})
+		if _, err := e.kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, stacktest.Claim(ns, claim, pv.Name), metav1.CreateOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
+		claims = append(claims, claim)
 	}
-	e.t.Cleanup(func() {
-		_ = e.kube.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
-	})
-	if _, err := e.kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, stacktest.Claim(ns, name+"-data", pv.Name), metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := e.kube.CoreV1().Pods(ns).Create(ctx, stacktest.Pod(ns, name, map[string]string{"app": name}, name+"-data"), metav1.CreateOptions{}); err != nil {
+	if _, err := e.kube.CoreV1().Pods(ns).Create(ctx, stacktest.Pod(ns, name, map[string]string{"app": name}, claims...), metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
 	stacktest.WaitPod(e.t, e.kube, ns, name, time.Minute, stacktest.Running)
-	stacktest.WaitClaimBound(e.t, e.kube, ns, name+"-data", time.Minute)
+	for _, c := range claims {
+		stacktest.WaitClaimBound(e.t, e.kube, ns, c, time.Minute)
+	}
 }
