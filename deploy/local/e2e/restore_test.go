@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -421,7 +422,8 @@ func TestRestoreAndDeleteBadRequests(t *testing.T) {
 	ctx := context.Background()
 	b := e.readBank()
 	now := time.Now().UTC()
-	protecting, err := b.CreateCheckpoint(ctx, bank.Checkpoint{ID: "still-protecting", Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(time.Hour)})
+	unknown := uuid.NewString()
+	protecting, err := b.CreateCheckpoint(ctx, bank.Checkpoint{ID: uuid.NewString(), Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,11 +432,11 @@ func TestRestoreAndDeleteBadRequests(t *testing.T) {
 		data any
 		want string
 	}{
-		{events.RestoreRequested, events.RestoreRequest{Checkpoint: "no-such-checkpoint"}, "checkpoint no-such-checkpoint does not exist"},
+		{events.RestoreRequested, events.RestoreRequest{Checkpoint: unknown}, "checkpoint " + unknown + " does not exist"},
 		{events.RestoreRequested, events.RestoreRequest{Checkpoint: protecting.ID}, "is protecting"},
 		{events.RestoreRequested, map[string]any{"checkpoint": protecting.ID, "parameters": map[string]any{"namespace": "Not_A_Namespace"}}, "/parameters/namespace"},
 		{events.RestoreRequested, map[string]any{"parameters": map[string]any{}}, "checkpoint"},
-		{events.DeleteRequested, events.DeleteRequest{Checkpoint: "no-such-checkpoint"}, "does not exist"},
+		{events.DeleteRequested, events.DeleteRequest{Checkpoint: unknown}, "does not exist"},
 		{events.DeleteRequested, events.DeleteRequest{Checkpoint: protecting.ID}, "is protecting"},
 	} {
 		ev := newEvent(c.typ, c.data)

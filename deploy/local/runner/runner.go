@@ -27,7 +27,10 @@ import (
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/checkpoints"
 	"github.com/podguard/podguard/functions/choreographer"
+	"github.com/podguard/podguard/functions/deletebackup"
 	"github.com/podguard/podguard/functions/listpods"
+	"github.com/podguard/podguard/functions/recreatepod"
+	"github.com/podguard/podguard/functions/restorevolume"
 	"github.com/podguard/podguard/functions/snapshotmetadata"
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/function"
@@ -47,6 +50,9 @@ type Options struct {
 	// Cinder, when set, replaces the Cinder backup API of back-up-volume (an instant
 	// double for benchmarks).
 	Cinder *backupvolume.InstantCinder
+	// Volumes, when set, replaces the Cinder volume API of restore-volume (an instant
+	// double for benchmarks).
+	Volumes *restorevolume.InstantVolumes
 	// Logger receives structured logs.
 	Logger *zap.SugaredLogger
 	// Observers are extra Triggers to subscribers outside the runner, by name (tests
@@ -122,6 +128,22 @@ func functions(o Options) []fn {
 		})},
 		{events.FnCheckpoints, checkpoints.Accepts, load(func(ctx context.Context, c *checkpoints.Config, _ function.Sender) (function.Handler, error) {
 			return checkpoints.New(ctx, c)
+		})},
+		{events.FnRestoreVolume, restorevolume.Accepts, load(func(ctx context.Context, c *restorevolume.Config, _ function.Sender) (function.Handler, error) {
+			if o.Volumes == nil {
+				return restorevolume.New(ctx, c)
+			}
+			b, err := bank.Open(ctx, c.Bank, c.OpenStack)
+			if err != nil {
+				return nil, err
+			}
+			return restorevolume.NewStep(o.Volumes, b, b.Restores(), time.Now), nil
+		})},
+		{events.FnRecreatePod, recreatepod.Accepts, load(func(ctx context.Context, c *recreatepod.Config, _ function.Sender) (function.Handler, error) {
+			return recreatepod.New(ctx, c)
+		})},
+		{events.FnDeleteBackup, deletebackup.Accepts, load(func(ctx context.Context, c *deletebackup.Config, _ function.Sender) (function.Handler, error) {
+			return deletebackup.New(ctx, c)
 		})},
 	}
 }
