@@ -1,9 +1,12 @@
 // Package checkpoints is the checkpoints function: it answers what is in the bank
-// without anyone reading Swift by hand. As events: CheckpointShow, CheckpointsList and
-// ProviderShow, each answered with a reply event. As plain HTTP reads:
+// without anyone reading Swift by hand. As events: CheckpointShow, CheckpointsList,
+// RestoreShow, RestoresList and ProviderShow, each answered with a reply event. As plain
+// HTTP reads:
 //
 //	GET /api/checkpoints?plan=<id>&limit=20&marker=<next>   newest first
 //	GET /api/checkpoints/<id>
+//	GET /api/restores?limit=20&marker=<next>                newest first
+//	GET /api/restores/<id>                                  per-resource status and what each was restored into
 //	GET /api/provider
 package checkpoints
 
@@ -26,7 +29,7 @@ import (
 )
 
 // Accepts are the event types the checkpoints function handles.
-var Accepts = []string{events.CheckpointShow, events.CheckpointsList, events.ProviderShow}
+var Accepts = []string{events.CheckpointShow, events.CheckpointsList, events.RestoreShow, events.RestoresList, events.ProviderShow}
 
 // Config is the checkpoints function's configuration from the environment.
 type Config struct {
@@ -40,6 +43,7 @@ func (c *Config) Validate() error { return c.Bank.Validate() }
 // Step is the checkpoints function.
 type Step struct {
 	bank     checkpoint.Reader
+	restores checkpoint.RestoreReader
 	provider json.RawMessage
 }
 
@@ -49,16 +53,16 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewStep(b)
+	return NewStep(b, checkpoint.BankRestores(b))
 }
 
-// NewStep builds the function on a bank reader.
-func NewStep(r checkpoint.Reader) (*Step, error) {
+// NewStep builds the function on readers of checkpoints and of restores.
+func NewStep(r checkpoint.Reader, restores checkpoint.RestoreReader) (*Step, error) {
 	p, err := Provider()
 	if err != nil {
 		return nil, err
 	}
-	return &Step{bank: r, provider: p}, nil
+	return &Step{bank: r, restores: restores, provider: p}, nil
 }
 
 const defaultLimit = 20
@@ -98,6 +102,37 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 			return nil, err
 		}
 		return function.Reply(events.CheckpointsListed, map[string]any{"checkpoints": list, "next": next})
+	case events.RestoreShow:
+		var req struct {
+			Restore string `json:"restore"`
+		}
+		if err := e.DataAs(&req); err != nil {
+			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		}
+		v, err := checkpoint.LoadRestore(ctx, s.restores, req.Restore)
+		if errors.Is(err, bank.ErrNotFound) {
+			return function.Reply(events.RestoreShown, map[string]any{"restore": req.Restore, "found": false})
+		}
+		if err != nil {
+			return nil, err
+		}
+		return function.Reply(events.RestoreShown, map[string]any{"restore": req.Restore, "found": true, "view": v})
+	case events.RestoresList:
+		var req struct {
+			Limit  int    `json:"limit"`
+			Marker string `json:"marker"`
+		}
+		if err := e.DataAs(&req); err != nil {
+			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		}
+		if req.Limit == 0 {
+			req.Limit = defaultLimit
+		}
+		list, next, err := checkpoint.ListRestores(ctx, s.restores, req.Limit, req.Marker)
+		if err != nil {
+			return nil, err
+		}
+		return function.Reply(events.RestoresListed, map[string]any{"restores": list, "next": next})
 	case events.ProviderShow:
 		return function.Reply(events.ProviderShown, s.provider)
 	}
@@ -110,14 +145,9 @@ func (s *Step) ReadAPI() http.Handler {
 	mux.HandleFunc("GET /api/provider", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.provider) })
 	mux.HandleFunc("GET /api/checkpoints", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		limit := defaultLimit
-		if l := q.Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil || n < 1 || n > 1000 {
-				http.Error(w, "limit: want 1..1000", http.StatusBadRequest)
-				return
-			}
-			limit = n
+		limit, ok := limitOf(w, q.Get("limit"))
+		if !ok {
+			return
 		}
 		list, next, err := checkpoint.List(r.Context(), s.bank, q.Get("plan"), limit, q.Get("marker"))
 		if err != nil {
@@ -128,7 +158,7 @@ func (s *Step) ReadAPI() http.Handler {
 	})
 	mux.HandleFunc("GET /api/checkpoints/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if id == "" || strings.ContainsAny(id, "/?#") {
+		if !validID(id) {
 			http.Error(w, "bad checkpoint id", http.StatusBadRequest)
 			return
 		}
@@ -143,7 +173,55 @@ func (s *Step) ReadAPI() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, v)
 	})
+	mux.HandleFunc("GET /api/restores", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		limit, ok := limitOf(w, q.Get("limit"))
+		if !ok {
+			return
+		}
+		list, next, err := checkpoint.ListRestores(r.Context(), s.restores, limit, q.Get("marker"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"restores": list, "next": next})
+	})
+	mux.HandleFunc("GET /api/restores/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if !validID(id) {
+			http.Error(w, "bad restore id", http.StatusBadRequest)
+			return
+		}
+		v, err := checkpoint.LoadRestore(r.Context(), s.restores, id)
+		if errors.Is(err, bank.ErrNotFound) {
+			http.Error(w, fmt.Sprintf("restore %s not found", id), http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
 	return mux
+}
+
+// limitOf reads a page size, defaultLimit when empty; it answers 400 when it is bad.
+func limitOf(w http.ResponseWriter, l string) (int, bool) {
+	if l == "" {
+		return defaultLimit, true
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > 1000 {
+		http.Error(w, "limit: want 1..1000", http.StatusBadRequest)
+		return 0, false
+	}
+	return n, true
+}
+
+// validID reports whether an id taken from a path can name a bank object.
+func validID(id string) bool {
+	return id != "" && id != "." && id != ".." && !strings.ContainsAny(id, "/?#")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,6 +176,12 @@ func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r grap
 		switch {
 		case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
 			return failed(fmt.Sprintf("backup %s of volume %s no longer exists", info.BackupID, r.ID), out)
+		case gophercloud.ResponseCodeIs(err, http.StatusBadRequest) && backupBusy(err):
+			// The backup is being restored already: by a duplicate of this request racing
+			// this one (whose volume a later check finds), or by another restore. Check
+			// again later; the deadline bounds the wait.
+			logging.FromContext(ctx).Infow("backup busy, checking again later", zap.String("backup", info.BackupID), zap.Error(err))
+			return bank.ResourceRecord{}, false, nil
 		case gophercloud.ResponseCodeIs(err, http.StatusBadRequest):
 			return failed(fmt.Sprintf("Cinder refused to restore backup %s: %v", info.BackupID, err), out)
 		case err != nil:
@@ -188,7 +195,9 @@ func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r grap
 		// Cinder replaces a restored volume's metadata with the original's: tag it again so
 		// a later check recognises it.
 		if v.Metadata[MetaRestore] != req.Restore {
-			if err := s.cinder.SetMetadata(ctx, v.ID, tag); err != nil {
+			md := maps.Clone(tag)
+			md[MetaCheckpoint] = req.Checkpoint
+			if err := s.cinder.SetMetadata(ctx, v.ID, md); err != nil {
 				return bank.ResourceRecord{}, false, err
 			}
 		}
@@ -215,4 +224,11 @@ func result(req events.RestoreStepRequest, rec *bank.Record) (*event.Event, erro
 		out.Results = append(out.Results, events.ResourceResult{Key: r.Key(), Status: rr.Status, Reason: rr.Reason})
 	}
 	return function.Reply(events.VolumeRestored, out)
+}
+
+// backupBusy reports whether Cinder refused a restore because the backup is not available
+// at the moment (it is being restored, or backed up).
+func backupBusy(err error) bool {
+	var uc gophercloud.ErrUnexpectedResponseCode
+	return errors.As(err, &uc) && strings.Contains(string(uc.Body), "backup status must be")
 }

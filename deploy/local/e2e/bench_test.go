@@ -64,33 +64,40 @@ type protectRun struct {
 	peakRSS int64
 }
 
-func protectOnce(b *testing.B, st *stacktest.Stack, bin, ns string, n int) protectRun {
+// local is a podguard-local process whose bank requests go through a counting proxy in
+// front of Swift's tempauth proxy (tempauth names the storage URL after the Host it was
+// asked on, so every bank request comes through it).
+type local struct {
+	ingress string
+	swift   atomic.Int64
+	reader  *bank.Bank
+	cmd     *exec.Cmd
+	srv     *http.Server
+	events  atomic.Pointer[string]
+}
+
+func startLocal(b *testing.B, st *stacktest.Stack, bin, container string, env ...string) *local {
 	b.Helper()
-	// A counting proxy in front of Swift's tempauth proxy; tempauth names the storage URL
-	// after the Host it was asked on, so every bank request comes through here.
+	l := &local{}
 	target, _ := url.Parse(strings.TrimSuffix(st.Env["ST_AUTH"], "/auth/v1.0"))
-	var swiftRequests atomic.Int64
 	rp := httputil.NewSingleHostReverseProxy(target)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		swiftRequests.Add(1)
+	l.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.swift.Add(1)
 		rp.ServeHTTP(w, r)
 	})}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-
-	container := fmt.Sprintf("bench-%d-%d", n, time.Now().UnixNano()%1e9)
-	ingress := freeAddr(b)
-	cmd := exec.Command(bin, "-addr", ingress, "-tick", "1s", "-instant-cinder", "-log-level", "warn",
+	go func() { _ = l.srv.Serve(ln) }()
+	l.ingress = freeAddr(b)
+	l.cmd = exec.Command(bin, "-addr", l.ingress, "-tick", "1s", "-instant-cinder", "-log-level", "warn",
 		"-triggers", filepath.Join(repoRoot(b), "deploy", "base"))
-	cmd.Env = append(os.Environ(), "KUBE_API_QPS=2000", "KUBE_API_BURST=4000", "BANK_AUTH=tempauth", "ST_AUTH=http://"+ln.Addr().String()+"/auth/v1.0",
-		"BANK_CONTAINER="+container, "REDRIVE_AFTER=60s", "LOG_LEVEL=warn")
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	l.cmd.Env = append(append(os.Environ(), "KUBE_API_QPS=2000", "KUBE_API_BURST=4000", "BANK_AUTH=tempauth", "ST_AUTH=http://"+ln.Addr().String()+"/auth/v1.0",
+		"BANK_CONTAINER="+container, "REDRIVE_AFTER=60s", "LOG_LEVEL=warn"), env...)
+	stdout, _ := l.cmd.StdoutPipe()
+	l.cmd.Stderr = os.Stderr
+	if err := l.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	lines := bufio.NewScanner(stdout)
@@ -99,12 +106,71 @@ func protectOnce(b *testing.B, st *stacktest.Stack, bin, ns string, n int) prote
 	}
 	go func() {
 		for lines.Scan() {
-			if l := lines.Text(); strings.HasPrefix(l, "events ") {
-				eventsLine.Store(&l)
+			if line := lines.Text(); strings.HasPrefix(line, "events ") {
+				l.events.Store(&line)
 			}
 		}
 	}()
+	// Progress is read from Swift directly (not counted).
+	if l.reader, err = bank.Open(context.Background(), st.Bank("tempauth", container), st.OpenStack()); err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
 
+// send sends a request to the broker ingress.
+func (l *local) send(b *testing.B, ev cloudevents.Event) {
+	b.Helper()
+	c, _ := cloudevents.NewClientHTTP()
+	if res := c.Send(cloudevents.ContextWithTarget(context.Background(), "http://"+l.ingress), ev); !cloudevents.IsACK(res) {
+		b.Fatal(res)
+	}
+}
+
+// wait polls an operation's status until it is one of done, and returns the time since
+// start.
+func (l *local) wait(b *testing.B, start time.Time, status func() (string, error), done ...string) (time.Duration, string) {
+	b.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Minute)
+	for {
+		select {
+		case <-tick.C:
+			s, err := status()
+			if err != nil && !errors.Is(err, bank.ErrNotFound) {
+				b.Fatal(err)
+			}
+			for _, d := range done {
+				if s == d {
+					return time.Since(start), s
+				}
+			}
+		case <-deadline:
+			b.Fatal("not finished within 10 minutes")
+		}
+	}
+}
+
+// stop ends the process and returns its peak RSS and the events its broker took in
+// (requests, replies and ticks).
+func (l *local) stop(b *testing.B) (peak, routed int64) {
+	b.Helper()
+	peak = peakRSS(b, l.cmd.Process.Pid)
+	_ = l.cmd.Process.Signal(syscall.SIGTERM)
+	_ = l.cmd.Wait()
+	l.srv.Close()
+	if line := l.events.Load(); line != nil {
+		for _, f := range strings.Fields(*line) {
+			if v, ok := strings.CutPrefix(f, "ingested="); ok {
+				routed, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return peak, routed
+}
+
+func protectRequest(ns string) (cloudevents.Event, string) {
 	req := events.ProtectRequest{Plan: events.Plan{ID: "bench", Scope: events.Scope{Namespaces: []string{ns}}}}
 	ev := cloudevents.NewEvent()
 	ev.SetID(uuid.NewString())
@@ -112,60 +178,30 @@ func protectOnce(b *testing.B, st *stacktest.Stack, bin, ns string, n int) prote
 	ev.SetType(events.ProtectRequested)
 	ev.SetTime(time.Now().UTC())
 	_ = ev.SetData(cloudevents.ApplicationJSON, req)
-	id := choreographer.CheckpointID(req, ev)
-	c, _ := cloudevents.NewClientHTTP()
-	swiftRequests.Store(0)
+	return ev, choreographer.CheckpointID(req, ev)
+}
+
+func protectOnce(b *testing.B, st *stacktest.Stack, bin, ns string, n int) protectRun {
+	b.Helper()
+	l := startLocal(b, st, bin, fmt.Sprintf("bench-%d-%d", n, time.Now().UnixNano()%1e9))
+	ev, id := protectRequest(ns)
+	l.swift.Store(0)
 	start := time.Now()
-	if res := c.Send(cloudevents.ContextWithTarget(context.Background(), "http://"+ingress), ev); !cloudevents.IsACK(res) {
-		b.Fatal(res)
+	l.send(b, ev)
+	wall, s := l.wait(b, start, func() (string, error) { return l.reader.Status(context.Background(), id) }, events.StatusAvailable, events.StatusError)
+	if s != events.StatusAvailable {
+		b.Fatalf("checkpoint ended %s", s)
 	}
-	// Watch the checkpoint's status through Swift directly (not counted).
-	reader, err := bank.Open(context.Background(), st.Bank("tempauth", container), st.OpenStack())
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wall time.Duration
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Minute)
-	for wall == 0 {
-		select {
-		case <-tick.C:
-			s, err := reader.Status(context.Background(), id)
-			if err != nil && !errors.Is(err, bank.ErrNotFound) {
-				b.Fatal(err)
-			}
-			if s == events.StatusAvailable || s == events.StatusError {
-				wall = time.Since(start)
-				if s != events.StatusAvailable {
-					b.Fatalf("checkpoint ended %s", s)
-				}
-			}
-		case <-deadline:
-			b.Fatal("checkpoint not finished within 10 minutes")
-		}
-	}
-	swift := swiftRequests.Load()
-	if g, err := reader.Graph(context.Background(), id); err != nil {
+	swift := l.swift.Load()
+	if g, err := l.reader.Graph(context.Background(), id); err != nil {
 		b.Fatal(err)
 	} else if pods, vols := g.Counts(); pods != n || vols != n {
 		b.Fatalf("the checkpoint holds %d pods and %d volumes, want %d of each", pods, vols, n)
 	}
-	peak := peakRSS(b, cmd.Process.Pid)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	_ = cmd.Wait()
-	var routed int64 // events taken in by the broker: requests, replies and ticks
-	if l := eventsLine.Load(); l != nil {
-		for _, f := range strings.Fields(*l) {
-			if v, ok := strings.CutPrefix(f, "ingested="); ok {
-				routed, _ = strconv.ParseInt(v, 10, 64)
-			}
-		}
-	}
+	peak, routed := l.stop(b)
 	return protectRun{wall: wall, swift: swift, events: routed, peakRSS: peak}
 }
 
-var eventsLine atomic.Pointer[string]
 
 func peakRSS(b *testing.B, pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/podguard/podguard/deploy/local/runner"
 	"github.com/podguard/podguard/functions/backupvolume"
+	"github.com/podguard/podguard/functions/restorevolume"
 )
 
 func main() {
@@ -24,7 +25,7 @@ func main() {
 	tick := flag.Duration("tick", 5*time.Second, "progress tick interval (the PingSource's stand-in); 0 disables it")
 	deadLetters := flag.String("dead-letters", "", "JSON-lines file of events that could not be delivered")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
-	instant := flag.Bool("instant-cinder", false, "back up volumes with an in-process Cinder double whose backups are available at once (benchmarks)")
+	instant := flag.Bool("instant-cinder", false, "back up and restore volumes with in-process Cinder doubles whose backups and volumes are available at once (benchmarks)")
 	flag.Parse()
 
 	logger, _ := logging.NewLogger("", *level)
@@ -33,6 +34,7 @@ func main() {
 	o := runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger}
 	if *instant {
 		o.Cinder = backupvolume.NewInstantCinder()
+		o.Volumes = restorevolume.NewInstantVolumes()
 	}
 	r, err := runner.Start(ctx, o)
 	if err != nil {
@@ -44,6 +46,7 @@ func main() {
 		fmt.Printf("  %-18s %s\n", n, r.Functions[n])
 	}
 	fmt.Printf("checkpoints: GET %s/api/checkpoints\n", r.Functions["checkpoints"])
+	fmt.Printf("restores:    GET %s/api/restores\n", r.Functions["checkpoints"])
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

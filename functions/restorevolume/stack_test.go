@@ -1,0 +1,252 @@
+package restorevolume
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gophercloud/gophercloud/v2"
+	cindervolumes "github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/ncw/swift/v2"
+	"go.uber.org/zap/zaptest"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/openstack/backups"
+	"github.com/podguard/podguard/shared/openstack/volumes"
+	"github.com/podguard/podguard/shared/stacktest"
+)
+
+// TestRestoreVolumeOnStack restores a real backup into a new volume with the step, on the
+// local stack's Cinder and Swift: the request is delivered again, as the tick does, until
+// the step answers.
+func TestRestoreVolumeOnStack(t *testing.T) {
+	st := stacktest.Load(t)
+	// About 20 s on an idle stack; a backup and a restore can take a minute each when
+	// others load Cinder.
+	ctx, cancel := context.WithTimeout(logging.WithLogger(context.Background(), zaptest.NewLogger(t).Sugar()), 150*time.Second)
+	defer cancel()
+	sc, err := st.OpenStack().BlockStorage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc, bc := volumes.New(sc), backups.New(sc)
+	vc.PollInterval, bc.PollInterval = 200*time.Millisecond, 200*time.Millisecond
+	run := "it-" + uuid.NewString()[:8]
+	timed := func(what string, start time.Time) { t.Logf("%-32s %5.1fs", what, time.Since(start).Seconds()) }
+
+	// A volume and its backup, as a checkpoint left them.
+	start := time.Now()
+	orig, err := vc.Create(ctx, run, 1, map[string]string{"podguard-test": run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupVolume(t, vc, orig.ID)
+	if _, err := vc.WaitForStatus(ctx, orig.ID, volumes.StatusAvailable); err != nil {
+		t.Fatal(err)
+	}
+	timed("create 1 GiB volume", start)
+	start = time.Now()
+	bk, err := bc.Create(ctx, backups.CreateOpts{VolumeID: orig.ID, Name: run, Metadata: map[string]string{"podguard-test": run}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupBackup(t, bc, bk.ID)
+	if bk, err = bc.WaitForStatus(ctx, bk.ID, backups.StatusAvailable); err != nil {
+		t.Fatal(err)
+	}
+	timed("back it up", start)
+
+	// The checkpoint's record of the backup, and the restore, in a bank of their own.
+	container := "podguard-test-" + run
+	b, err := bank.Open(ctx, st.Bank("keystone", container), st.OpenStack())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupContainer(t, st, container)
+	cp, restore := uuid.NewString(), uuid.NewString()
+	res := graph.Resource{Type: graph.VolumeType, ID: orig.ID, Name: "ns/data"}
+	info, _ := json.Marshal(checkpoint.VolumeInfo{VolumeID: orig.ID, BackupID: bk.ID, Mode: "full", SizeGiB: 1,
+		BackupStatus: backups.StatusAvailable, StartedAt: time.Now().UTC()})
+	if err := b.PutRecord(ctx, cp, bank.Record{Batch: batchName, UpdatedAt: time.Now().UTC(),
+		Resources: map[string]bank.ResourceRecord{res.Key(): {Status: events.StatusAvailable, Data: info}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Hour).UTC()
+	if _, err := b.CreateRestore(ctx, bank.Restore{ID: restore, Checkpoint: cp, CreatedAt: time.Now().UTC(), Deadline: deadline}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Deliver the request until the step answers; between deliveries, wait for the volume.
+	step := NewStep(vc, b, b.Restores(), time.Now)
+	req := events.RestoreStepRequest{Restore: restore, Checkpoint: cp, Batch: batchName, Resources: []graph.Resource{res}, Deadline: deadline}
+	tag := map[string]string{MetaRestore: restore, MetaResource: res.Key()}
+	start = time.Now()
+	var (
+		result     *events.RestoreStepResult
+		deliveries int
+		cleaned    = map[string]bool{}
+	)
+	for result == nil {
+		if ctx.Err() != nil {
+			t.Fatalf("no answer after %d deliveries: %v", deliveries, ctx.Err())
+		}
+		deliveries++
+		out, err := step.Handle(ctx, restoreEvent(t, req))
+		if err != nil {
+			t.Fatalf("delivery %d: %v", deliveries, err)
+		}
+		v, err := vc.FindRestored(ctx, bk.ID, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v == nil {
+			t.Fatalf("delivery %d: no volume restored from %s", deliveries, bk.ID)
+		}
+		if !cleaned[v.ID] {
+			cleaned[v.ID] = true
+			cleanupVolume(t, vc, v.ID)
+		}
+		if out != nil {
+			validate(t, *out)
+			result = &events.RestoreStepResult{}
+			if err := out.DataAs(result); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		var failed *volumes.FailedError
+		if _, err := vc.WaitForStatus(ctx, v.ID, volumes.StatusAvailable); err != nil && !errors.As(err, &failed) {
+			t.Fatal(err)
+		}
+	}
+	timed("restore (step)", start)
+	t.Logf("answered after %d deliveries", deliveries)
+	if len(result.Results) != 1 || result.Results[0].Key != res.Key() || result.Results[0].Status != events.StatusAvailable {
+		t.Fatalf("result = %+v", result)
+	}
+
+	rec, err := b.Restores().Record(ctx, restore, batchName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rv checkpoint.RestoredVolume
+	if err := json.Unmarshal(rec.Resources[res.Key()].Data, &rv); err != nil {
+		t.Fatal(err)
+	}
+	name := cp + "@" + orig.ID
+	if rv.OriginalID != orig.ID || rv.BackupID != bk.ID || rv.Name != name || rv.VolumeID == "" || rv.VolumeID == orig.ID {
+		t.Fatalf("recorded %+v", rv)
+	}
+	nv, err := vc.Get(ctx, rv.VolumeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nv.Name != name || nv.Status != volumes.StatusAvailable || nv.Size != 1 {
+		t.Errorf("restored volume = %+v", nv)
+	}
+	// Tagged with the restore and the resource; what Cinder restored from the original stays.
+	if nv.Metadata[MetaRestore] != restore || nv.Metadata[MetaResource] != res.Key() ||
+		nv.Metadata["podguard-test"] != run || nv.Metadata[volumes.MetadataSourceBackup] != bk.ID {
+		t.Errorf("restored volume's metadata = %v", nv.Metadata)
+	}
+
+	// A redelivery that finds no record (one racing the first) finds the volume again.
+	lost := NewStep(vc, b, newRecords(), time.Now)
+	out, err := lost.Handle(ctx, restoreEvent(t, req))
+	if err != nil || out == nil {
+		t.Fatalf("redelivery without the record: %v, %v", out, err)
+	}
+	var again events.RestoreStepResult
+	if err := out.DataAs(&again); err != nil || !equal(&again, result) {
+		t.Fatalf("redelivery answered %+v (%v), want %+v", again, err, result)
+	}
+	pages, err := cindervolumes.List(sc, cindervolumes.ListOpts{Name: name}).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, err := cindervolumes.ExtractVolumes(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range named {
+		if !cleaned[v.ID] {
+			cleanupVolume(t, vc, v.ID)
+		}
+	}
+	if len(named) != 1 || named[0].ID != rv.VolumeID {
+		t.Fatalf("%d volumes named %s, want only %s", len(named), name, rv.VolumeID)
+	}
+}
+
+// cleanupVolume deletes a volume when the test ends, once it is deletable.
+func cleanupVolume(t *testing.T, vc *volumes.Client, id string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := vc.WaitForStatus(ctx, id, volumes.StatusAvailable, volumes.StatusError, volumes.StatusErrorRestoring); err != nil &&
+			!gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			t.Logf("cleanup: %v", err)
+		}
+		if err := vc.Delete(ctx, id); err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		if err := vc.WaitForDeleted(ctx, id); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+}
+
+// cleanupBackup deletes a backup when the test ends, once it is deletable (a restore
+// holds it in status restoring).
+func cleanupBackup(t *testing.T, bc *backups.Client, id string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := bc.WaitForStatus(ctx, id, backups.StatusAvailable, backups.StatusError); err != nil &&
+			!gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			t.Logf("cleanup: %v", err)
+		}
+		if err := bc.Delete(ctx, id); err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		if err := bc.WaitForDeleted(ctx, id); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+}
+
+// cleanupContainer deletes a bank container and its objects when the test ends.
+func cleanupContainer(t *testing.T, st *stacktest.Stack, container string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		conn, err := st.Bank("keystone", container).Connection(st.OpenStack())
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			return
+		}
+		names, err := conn.ObjectNamesAll(ctx, container, nil)
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			return
+		}
+		for _, n := range names {
+			if err := conn.ObjectDelete(ctx, container, n); err != nil && !errors.Is(err, swift.ObjectNotFound) {
+				t.Logf("cleanup: %v", err)
+			}
+		}
+		if err := conn.ContainerDelete(ctx, container); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+	})
+}

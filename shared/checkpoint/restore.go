@@ -1,0 +1,247 @@
+package checkpoint
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// RestoreView is a restore as users see it.
+type RestoreView struct {
+	ID         string                   `json:"id"`
+	Checkpoint string                   `json:"checkpoint"`
+	Parameters events.RestoreParameters `json:"parameters"`
+	// Status is in_progress, success or fail.
+	Status    string              `json:"status"`
+	CreatedAt time.Time           `json:"created_at"`
+	Deadline  time.Time           `json:"deadline"`
+	History   []bank.StatusChange `json:"history"`
+	// Resources lists each resource of the checkpoint with its restore status, reason
+	// and what it was restored into.
+	Resources []RestoreResourceView `json:"resources,omitempty"`
+	// Failed are the failures that are not a resource of the checkpoint.
+	Failed []bank.Failure `json:"failed,omitempty"`
+}
+
+// RestoreResourceView is one resource of a restore.
+type RestoreResourceView struct {
+	graph.Resource
+	// Status is restoring until the resource's batch recorded it (or it failed), then
+	// available or error.
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Restored is what the restore recorded for the resource: a RestoredVolume (the new
+	// volume, listed even when its restore failed) or a RestoredPod.
+	Restored json.RawMessage `json:"restored,omitempty"`
+}
+
+// RestoreSummary is a restore in a list.
+type RestoreSummary struct {
+	ID          string    `json:"id"`
+	Checkpoint  string    `json:"checkpoint"`
+	Status      string    `json:"status"`
+	CreatedAt   time.Time `json:"created_at"`
+	RestoreName string    `json:"restore_name,omitempty"`
+}
+
+// RestoreReader is what restore views are read from: the restores' indexes, the graphs of
+// their checkpoints, and the restores' progress. BankRestores reads them from a bank.
+type RestoreReader interface {
+	Restore(ctx context.Context, id string) (*bank.Restore, error)
+	ListRestores(ctx context.Context, limit int, marker string) ([]string, string, error)
+	Checkpoint(ctx context.Context, id string) (*bank.Checkpoint, error)
+	Graph(ctx context.Context, id string) (*graph.Graph, error)
+	RestoreHistory(ctx context.Context, id string) ([]bank.StatusChange, error)
+	RestoreFailures(ctx context.Context, id string) ([]bank.Failure, error)
+	RestoreRecords(ctx context.Context, id string) ([]bank.Record, error)
+}
+
+// BankRestores reads restore views from a bank: the progress methods read the bank's
+// restores (bank.Bank.Restores), not its checkpoints.
+func BankRestores(b *bank.Bank) RestoreReader { return bankRestores{Bank: b, ops: b.Restores()} }
+
+type bankRestores struct {
+	*bank.Bank
+	ops *bank.Ops
+}
+
+func (b bankRestores) RestoreHistory(ctx context.Context, id string) ([]bank.StatusChange, error) {
+	return b.ops.History(ctx, id)
+}
+
+func (b bankRestores) RestoreFailures(ctx context.Context, id string) ([]bank.Failure, error) {
+	return b.ops.Failures(ctx, id)
+}
+
+func (b bankRestores) RestoreRecords(ctx context.Context, id string) ([]bank.Record, error) {
+	return b.ops.Records(ctx, id)
+}
+
+// LoadRestore reads a restore's view; bank.ErrNotFound when the restore does not exist.
+//
+// The resources are the nodes of the checkpoint's graph, in graph order. A resource that
+// failed is error with the first reason; else the record of its batch gives its status,
+// reason and what it was restored into; else it is restoring (its batch is pending, or
+// not yet reached). A checkpoint removed since (or a graph not found) leaves the
+// resources the restore recorded.
+func LoadRestore(ctx context.Context, r RestoreReader, id string) (*RestoreView, error) {
+	rs, err := r.Restore(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	v := &RestoreView{ID: rs.ID, Checkpoint: rs.Checkpoint, Parameters: rs.Parameters, CreatedAt: rs.CreatedAt, Deadline: rs.Deadline}
+	if v.History, err = r.RestoreHistory(ctx, id); err != nil {
+		return nil, err
+	}
+	if n := len(v.History); n > 0 {
+		v.Status = v.History[n-1].Status
+	}
+	g, batches, err := restoreGraph(ctx, r, rs.Checkpoint)
+	if err != nil {
+		return nil, err
+	}
+	records, err := r.RestoreRecords(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	failures, err := r.RestoreFailures(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	byBatch := make(map[string]*bank.Record, len(records))
+	for i := range records {
+		byBatch[records[i].Batch] = &records[i]
+	}
+	failed := make(map[string]string, len(failures))
+	for _, f := range failures {
+		if _, seen := failed[f.Key]; !seen {
+			failed[f.Key] = f.Reason
+		}
+	}
+	inGraph := make(map[string]bool, len(g.Nodes))
+	for _, n := range g.Nodes {
+		inGraph[n.Key()] = true
+		var rr *bank.ResourceRecord
+		if rec := byBatch[batches[n.Key()]]; rec != nil {
+			if x, ok := rec.Resources[n.Key()]; ok {
+				rr = &x
+			}
+		}
+		v.Resources = append(v.Resources, restoreResource(n.Resource, rr, failed))
+	}
+	// Resources recorded but not in the graph: the checkpoint is gone.
+	var extra []string
+	recorded := map[string]bank.ResourceRecord{}
+	for _, rec := range records {
+		for key, rr := range rec.Resources {
+			if !inGraph[key] {
+				if _, dup := recorded[key]; !dup {
+					extra = append(extra, key)
+				}
+				recorded[key] = rr
+			}
+		}
+	}
+	sort.Strings(extra)
+	for _, key := range extra {
+		rr := recorded[key]
+		v.Resources = append(v.Resources, restoreResource(resourceOfKey(key), &rr, failed))
+	}
+	for _, f := range failures {
+		if _, left := failed[f.Key]; left {
+			v.Failed = append(v.Failed, f)
+			delete(failed, f.Key)
+		}
+	}
+	return v, nil
+}
+
+// restoreGraph reads the graph of a restore's checkpoint and the batch of each resource;
+// an empty graph when the checkpoint or its graph is gone.
+func restoreGraph(ctx context.Context, r RestoreReader, checkpoint string) (*graph.Graph, map[string]string, error) {
+	cp, err := r.Checkpoint(ctx, checkpoint)
+	if errors.Is(err, bank.ErrNotFound) {
+		return &graph.Graph{}, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := r.Graph(ctx, checkpoint)
+	if errors.Is(err, bank.ErrNotFound) {
+		return &graph.Graph{}, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	batches := make(map[string]string, len(g.Nodes))
+	for _, b := range g.Batches(cp.BatchSize) {
+		for _, res := range b.Resources {
+			batches[res.Key()] = b.Name
+		}
+	}
+	return g, batches, nil
+}
+
+// restoreResource is a resource's view from its record (nil when none) and the failures
+// (a failure found here is taken out of failed).
+func restoreResource(res graph.Resource, rr *bank.ResourceRecord, failed map[string]string) RestoreResourceView {
+	rv := RestoreResourceView{Resource: res, Status: events.StatusRestoring}
+	if rr != nil {
+		rv.Restored = rr.Data
+		if rr.Status != "" {
+			rv.Status, rv.Reason = rr.Status, rr.Reason
+		}
+	}
+	if reason, bad := failed[res.Key()]; bad {
+		rv.Status, rv.Reason = events.StatusError, reason
+		delete(failed, res.Key())
+	}
+	return rv
+}
+
+// resourceOfKey is the resource a key ("Type#id") names, without its name.
+func resourceOfKey(key string) graph.Resource {
+	typ, id, _ := strings.Cut(key, "#")
+	return graph.Resource{Type: typ, ID: id}
+}
+
+// ListRestores returns a page of restore summaries, newest first.
+func ListRestores(ctx context.Context, r RestoreReader, limit int, marker string) ([]RestoreSummary, string, error) {
+	ids, next, err := r.ListRestores(ctx, limit, marker)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]RestoreSummary, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if seen[id] {
+			continue // racing duplicates of a request may index it twice
+		}
+		seen[id] = true
+		rs, err := r.Restore(ctx, id)
+		if errors.Is(err, bank.ErrNotFound) {
+			continue // indexed, then removed
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		h, err := r.RestoreHistory(ctx, id)
+		if err != nil {
+			return nil, "", fmt.Errorf("status of restore %s: %w", id, err)
+		}
+		s := RestoreSummary{ID: id, Checkpoint: rs.Checkpoint, CreatedAt: rs.CreatedAt, RestoreName: rs.Parameters.RestoreName}
+		if len(h) > 0 {
+			s.Status = h[len(h)-1].Status
+		}
+		out = append(out, s)
+	}
+	return out, next, nil
+}
