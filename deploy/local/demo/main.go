@@ -1,74 +1,104 @@
-// Command demo shows podguard on the local stack: two pods with real Cinder volumes
-// holding known data are protected with one CloudEvent, and the checkpoint is shown as a
-// user sees it. Run it with `make demo`, which starts the stack and exports its settings.
+// Command demo shows podguard's whole cycle on the local stack: two pods with real Cinder
+// volumes holding known data are protected with one CloudEvent; the pods, their claims,
+// persistent volumes and Cinder volumes are deleted; the checkpoint is restored into a new
+// namespace with another CloudEvent, and the restored volumes are shown to hold the
+// original data; finally the checkpoint and its backups are deleted with a third one.
+// Run it with `make demo`, which starts the stack and exports its settings.
+//
+// The restored namespace, its persistent volumes and the restored Cinder volumes are left
+// for the user to look at; the demo prints how to remove them.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-	"github.com/google/uuid"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podguard/podguard/deploy/local/broker"
 	"github.com/podguard/podguard/deploy/local/runner"
 	"github.com/podguard/podguard/events"
-	"github.com/podguard/podguard/functions/choreographer"
-	"github.com/podguard/podguard/shared/checkpoint"
-	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack"
+	"github.com/podguard/podguard/shared/openstack/backups"
 	"github.com/podguard/podguard/shared/openstack/volumes"
-	"github.com/podguard/podguard/shared/stacktest"
 )
 
+// bankContainer is the Swift container the demo's runner keeps its bank in, unless
+// BANK_CONTAINER says otherwise.
+const bankContainer = "podguard-demo"
+
 type demo struct {
-	ctx      context.Context
-	kube     kubernetes.Interface
-	volumes  *volumes.Client
-	runner   *runner.Runner
-	results  chan event.Event
-	t0, last time.Time
+	ctx     context.Context
+	kube    kubernetes.Interface
+	volumes *volumes.Client
+	backups *backups.Client
+	runner  *runner.Runner
+	results chan event.Event
+	export  string // the NFS export where Cinder keeps volume files
+	// deadLetters is the JSON-lines file of the events the broker could not deliver.
+	deadLetters string
+
+	t0     time.Time
+	stages []timing
+}
+
+// timing is how long a stage took.
+type timing struct {
+	name  string
+	start time.Time
+	took  time.Duration
+}
+
+// original is a pod the demo created, with what it stands on.
+type original struct {
+	namespace, pod, claim, pv string
+	volume                    *volumes.Volume
+	kind                      string // CSI or in-tree
+	data                      string // written at the start of the volume
 }
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		fmt.Fprintln(os.Stderr, "\ndemo failed:", err)
 		os.Exit(1)
 	}
 }
 
-func (d *demo) stage(format string, args ...any) {
-	now := time.Now()
-	if !d.last.IsZero() {
-		fmt.Printf("   done in %s\n", now.Sub(d.last).Round(100*time.Millisecond))
-	}
-	d.last = now
+// stage ends the stage running, if any, and starts the next: name is its line in the
+// timing summary, the format its headline.
+func (d *demo) stage(name, format string, args ...any) {
+	d.endStage()
+	d.stages = append(d.stages, timing{name: name, start: time.Now()})
 	fmt.Printf("\n==> "+format+"\n", args...)
 }
 
-func run() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	d := &demo{ctx: ctx, results: make(chan event.Event, 16), t0: time.Now()}
-	ns := fmt.Sprintf("demo-%s", time.Now().UTC().Format("150405"))
-	if os.Getenv("KUBECONFIG") == "" || os.Getenv("OS_AUTH_URL") == "" {
-		return errors.New("KUBECONFIG and OS_* are not set: run `make demo`, which starts the local stack and exports its settings")
+func (d *demo) endStage() {
+	if n := len(d.stages); n > 0 && d.stages[n-1].took == 0 {
+		s := &d.stages[n-1]
+		s.took = time.Since(s.start)
+		fmt.Printf("    (%s)\n", round(s.took))
 	}
+}
+
+// why prints the one line that says why a stage does what it does.
+func why(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) }
+
+func round(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
+
+func run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	if os.Getenv("KUBECONFIG") == "" || os.Getenv("OS_AUTH_URL") == "" || os.Getenv("PODGUARD_CINDER_EXPORT") == "" {
+		return errors.New("KUBECONFIG, OS_* and PODGUARD_CINDER_EXPORT are not set: run `make demo`, which starts the local stack and exports its settings")
+	}
+	d := &demo{ctx: ctx, results: make(chan event.Event, 16), t0: time.Now(), export: os.Getenv("PODGUARD_CINDER_EXPORT"),
+		deadLetters: filepath.Join(os.TempDir(), "podguard-demo-dead-letters.jsonl")}
 	cs, err := kube.NewClientset(kube.Config{Kubeconfig: os.Getenv("KUBECONFIG"), QPS: 50, Burst: 100})
 	if err != nil {
 		return err
@@ -78,205 +108,149 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	d.volumes = volumes.New(sc)
+	d.volumes, d.backups = volumes.New(sc), backups.New(sc)
+	ns := fmt.Sprintf("demo-%s", time.Now().UTC().Format("150405"))
+	target := ns + "-restored"
 
-	d.stage("Starting podguard: every function and the embedded broker on 127.0.0.1 (routing from deploy/base)")
+	// 1. Start, create, protect.
+	d.stage("start podguard", "Starting podguard: every function and the embedded broker on 127.0.0.1")
+	why("the broker routes events between the functions by the Triggers of deploy/base, as Knative would")
 	if err := d.start(); err != nil {
-		return err
+		return fmt.Errorf("start podguard: %w", err)
 	}
 	defer d.runner.Close(context.Background())
-	fmt.Printf("   broker ingress %s\n", d.runner.IngressURL)
+	fmt.Printf("    broker ingress %s\n", d.runner.IngressURL)
 	for _, n := range d.runner.Names() {
-		fmt.Printf("   %-18s %s\n", n, d.runner.Functions[n])
+		fmt.Printf("    %-18s %s\n", n, d.runner.Functions[n])
 	}
 
-	d.stage("Creating namespace %s with two pods, each on a real 1 GiB Cinder volume holding known data", ns)
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	data := map[string]string{}
-	for i, name := range []string{"web", "db"} {
-		content := fmt.Sprintf("podguard demo: the data of %s, written %s\n", name, time.Now().UTC().Format(time.RFC3339))
-		v, err := d.podOnVolume(ns, name, content, i == 0)
-		if err != nil {
-			return err
-		}
-		data[v.ID] = content
-		kind := map[bool]string{true: "CSI (cinder.csi.openstack.org)", false: "in-tree cinder"}[i == 0]
-		fmt.Printf("   pod %s/%s  claim %s-data -> PV (%s) -> Cinder volume %s\n", ns, name, name, kind, v.ID)
+	d.stage("create pods", "Creating namespace %s with two pods, each on a real 1 GiB Cinder volume holding known data", ns)
+	why("one claim goes through the Cinder CSI driver, the other through the legacy in-tree cinder source")
+	originals, err := d.createOriginals(ns)
+	if err != nil {
+		return fmt.Errorf("create the pods to protect: %w", err)
 	}
 
-	d.stage("Protecting the namespace with one CloudEvent (dev.podguard.protect.requested)")
-	req := events.ProtectRequest{Plan: events.Plan{ID: "demo", Name: "demo namespace", Scope: events.Scope{Namespaces: []string{ns}},
-		Parameters: events.Parameters{Volume: events.VolumeParameters{Description: "podguard demo", Force: true}}}}
-	ev := cloudevents.NewEvent()
-	ev.SetID(uuid.NewString())
-	ev.SetSource("podguard-demo")
-	ev.SetType(events.ProtectRequested)
-	ev.SetTime(time.Now().UTC())
-	_ = ev.SetData(cloudevents.ApplicationJSON, req)
-	c, err := cloudevents.NewClientHTTP()
+	d.stage("protect", "Protecting the namespace with one CloudEvent (%s)", events.ProtectRequested)
+	why("podguard saves each pod's definition in the Swift bank and starts a Cinder backup of each volume")
+	cp, err := d.protect(ns)
 	if err != nil {
 		return err
 	}
-	if res := c.Send(cloudevents.ContextWithTarget(ctx, d.runner.IngressURL), ev); !cloudevents.IsACK(res) {
-		return fmt.Errorf("send: %w", res)
+
+	d.stage("show checkpoint", "The checkpoint, as GET %s/api/checkpoints/%s shows it", d.runner.Functions[events.FnCheckpoints], cp)
+	if err := d.showCheckpoint(cp); err != nil {
+		return fmt.Errorf("show checkpoint %s: %w", cp, err)
 	}
-	id := choreographer.CheckpointID(req, ev)
-	fmt.Printf("   checkpoint %s is protecting; waiting for dev.podguard.checkpoint.finished (Cinder backups take a while)\n", id)
-	fin, err := d.await(id)
+	if err := d.showBackups(originals); err != nil {
+		return err
+	}
+
+	// 2. Lose everything.
+	d.stage("delete originals", "Deleting the original pods, claims, persistent volumes and Cinder volumes")
+	why("as if the namespace and its storage were lost: only the checkpoint is left to bring them back")
+	if err := d.deleteOriginals(ns, originals); err != nil {
+		return fmt.Errorf("delete the original pods and volumes: %w", err)
+	}
+
+	// 3. Restore.
+	d.stage("restore", "Restoring the checkpoint into namespace %s with one CloudEvent (%s)", target, events.RestoreRequested)
+	why("podguard creates a new Cinder volume from each backup, then recreates each pod on its restored volumes")
+	rid, res, err := d.restore(cp, target)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("   checkpoint %s: %s, %d resources\n", fin.Checkpoint, strings.ToUpper(fin.Status), fin.Resources)
-	if fin.Status != events.StatusAvailable {
-		return fmt.Errorf("checkpoint ended %s: %+v", fin.Status, fin.Failed)
+	d.stage("show restore", "The restore, as GET %s/api/restores/%s shows it", d.runner.Functions[events.FnCheckpoints], rid)
+	view, err := d.showRestore(rid)
+	if err != nil {
+		return fmt.Errorf("show restore %s: %w", rid, err)
+	}
+	if res.Status != events.RestoreSuccess {
+		return fmt.Errorf("restore %s ended %s, not %s: %s", rid, res.Status, events.RestoreSuccess, failures(res.Failed))
 	}
 
-	d.stage("The checkpoint, as GET %s/api/checkpoints/%s shows it", d.runner.Functions[events.FnCheckpoints], id)
-	if err := d.show(id); err != nil {
+	// 4. Check the restored pods and data.
+	d.stage("check restored", "The restored pods are Running, and their volumes hold the original data")
+	why("the original volume files are gone: what the restored volumes hold came from the Cinder backups")
+	if err := d.showRestoredPods(target, rid); err != nil {
 		return err
 	}
-	d.stage("Finished")
-	fmt.Printf("   total %s\n", time.Since(d.t0).Round(100*time.Millisecond))
-	fmt.Printf("\nWhere to look next:\n")
-	fmt.Printf("   the bank:        swift -V 3 -A $OS_AUTH_URL list podguard-demo --prefix checkpoints/%s/\n", id)
-	fmt.Printf("   the backups:     openstack volume backup list\n")
-	fmt.Printf("   the pods:        kubectl get pods,pvc -n %s\n", ns)
-	fmt.Printf("   the local stack: make stack-status\n")
+	restored, err := d.checkData(view, originals)
+	if err != nil {
+		return err
+	}
+
+	// 5. Delete the checkpoint.
+	d.stage("delete checkpoint", "Deleting the checkpoint with one CloudEvent (%s)", events.DeleteRequested)
+	why("podguard deletes the Cinder backups, then the checkpoint's metadata in the bank")
+	if err := d.deleteCheckpoint(cp, originals); err != nil {
+		return err
+	}
+	d.endStage()
+
+	// 6. Summary.
+	d.summary(ns, target, cp, rid, restored)
 	return nil
 }
 
-// start runs the runner with an observer Trigger for the results users subscribe to.
-func (d *demo) start() error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+// summary prints the timings, what the demo leaves behind and where to look next.
+func (d *demo) summary(ns, target, cp, rid string, restored []*volumes.Volume) {
+	fmt.Printf("\n==> Finished in %s\n", round(time.Since(d.t0)))
+	for _, s := range d.stages {
+		fmt.Printf("    %-18s %8s\n", s.name, round(s.took))
 	}
-	go func() {
-		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ev, err := cehttp.NewEventFromHTTPRequest(r)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			d.results <- *ev
-			w.WriteHeader(http.StatusAccepted)
-		}))
-	}()
-	for k, v := range map[string]string{"BANK_AUTH": "keystone", "BANK_CONTAINER": "podguard-demo", "REDRIVE_AFTER": "3s", "LOG_LEVEL": "warn"} {
-		if os.Getenv(k) == "" {
-			os.Setenv(k, v)
-		}
+	env := os.Getenv("PODGUARD_STACK_ENV")
+	if env == "" {
+		env = "~/.local/state/podguard/stack/env"
 	}
-	r, err := runner.Start(d.ctx, runner.Options{
-		Triggers: "deploy/base", Tick: 2 * time.Second,
-		Observers:    []broker.Trigger{{Name: "demo-finished", Filter: map[string]string{"type": events.CheckpointFinished}, Subscriber: broker.Destination{Ref: "demo"}}},
-		ObserverURLs: map[string]string{"demo": "http://" + ln.Addr().String()},
-		DeadLetters:  filepath.Join(os.TempDir(), "podguard-demo-dead-letters.jsonl"),
-	})
-	d.runner = r
-	return err
+	bank := os.Getenv("BANK_CONTAINER")
+	var names, ids []string
+	for _, v := range restored {
+		names = append(names, v.Name)
+		ids = append(ids, v.ID)
+	}
+
+	fmt.Printf("\nLeft for you to look at:\n")
+	fmt.Printf("    namespace %s: the restored pods and claims; their persistent volumes (label %s=%s)\n", target, kube.LabelRestore, rid)
+	fmt.Printf("    Cinder volumes %s\n", strings.Join(names, ", "))
+	fmt.Printf("    in the bank (Swift container %s): the restore's record restores/%s/ and the deletion's deletions/%s/;\n", bank, rid, cp)
+	fmt.Printf("    the checkpoint's objects and its Cinder backups are deleted, the original namespace %s too\n", ns)
+
+	fmt.Printf("\nWhere to look next (in a shell with the stack's settings: set -a; . %s; set +a):\n", env)
+	fmt.Printf("    kubectl get pods,pvc -n %s -o wide\n", target)
+	fmt.Printf("    kubectl get pv -l %s=%s\n", kube.LabelRestore, rid)
+	fmt.Printf("    kubectl get pods -n %s -o yaml      # the restored spec, with podguard's labels and annotations\n", target)
+	for _, n := range names {
+		fmt.Printf("    openstack volume list --long --name %s\n", n)
+	}
+	fmt.Printf("    openstack volume backup list               # the checkpoint's backups are gone\n")
+	fmt.Printf("    swift -V 3 -A $OS_AUTH_URL list %s --prefix restores/%s/\n", bank, rid)
+	fmt.Printf("    swift -V 3 -A $OS_AUTH_URL download %s restores/%s/restore.json -o -\n", bank, rid)
+	fmt.Printf("    ls -l $PODGUARD_CINDER_EXPORT              # each Cinder volume is a file volume-<id>\n")
+	fmt.Printf("    make stack-status\n")
+
+	fmt.Printf("\nTo clean up:\n")
+	fmt.Printf("    kubectl delete namespace %s; kubectl delete pv -l %s=%s\n", target, kube.LabelRestore, rid)
+	fmt.Printf("    openstack volume delete %s\n", strings.Join(ids, " "))
+	fmt.Printf("    make stack-down stops the stack: the next start begins with an empty Kubernetes, but Cinder\n")
+	fmt.Printf("    volumes and Swift objects are kept, so delete the volumes above first\n")
 }
 
-func (d *demo) podOnVolume(ns, name, content string, csi bool) (*volumes.Volume, error) {
-	v, err := d.volumes.Create(d.ctx, ns+"-"+name, 1, map[string]string{"podguard-demo": ns})
-	if err != nil {
-		return nil, err
+// failures renders failed resources for an error message.
+func failures(fs []events.FailedResource) string {
+	if len(fs) == 0 {
+		return "no resource reported"
 	}
-	if v, err = d.volumes.WaitForStatus(d.ctx, v.ID, volumes.StatusAvailable); err != nil {
-		return nil, err
-	}
-	// The NFS driver keeps the volume as a file: write the data into it.
-	f, err := os.OpenFile(filepath.Join(os.Getenv("PODGUARD_CINDER_EXPORT"), "volume-"+v.ID), os.O_WRONLY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("write into volume %s: %w", v.ID, err)
-	}
-	if _, err := f.WriteAt([]byte(content), 0); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	pv := stacktest.CinderPV(ns+"-"+name, v.ID, csi, ns, name+"-data")
-	if _, err := d.kube.CoreV1().PersistentVolumes().Create(d.ctx, pv, metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	if _, err := d.kube.CoreV1().PersistentVolumeClaims(ns).Create(d.ctx, stacktest.Claim(ns, name+"-data", pv.Name), metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	if _, err := d.kube.CoreV1().Pods(ns).Create(d.ctx, stacktest.Pod(ns, name, map[string]string{"app": name}, name+"-data"), metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	return v, d.waitReady(ns, name, name+"-data")
-}
-
-// waitReady waits until the pod is Running and its claim Bound.
-func (d *demo) waitReady(ns, pod, claim string) error {
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		p, err := d.kube.CoreV1().Pods(ns).Get(d.ctx, pod, metav1.GetOptions{})
-		c, cerr := d.kube.CoreV1().PersistentVolumeClaims(ns).Get(d.ctx, claim, metav1.GetOptions{})
-		if err == nil && cerr == nil && p.Status.Phase == corev1.PodRunning && c.Status.Phase == corev1.ClaimBound {
-			return nil
+	var b strings.Builder
+	for i, f := range fs {
+		if i > 0 {
+			b.WriteString("; ")
 		}
-		select {
-		case <-d.ctx.Done():
-			return fmt.Errorf("pod %s/%s not Running with claim %s Bound: %w", ns, pod, claim, d.ctx.Err())
-		case <-tick.C:
+		name := f.Key
+		if f.Name != "" {
+			name = f.Name + " (" + f.Key + ")"
 		}
+		fmt.Fprintf(&b, "%s: %s", name, f.Reason)
 	}
-}
-
-func (d *demo) await(id string) (events.CheckpointFinishedResult, error) {
-	var res events.CheckpointFinishedResult
-	for {
-		select {
-		case ev := <-d.results:
-			if ev.Extensions()[events.ExtCheckpoint] != id {
-				continue
-			}
-			return res, ev.DataAs(&res)
-		case <-d.ctx.Done():
-			return res, fmt.Errorf("checkpoint %s did not finish: %w", id, d.ctx.Err())
-		}
-	}
-}
-
-func (d *demo) show(id string) error {
-	resp, err := http.Get(d.runner.Functions[events.FnCheckpoints] + "/api/checkpoints/" + id)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	var v checkpoint.View
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		return err
-	}
-	fmt.Printf("   id        %s\n   plan      %s (%s)\n   status    %s\n   created   %s\n   history  ", v.ID, v.Plan.ID, v.Plan.Name, v.Status, v.CreatedAt.Format(time.RFC3339))
-	for _, h := range v.History {
-		fmt.Printf(" %s@%s", h.Status, h.At.Format("15:04:05"))
-	}
-	fmt.Println()
-	w := tabwriter.NewWriter(os.Stdout, 3, 2, 2, ' ', 0)
-	fmt.Fprintln(w, "   TYPE\tNAME\tID\tSTATUS")
-	for _, r := range v.Resources {
-		name := r.Name
-		if r.Type == graph.VolumeType {
-			name = "  " + name
-		}
-		fmt.Fprintf(w, "   %s\t%s\t%s\t%s %s\n", r.Type, name, r.ID, r.Status, r.Reason)
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	for _, p := range v.Problems {
-		fmt.Printf("   problem   pod %s volume %s (claim %s): %s\n", p.Pod, p.Volume, p.Claim, p.Reason)
-	}
-	for _, x := range v.Excluded {
-		fmt.Printf("   excluded  pod %s: %s\n", x.Pod, x.Reason)
-	}
-	return nil
+	return b.String()
 }

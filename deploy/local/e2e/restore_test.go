@@ -231,7 +231,8 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 			t.Fatalf("volume %s restored as %+v", orig, rv)
 		}
 		// One volume per backup, although every request arrived four times.
-		found, err := e.volumes.FindRestored(ctx, rv.BackupID, map[string]string{restorevolume.MetaRestore: rid})
+		found, err := e.volumes.FindRestored(ctx, rv.BackupID, map[string]string{restorevolume.MetaRestore: rid,
+			restorevolume.MetaResource: graph.Resource{Type: graph.VolumeType, ID: orig}.Key()})
 		if err != nil || found == nil || found.ID != rv.VolumeID {
 			t.Fatalf("restored volume of %s: %+v %v", orig, found, err)
 		}
