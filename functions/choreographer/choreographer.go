@@ -95,6 +95,7 @@ type store interface {
 	Fail(ctx context.Context, id, key, reason string) error
 	Finish(ctx context.Context, id string) (string, []bank.Failure, error)
 	Active(ctx context.Context) ([]string, error)
+	Resent(ctx context.Context, id string, batches []string) error
 	SetStatus(ctx context.Context, id, status string) error
 	SetStatusAt(ctx context.Context, id, status string, at time.Time) error
 	CreateRestore(ctx context.Context, r bank.Restore) (*bank.Restore, error)
@@ -120,6 +121,7 @@ type ops interface {
 	Reset(ctx context.Context, id string) error
 	Activate(ctx context.Context, id string) error
 	Active(ctx context.Context) ([]string, error)
+	Resent(ctx context.Context, id string, batches []string) error
 }
 
 // Step is the choreographer.
@@ -229,6 +231,21 @@ func (s *Step) tick(ctx context.Context) error {
 // sendBatches sends one request per batch with bounded concurrency.
 func (s *Step) sendBatches(ctx context.Context, batches []graph.Batch, send func(context.Context, graph.Batch) error) error {
 	return batch.Each(ctx, batches, s.workers, send)
+}
+
+// resend sends the requests of pending batches again and records it, so that the next
+// tick waits RedriveAfter before sending them once more (a step still working on a
+// batch is not flooded with copies of its request).
+func (s *Step) resend(ctx context.Context, r interface {
+	Resent(ctx context.Context, id string, batches []string) error
+}, id string, batches []graph.Batch, send func() error) error {
+	if len(batches) == 0 {
+		return nil
+	}
+	if err := send(); err != nil {
+		return err
+	}
+	return r.Resent(ctx, id, names(batches))
 }
 
 // stale selects the pending batches whose request waited longer than RedriveAfter.

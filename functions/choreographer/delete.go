@@ -148,7 +148,8 @@ func (s *Step) deleteBackups(ctx context.Context, d *deletion) error {
 		if len(pending) == 0 {
 			return s.completeDeletion(ctx, id)
 		}
-		return s.sendDeletes(ctx, d, pendingBatches(batches, pending, s.stale(s.now())), "")
+		resend := pendingBatches(batches, pending, s.stale(s.now()))
+		return s.resend(ctx, s.deletions, id, resend, func() error { return s.sendDeletes(ctx, d, resend, "") })
 	}
 	if len(batches) > 0 {
 		if err := s.deletions.AddPending(ctx, id, names(batches)); err != nil {
@@ -316,5 +317,6 @@ func (s *Step) checkDeletion(ctx context.Context, id string) error {
 		}
 		return s.completeDeletion(ctx, id)
 	}
-	return s.sendDeletes(ctx, d, pendingBatches(batches, pending, s.stale(now)), now.UTC().Format(time.RFC3339))
+	resend := pendingBatches(batches, pending, s.stale(now))
+	return s.resend(ctx, s.deletions, id, resend, func() error { return s.sendDeletes(ctx, d, resend, now.UTC().Format(time.RFC3339)) })
 }

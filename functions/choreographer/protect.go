@@ -298,5 +298,5 @@ func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, batches []graph
 	if len(resend) > 0 {
 		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("checkpoint", cp.ID), zap.Int("batches", len(resend)))
 	}
-	return s.sendAll(ctx, cp, resend, attempt)
+	return s.resend(ctx, s.bank, cp.ID, resend, func() error { return s.sendAll(ctx, cp, resend, attempt) })
 }

@@ -173,7 +173,8 @@ func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Che
 		if err != nil {
 			return err
 		}
-		return s.sendRestore(ctx, r, cp, g, pendingBatches(batches, pending, s.stale(s.now())), "")
+		resend := pendingBatches(batches, pending, s.stale(s.now()))
+		return s.resend(ctx, s.restores, r.ID, resend, func() error { return s.sendRestore(ctx, r, cp, g, resend, "") })
 	}
 	if len(batches) > 0 {
 		if err := s.restores.AddPending(ctx, r.ID, names(batches)); err != nil {
@@ -393,7 +394,7 @@ func (s *Step) checkRestore(ctx context.Context, id string) error {
 	if len(resend) > 0 {
 		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("restore", id), zap.Int("batches", len(resend)))
 	}
-	return s.sendRestore(ctx, r, cp, g, resend, now.UTC().Format(time.RFC3339))
+	return s.resend(ctx, s.restores, id, resend, func() error { return s.sendRestore(ctx, r, cp, g, resend, now.UTC().Format(time.RFC3339)) })
 }
 
 // failRestore fails every resource not finished past the deadline, those of a phase never

@@ -17,6 +17,7 @@ import (
 //	checkpoints/<id>/status/<time>_<status>          one marker per status reached; the newest is current
 //	checkpoints/<id>/records/<batch>.json            what a step saved for a batch of resources (pod definitions, backups)
 //	checkpoints/<id>/pending/<batch>                 present while a batch is not finished
+//	checkpoints/<id>/resent/<batch>                  when the tick last sent a pending batch's request again
 //	checkpoints/<id>/failed/<key>.json               a resource that ended in error, and why (create-only)
 //	indices/all/<inverted time>_<id>                 every checkpoint, newest first
 //	indices/plans/<plan>/<inverted time>_<id>        the checkpoints of a plan, newest first
@@ -108,6 +109,16 @@ func (l Layout) PendingPrefix(op Op) string {
 // Pending marks a batch of a checkpoint as not finished.
 func (l Layout) Pending(op Op, batch string) string {
 	return l.PendingPrefix(op) + EscapeKey(batch)
+}
+
+// ResentPrefix lists the batches whose request was sent again.
+func (l Layout) ResentPrefix(op Op) string {
+	return op.Prefix() + "resent/"
+}
+
+// Resent marks when a batch's request was last sent again (its time is the object's).
+func (l Layout) Resent(op Op, batch string) string {
+	return l.ResentPrefix(op) + EscapeKey(batch)
 }
 
 // FailurePrefix lists the failed resources of a checkpoint.

@@ -47,7 +47,9 @@ func (o *Ops) History(ctx context.Context, id string) ([]StatusChange, error) {
 	var h []StatusChange
 	for _, obj := range objs {
 		at, status, ok := o.b.layout.ParseStatusMarker(obj.Name)
-		if ok {
+		// Racing duplicates of the last event of an operation may each record its end:
+		// a status repeated in a row was reached once, at its first marker.
+		if ok && (len(h) == 0 || h[len(h)-1].Status != status) {
 			h = append(h, StatusChange{Status: status, At: at})
 		}
 	}
@@ -86,23 +88,35 @@ func (o *Ops) FannedOut(ctx context.Context, id, phase string) (bool, error) {
 // AddPending creates the pending markers of batches in one request (Swift's bulk upload
 // of a tar archive), so the fan-out of a large operation costs one round trip.
 func (o *Ops) AddPending(ctx context.Context, id string, batches []string) error {
+	names := make([]string, len(batches))
+	for i, b := range batches {
+		names[i] = o.b.layout.Pending(o.op(id), b)
+	}
+	if err := o.b.putEmpty(ctx, names); err != nil {
+		return fmt.Errorf("pending markers of %s %s: %w", o.kind, id, err)
+	}
+	return nil
+}
+
+// putEmpty writes empty objects in one request (Swift's bulk upload of a tar archive).
+func (b *Bank) putEmpty(ctx context.Context, names []string) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	now := time.Now()
-	for _, k := range batches {
-		if err := tw.WriteHeader(&tar.Header{Name: o.b.layout.Pending(o.op(id), k), Mode: 0o644, Size: 0, ModTime: now, Typeflag: tar.TypeReg}); err != nil {
-			return fmt.Errorf("pending markers of %s %s: %w", o.kind, id, err)
+	for _, name := range names {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: 0, ModTime: now, Typeflag: tar.TypeReg}); err != nil {
+			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return fmt.Errorf("pending markers of %s %s: %w", o.kind, id, err)
+		return err
 	}
-	res, err := o.b.store.BulkUpload(ctx, o.b.container, bytes.NewReader(buf.Bytes()), swift.UploadTar, nil)
+	res, err := b.store.BulkUpload(ctx, b.container, bytes.NewReader(buf.Bytes()), swift.UploadTar, nil)
 	if err != nil {
-		return fmt.Errorf("bulk upload of %d pending markers of %s %s: %w", len(batches), o.kind, id, err)
+		return fmt.Errorf("bulk upload of %d objects: %w", len(names), err)
 	}
-	if len(res.Errors) > 0 || int(res.NumberCreated) != len(batches) {
-		return fmt.Errorf("bulk upload of pending markers of %s %s: %d of %d created, errors %v", o.kind, id, res.NumberCreated, len(batches), res.Errors)
+	if len(res.Errors) > 0 || int(res.NumberCreated) != len(names) {
+		return fmt.Errorf("bulk upload: %d of %d created, errors %v", res.NumberCreated, len(names), res.Errors)
 	}
 	return nil
 }
@@ -125,7 +139,8 @@ func (o *Ops) Remaining(ctx context.Context, id, prefix string) (bool, error) {
 	return len(objs) > 0, nil
 }
 
-// PendingResources lists an operation's unfinished batches, with when each was marked.
+// PendingResources lists an operation's unfinished batches, with when each was marked,
+// or sent again (Resent), whichever is later.
 func (o *Ops) PendingResources(ctx context.Context, id string) ([]Pending, error) {
 	prefix := o.b.layout.PendingPrefix(o.op(id))
 	objs, err := o.b.listAll(ctx, prefix)
@@ -140,7 +155,40 @@ func (o *Ops) PendingResources(ctx context.Context, id string) ([]Pending, error
 		}
 		out = append(out, Pending{Batch: batch, Since: obj.LastModified})
 	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	resentPrefix := o.b.layout.ResentPrefix(o.op(id))
+	resent, err := o.b.listAll(ctx, resentPrefix)
+	if err != nil {
+		return nil, err
+	}
+	last := make(map[string]time.Time, len(resent))
+	for _, obj := range resent {
+		if batch, err := UnescapeKey(strings.TrimPrefix(obj.Name, resentPrefix)); err == nil {
+			last[batch] = obj.LastModified
+		}
+	}
+	for i := range out {
+		if t := last[out[i].Batch]; t.After(out[i].Since) {
+			out[i].Since = t
+		}
+	}
 	return out, nil
+}
+
+// Resent records that the requests of batches were sent again, so that the next tick
+// waits before sending them once more. These markers are separate from the pending ones:
+// touching a pending marker could bring back a batch that finished meanwhile.
+func (o *Ops) Resent(ctx context.Context, id string, batches []string) error {
+	if len(batches) == 0 {
+		return nil
+	}
+	names := make([]string, len(batches))
+	for i, b := range batches {
+		names[i] = o.b.layout.Resent(o.op(id), b)
+	}
+	return o.b.putEmpty(ctx, names)
 }
 
 // Fail records, create-only, that a resource ended in error; the first reason stays.
