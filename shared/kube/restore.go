@@ -36,6 +36,10 @@ const (
 	claimSuffixLen = 8
 )
 
+// controllerLabels are the labels by which a workload controller counts a pod as one of
+// its own revisions; a restored pod drops them.
+var controllerLabels = []string{"pod-template-hash", "controller-revision-hash"}
+
 // RestoreOptions says where and how a pod is restored.
 type RestoreOptions struct {
 	RestoreID string            // the restore's id; labels the created objects
@@ -283,6 +287,11 @@ func restoredPodObject(saved *corev1.Pod, claims map[string]string, o RestoreOpt
 		Spec:       *saved.Spec.DeepCopy(),
 	}
 	pod.Spec.NodeName = ""
+	// A restored pod is nobody's replica: without the template hash the original's
+	// ReplicaSet (or StatefulSet revision) does not adopt it and delete a surplus pod.
+	for _, l := range controllerLabels {
+		delete(pod.Labels, l)
+	}
 	var problems []error
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]

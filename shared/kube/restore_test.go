@@ -94,7 +94,7 @@ func savedTestInfo() checkpoint.PodInfo {
 		Pod: &corev1.Pod{
 			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 			ObjectMeta: metav1.ObjectMeta{Name: "web", GenerateName: "web-", Namespace: "shop",
-				Labels: map[string]string{"app": "web"}, Annotations: map[string]string{"team": "a"}},
+				Labels: map[string]string{"app": "web", "pod-template-hash": "5d4f8c"}, Annotations: map[string]string{"team": "a"}},
 			Spec: corev1.PodSpec{
 				NodeName:        "node-1",
 				RestartPolicy:   corev1.RestartPolicyAlways,
@@ -286,6 +286,7 @@ func TestRestoredPodObject(t *testing.T) {
 			want.GenerateName = ""
 			want.Namespace = tt.ns
 			want.Labels = withMark(want.Labels, testRestoreID, LabelRestore)
+			delete(want.Labels, "pod-template-hash")
 			want.Annotations = withMark(want.Annotations, "shop/web", AnnotationRestoredFrom)
 			want.Spec.NodeName = ""
 			v := want.Spec.Volumes
