@@ -219,6 +219,25 @@ func (e *env) deleted(id string, timeout time.Duration) events.CheckpointDeleted
 	return res
 }
 
+// next waits until more than n events of a type were observed, and returns the last.
+func (e *env) next(timeout time.Duration, typ string, n int) event.Event {
+	e.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		e.mu.Lock()
+		evs := e.observed[typ]
+		e.mu.Unlock()
+		if len(evs) > n {
+			return evs[len(evs)-1]
+		}
+		select {
+		case <-e.arrived:
+		case <-deadline:
+			e.t.Fatalf("no new %s within %s", typ, timeout)
+		}
+	}
+}
+
 // count returns how many events of a type were observed.
 func (e *env) count(typ string) int {
 	e.mu.Lock()

@@ -299,12 +299,12 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	if _, err := b.Checkpoint(ctx, cp); err == nil {
 		t.Fatal("a late protect request recreated the deleted checkpoint")
 	}
+	n := e.count(events.CheckpointDeleted)
+	first := e.next(0, events.CheckpointDeleted, 0)
 	post(t, e.runner.Functions[events.FnChoreographer], del)
-	again := e.await(time.Minute, "second deleted", func(ev event.Event) bool {
-		return ev.Type() == events.CheckpointDeleted && e.count(events.CheckpointDeleted) >= 2
-	})
+	again := e.next(time.Minute, events.CheckpointDeleted, n)
 	var d2 events.CheckpointDeletedResult
-	if err := again.DataAs(&d2); err != nil || d2.Status != events.StatusDeleted {
+	if err := again.DataAs(&d2); err != nil || d2.Status != events.StatusDeleted || again.ID() != first.ID() {
 		t.Fatalf("late duplicate delete: %+v %v", d2, err)
 	}
 }
