@@ -58,7 +58,7 @@ fuzz: ## fuzz the CloudEvents decoding; new interesting inputs are kept in testd
 ## --- demo ----------------------------------------------------------------------------
 
 .PHONY: demo
-demo: stack-up ## bring up the local stack, protect two pods with their Cinder volumes, show the checkpoint
+demo: stack-up ## bring up the local stack; protect two pods with real Cinder volumes, delete them, restore them into a new namespace, check the data, delete the checkpoint
 	set -a; . $(STACK_ENV); set +a; go run ./deploy/local/demo
 
 ## --- benchmarks ----------------------------------------------------------------------

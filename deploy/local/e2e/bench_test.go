@@ -202,7 +202,6 @@ func protectOnce(b *testing.B, st *stacktest.Stack, bin, ns string, n int) prote
 	return protectRun{wall: wall, swift: swift, events: routed, peakRSS: peak}
 }
 
-
 func peakRSS(b *testing.B, pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
