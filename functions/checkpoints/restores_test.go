@@ -16,7 +16,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
-	"github.com/ncw/swift/v2"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/podguard/podguard/events"
@@ -48,7 +47,7 @@ func newRestoresFixture(t *testing.T) *restoresFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupContainer(t, st, container)
+	st.RemoveContainerAtEnd(t, "keystone", container)
 	f := &restoresFixture{b: b, cp: uuid.NewString(), first: uuid.NewString(), second: uuid.NewString(), orphan: uuid.NewString(),
 		data: map[string]json.RawMessage{}}
 	for i, name := range []string{"db", "web", "job"} {
@@ -414,30 +413,4 @@ func get(t *testing.T, u string, out any) int {
 // bankConfig is the configuration of the fixture's bank, as the function reads it.
 func bankConfig(t *testing.T, b *bank.Bank) bank.Config {
 	return stacktest.Load(t).Bank("keystone", b.Container())
-}
-
-// cleanupContainer deletes a bank container and its objects when the test ends.
-func cleanupContainer(t *testing.T, st *stacktest.Stack, container string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		conn, err := st.Bank("keystone", container).Connection(st.OpenStack())
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		names, err := conn.ObjectNamesAll(ctx, container, nil)
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		for _, n := range names {
-			if err := conn.ObjectDelete(ctx, container, n); err != nil && !errors.Is(err, swift.ObjectNotFound) {
-				t.Logf("cleanup: %v", err)
-			}
-		}
-		if err := conn.ContainerDelete(ctx, container); err != nil {
-			t.Logf("cleanup: %v", err)
-		}
-	})
 }

@@ -49,14 +49,14 @@ func TestDeleteOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupContainer(t, st, container)
+	st.RemoveContainerAtEnd(t, "tempauth", container)
 
 	start := time.Now()
 	v, err := vc.Create(ctx, run, 1, map[string]string{"podguard-test": run})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupVolume(t, vc, v.ID)
+	stacktest.DeleteVolumeAtEnd(t, vc, v.ID)
 	if _, err := vc.WaitForStatus(ctx, v.ID, volumes.StatusAvailable); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestDeleteOnStack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cleanupBackup(t, bc, b.ID)
+		stacktest.DeleteBackupAtEnd(t, bc, b.ID)
 		return b
 	}
 	record := func(cp string, b *backups.Backup) {
@@ -240,71 +240,4 @@ func TestDeleteOnStack(t *testing.T) {
 	if err := out.DataAs(&dup); err != nil || dup.Results[0].Status != events.StatusDeleted {
 		t.Fatalf("late duplicate: %+v, %v", dup, err)
 	}
-}
-
-// cleanupVolume deletes the volume when the test ends, once it is deletable.
-func cleanupVolume(t *testing.T, vc *volumes.Client, id string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if _, err := vc.WaitForStatus(ctx, id, volumes.StatusAvailable, volumes.StatusError); err != nil &&
-			!gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			t.Logf("cleanup: %v", err)
-		}
-		if err := vc.Delete(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		if err := vc.WaitForDeleted(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-}
-
-// cleanupBackup deletes the backup when the test ends, if the test did not. Cleanups run
-// last first, so an incremental backup registered after its parent goes first.
-func cleanupBackup(t *testing.T, bc *backups.Client, id string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if _, err := bc.WaitForStatus(ctx, id, backups.StatusAvailable, backups.StatusError, backups.StatusDeleting); err != nil {
-			if !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-				t.Logf("cleanup: %v", err)
-			}
-			return
-		}
-		if err := bc.Delete(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		if err := bc.WaitForDeleted(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-}
-
-// cleanupContainer deletes the test's bank container and its objects.
-func cleanupContainer(t *testing.T, st *stacktest.Stack, container string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		conn, err := st.Bank("tempauth", container).Connection(st.OpenStack())
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		names, err := conn.ObjectNamesAll(ctx, container, nil)
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		for _, n := range names {
-			if err := conn.ObjectDelete(ctx, container, n); err != nil {
-				t.Logf("cleanup: %v", err)
-			}
-		}
-		if err := conn.ContainerDelete(ctx, container); err != nil {
-			t.Logf("cleanup: %v", err)
-		}
-	})
 }

@@ -4,14 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gophercloud/gophercloud/v2"
 	cindervolumes "github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
-	"github.com/ncw/swift/v2"
 	"go.uber.org/zap/zaptest"
 	"knative.dev/pkg/logging"
 
@@ -48,7 +45,7 @@ func TestRestoreVolumeOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupVolume(t, vc, orig.ID)
+	stacktest.DeleteVolumeAtEnd(t, vc, orig.ID)
 	if _, err := vc.WaitForStatus(ctx, orig.ID, volumes.StatusAvailable); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +55,7 @@ func TestRestoreVolumeOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupBackup(t, bc, bk.ID)
+	stacktest.DeleteBackupAtEnd(t, bc, bk.ID)
 	if bk, err = bc.WaitForStatus(ctx, bk.ID, backups.StatusAvailable); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +67,7 @@ func TestRestoreVolumeOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupContainer(t, st, container)
+	st.RemoveContainerAtEnd(t, "keystone", container)
 	cp, restore := uuid.NewString(), uuid.NewString()
 	res := graph.Resource{Type: graph.VolumeType, ID: orig.ID, Name: "ns/data"}
 	info, _ := json.Marshal(checkpoint.VolumeInfo{VolumeID: orig.ID, BackupID: bk.ID, Mode: "full", SizeGiB: 1,
@@ -112,7 +109,7 @@ func TestRestoreVolumeOnStack(t *testing.T) {
 		}
 		if !cleaned[v.ID] {
 			cleaned[v.ID] = true
-			cleanupVolume(t, vc, v.ID)
+			stacktest.DeleteVolumeAtEnd(t, vc, v.ID)
 		}
 		if out != nil {
 			validate(t, *out)
@@ -178,75 +175,10 @@ func TestRestoreVolumeOnStack(t *testing.T) {
 	}
 	for _, v := range named {
 		if !cleaned[v.ID] {
-			cleanupVolume(t, vc, v.ID)
+			stacktest.DeleteVolumeAtEnd(t, vc, v.ID)
 		}
 	}
 	if len(named) != 1 || named[0].ID != rv.VolumeID {
 		t.Fatalf("%d volumes named %s, want only %s", len(named), name, rv.VolumeID)
 	}
-}
-
-// cleanupVolume deletes a volume when the test ends, once it is deletable.
-func cleanupVolume(t *testing.T, vc *volumes.Client, id string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if _, err := vc.WaitForStatus(ctx, id, volumes.StatusAvailable, volumes.StatusError, volumes.StatusErrorRestoring); err != nil &&
-			!gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			t.Logf("cleanup: %v", err)
-		}
-		if err := vc.Delete(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		if err := vc.WaitForDeleted(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-}
-
-// cleanupBackup deletes a backup when the test ends, once it is deletable (a restore
-// holds it in status restoring).
-func cleanupBackup(t *testing.T, bc *backups.Client, id string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if _, err := bc.WaitForStatus(ctx, id, backups.StatusAvailable, backups.StatusError); err != nil &&
-			!gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			t.Logf("cleanup: %v", err)
-		}
-		if err := bc.Delete(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		if err := bc.WaitForDeleted(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-}
-
-// cleanupContainer deletes a bank container and its objects when the test ends.
-func cleanupContainer(t *testing.T, st *stacktest.Stack, container string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		conn, err := st.Bank("keystone", container).Connection(st.OpenStack())
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		names, err := conn.ObjectNamesAll(ctx, container, nil)
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		for _, n := range names {
-			if err := conn.ObjectDelete(ctx, container, n); err != nil && !errors.Is(err, swift.ObjectNotFound) {
-				t.Logf("cleanup: %v", err)
-			}
-		}
-		if err := conn.ContainerDelete(ctx, container); err != nil {
-			t.Logf("cleanup: %v", err)
-		}
-	})
 }

@@ -76,24 +76,23 @@ func (e *env) protect(ns string) (string, event.Event) {
 }
 
 // restore sends a restore request (as many times as asked) and registers the removal of
-// what it creates: its Cinder volumes and persistent volumes.
+// what it creates: its Cinder volumes, persistent volumes and namespaces.
 func (e *env) restore(req events.RestoreRequest, times int) string {
 	e.t.Helper()
 	ev := newEvent(events.RestoreRequested, req)
 	id := choreographer.RestoreID(ev)
-	e.t.Cleanup(func() { e.removeRestored(id, req.Checkpoint) })
+	e.t.Cleanup(func() { e.removeRestoredVolumes(id) })
+	stacktest.CleanupRestore(e.t, e.kube, id)
 	for range times {
 		e.send(ev)
 	}
 	return id
 }
 
-// removeRestored deletes the Cinder volumes restored by a restore, and its persistent
-// volumes (namespaced objects go with the test's namespaces).
-func (e *env) removeRestored(id, cp string) {
+// removeRestoredVolumes deletes the Cinder volumes restored by a restore.
+func (e *env) removeRestoredVolumes(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_ = e.kube.CoreV1().PersistentVolumes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: kube.LabelRestore + "=" + id})
 	for {
 		v, err := e.volumes.FindByMetadata(ctx, map[string]string{restorevolume.MetaRestore: id})
 		if err != nil || v == nil {
@@ -154,13 +153,6 @@ func (e *env) restoredPods(ns, restore string) map[string]corev1.Pod {
 	return out
 }
 
-// deleteNamespaceAtEnd removes a namespace a restore creates.
-func (e *env) deleteNamespaceAtEnd(ns string) {
-	e.t.Cleanup(func() {
-		_ = e.kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
-	})
-}
-
 // TestRestoreAndDeleteFullCycle: two pods, one of them with two volumes (in-tree and
 // CSI), are protected, restored into a new namespace (one pod renamed), restored again
 // into their own namespace while the originals still run, then the checkpoint is
@@ -182,8 +174,7 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	cp, protectReq := e.protect(ns)
 
 	// Into a new namespace, web renamed.
-	target := ns + "-into"
-	e.deleteNamespaceAtEnd(target)
+	target := ns + "-into" // created by the restore
 	start := time.Now()
 	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{
 		RestoreName: "cycle", RestoreDescription: "e2e", Namespace: target, Names: map[string]string{ns + ":web": "web-restored"}}}, 2)

@@ -31,45 +31,6 @@ func stackClients(t *testing.T) (*backups.Client, *volumes.Client) {
 	return bc, vc
 }
 
-// cleanupVolume deletes the volume when the test ends, once it is deletable.
-func cleanupVolume(t *testing.T, vc *volumes.Client, id string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if _, err := vc.WaitForStatus(ctx, id, volumes.StatusAvailable, volumes.StatusError, volumes.StatusErrorRestoring); err != nil &&
-			!gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			t.Logf("cleanup: %v", err)
-		}
-		if err := vc.Delete(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		if err := vc.WaitForDeleted(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-}
-
-// cleanupBackup deletes the backup when the test ends, once it is deletable. Cleanups run
-// last first, so an incremental backup registered after its parent goes first.
-func cleanupBackup(t *testing.T, bc *backups.Client, id string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if _, err := bc.WaitForStatus(ctx, id, backups.StatusAvailable, backups.StatusError); err != nil &&
-			!gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			t.Logf("cleanup: %v", err)
-		}
-		if err := bc.Delete(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		if err := bc.WaitForDeleted(ctx, id); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-}
-
 // TestBackupRestoreDeleteOnStack goes through a volume's protection, restore and deletion
 // on the local stack's Cinder, and logs how long each step takes.
 func TestBackupRestoreDeleteOnStack(t *testing.T) {
@@ -85,7 +46,7 @@ func TestBackupRestoreDeleteOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupVolume(t, vc, vol.ID)
+	stacktest.DeleteVolumeAtEnd(t, vc, vol.ID)
 	if vol, err = vc.WaitForStatus(ctx, vol.ID, volumes.StatusAvailable); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +68,7 @@ func TestBackupRestoreDeleteOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupBackup(t, bc, full.ID)
+	stacktest.DeleteBackupAtEnd(t, bc, full.ID)
 	// A redelivered request finds the backup while it is being created.
 	if b, err := bc.Find(ctx, vol.ID, fullTag); err != nil || b == nil || b.ID != full.ID {
 		t.Fatalf("Find while creating = %+v, %v; want %s", b, err, full.ID)
@@ -139,7 +100,7 @@ func TestBackupRestoreDeleteOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupBackup(t, bc, inc.ID)
+	stacktest.DeleteBackupAtEnd(t, bc, inc.ID)
 	if inc, err = bc.WaitForStatus(ctx, inc.ID, backups.StatusAvailable); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +131,7 @@ func TestBackupRestoreDeleteOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupVolume(t, vc, rv.ID)
+	stacktest.DeleteVolumeAtEnd(t, vc, rv.ID)
 	if rv.BackupID != inc.ID {
 		t.Errorf("restored volume = %+v, want backup id %s", rv, inc.ID)
 	}
@@ -266,13 +227,13 @@ func TestIncrementalWithoutFullOnStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cleanupVolume(t, vc, vol.ID)
+	stacktest.DeleteVolumeAtEnd(t, vc, vol.ID)
 	if _, err = vc.WaitForStatus(ctx, vol.ID, volumes.StatusAvailable); err != nil {
 		t.Fatal(err)
 	}
 	b, err := bc.Create(ctx, backups.CreateOpts{VolumeID: vol.ID, Incremental: true, Metadata: map[string]string{"podguard-test": run}})
 	if err == nil {
-		cleanupBackup(t, bc, b.ID)
+		stacktest.DeleteBackupAtEnd(t, bc, b.ID)
 		t.Fatalf("an incremental backup of a volume without backups was accepted: %+v", b)
 	}
 	if !gophercloud.ResponseCodeIs(err, http.StatusBadRequest) {
