@@ -268,6 +268,30 @@ func pendingBatches(all []graph.Batch, pending []bank.Pending, want func(bank.Pe
 	return out
 }
 
+// all selects every pending batch.
+func all(bank.Pending) bool { return true }
+
+// failUnfinished fails every resource of the unfinished batches with reason, then marks
+// the pending batches done, so that a result arriving later changes nothing.
+func failUnfinished(ctx context.Context, o interface {
+	Fail(ctx context.Context, id, key, reason string) error
+	Done(ctx context.Context, id, batch string) (bool, error)
+}, id string, unfinished []graph.Batch, pending []bank.Pending, reason string) error {
+	for _, b := range unfinished {
+		for _, r := range b.Resources {
+			if err := o.Fail(ctx, id, r.Key(), reason); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range pending {
+		if _, err := o.Done(ctx, id, p.Batch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ofType keeps the batches of one resource type.
 func ofType(bs []graph.Batch, typ string) []graph.Batch {
 	var out []graph.Batch

@@ -115,17 +115,24 @@ func (s *Step) deletion(ctx context.Context, cp *bank.Checkpoint) (*deletion, er
 	if err != nil {
 		return nil, err
 	}
-	d := &deletion{checkpoint: cp}
-	for _, c := range h {
-		if c.Status == events.StatusDeleting {
-			d.started = c.At
-		}
-	}
+	d := &deletion{checkpoint: cp, started: attemptStart(h)}
 	if d.started.IsZero() {
 		return nil, fmt.Errorf("deletion of checkpoint %s: no deleting status: %w", cp.ID, bank.ErrNotFound)
 	}
 	d.deadline = d.started.Add(s.cfg.DeleteTimeout)
 	return d, nil
+}
+
+// attemptStart is when the current attempt at a deletion started: when it last became
+// deleting.
+func attemptStart(h []bank.StatusChange) time.Time {
+	var t time.Time
+	for _, c := range h {
+		if c.Status == events.StatusDeleting {
+			t = c.At
+		}
+	}
+	return t
 }
 
 // deleteBackups fans out a backup.delete per batch of the checkpoint's volumes. Pods have
@@ -242,12 +249,7 @@ func (s *Step) announceDeletion(ctx context.Context, id, status string, failures
 	if err != nil {
 		return err
 	}
-	var started string
-	for _, c := range h {
-		if c.Status == events.StatusDeleting {
-			started = c.At.UTC().Format(time.RFC3339Nano)
-		}
-	}
+	started := attemptStart(h).UTC().Format(time.RFC3339Nano)
 	out := events.CheckpointDeletedResult{Checkpoint: id, Status: status}
 	for _, f := range failures {
 		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
@@ -303,17 +305,8 @@ func (s *Step) checkDeletion(ctx context.Context, id string) error {
 	}
 	if now.After(d.deadline.Add(2 * s.cfg.RedriveAfter)) {
 		reason := fmt.Sprintf("backup not deleted by the deadline %s", d.deadline.UTC().Format(time.RFC3339))
-		for _, b := range pendingBatches(batches, pending, func(bank.Pending) bool { return true }) {
-			for _, r := range b.Resources {
-				if err := s.deletions.Fail(ctx, id, r.Key(), reason); err != nil {
-					return err
-				}
-			}
-		}
-		for _, p := range pending {
-			if _, err := s.deletions.Done(ctx, id, p.Batch); err != nil {
-				return err
-			}
+		if err := failUnfinished(ctx, s.deletions, id, pendingBatches(batches, pending, all), pending, reason); err != nil {
+			return err
 		}
 		return s.completeDeletion(ctx, id)
 	}

@@ -118,8 +118,7 @@ func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) 
 	if done {
 		// A redelivery: re-send only what has waited long enough to be lost, so the
 		// duplicate does not race the requests just sent.
-		now := s.now()
-		return s.redrive(ctx, cp, batches, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, "")
+		return s.redrive(ctx, cp, batches, s.stale(s.now()), "")
 	}
 	if len(batches) == 0 {
 		return s.finish(ctx, cp.ID)
@@ -247,7 +246,7 @@ func (s *Step) check(ctx context.Context, id string) error {
 	if now.After(cp.Deadline) {
 		return s.failPending(ctx, cp, batches)
 	}
-	return s.redrive(ctx, cp, batches, func(p bank.Pending) bool { return now.Sub(p.Since) > s.cfg.RedriveAfter }, attempt)
+	return s.redrive(ctx, cp, batches, s.stale(now), attempt)
 }
 
 // failPending fails every resource of the batches still pending past the deadline; a
@@ -257,20 +256,9 @@ func (s *Step) failPending(ctx context.Context, cp *bank.Checkpoint, batches []g
 	if err != nil {
 		return err
 	}
-	byName := map[string]graph.Batch{}
-	for _, b := range batches {
-		byName[b.Name] = b
-	}
 	reason := fmt.Sprintf("not finished by the checkpoint's deadline %s", cp.Deadline.UTC().Format(time.RFC3339))
-	for _, p := range pending {
-		for _, r := range byName[p.Batch].Resources {
-			if err := s.bank.Fail(ctx, cp.ID, r.Key(), reason); err != nil {
-				return err
-			}
-		}
-		if _, err := s.bank.Done(ctx, cp.ID, p.Batch); err != nil {
-			return err
-		}
+	if err := failUnfinished(ctx, s.bank, cp.ID, pendingBatches(batches, pending, all), pending, reason); err != nil {
+		return err
 	}
 	return s.finish(ctx, cp.ID)
 }
@@ -285,16 +273,7 @@ func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, batches []graph
 	if len(pending) == 0 {
 		return s.finish(ctx, cp.ID)
 	}
-	byName := make(map[string]graph.Batch, len(batches))
-	for _, b := range batches {
-		byName[b.Name] = b
-	}
-	var resend []graph.Batch
-	for _, p := range pending {
-		if b, ok := byName[p.Batch]; ok && want(p) {
-			resend = append(resend, b)
-		}
-	}
+	resend := pendingBatches(batches, pending, want)
 	if len(resend) > 0 {
 		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("checkpoint", cp.ID), zap.Int("batches", len(resend)))
 	}

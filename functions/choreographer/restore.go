@@ -187,14 +187,16 @@ func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Che
 		return err
 	}
 	if len(batches) == 0 {
-		return s.restorePods(ctx, r, cp, g)
+		return s.restorePods(ctx, r, loaded(cp, g))
 	}
 	return s.sendRestore(ctx, r, cp, g, batches, "")
 }
 
-// restorePods fans out the pod phase once no volume batch is pending. Each request
-// carries the restored volume of each volume of its pods, read from the volume records.
-func (s *Step) restorePods(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, g *graph.Graph) error {
+// restorePods fans out the pod phase once no volume batch is pending, or, when it was
+// fanned out, finishes the restore once nothing is pending. Each request carries the
+// restored volume of each volume of its pods, read from the volume records. source reads
+// the checkpoint and its graph, only when the phase is fanned out.
+func (s *Step) restorePods(ctx context.Context, r *bank.Restore, source func() (*bank.Checkpoint, *graph.Graph, error)) error {
 	done, err := s.restores.FannedOut(ctx, r.ID, phasePods)
 	if err != nil {
 		return err
@@ -205,6 +207,10 @@ func (s *Step) restorePods(ctx context.Context, r *bank.Restore, cp *bank.Checkp
 			return err
 		}
 		return s.finishRestore(ctx, r)
+	}
+	cp, g, err := source()
+	if err != nil {
+		return err
 	}
 	batches := ofType(g.Batches(cp.BatchSize), graph.PodType)
 	if len(batches) > 0 {
@@ -301,28 +307,23 @@ func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 			}
 		}
 	}
-	if _, err := s.restores.Done(ctx, r.ID, res.Batch); err != nil {
-		return err
-	}
-	more, err := s.restores.Remaining(ctx, r.ID, phaseVolumes+"-")
-	if err != nil || more {
-		return err
-	}
-	podsOut, err := s.restores.FannedOut(ctx, r.ID, phasePods)
+	more, err := s.restores.Done(ctx, r.ID, res.Batch)
 	if err != nil {
 		return err
 	}
-	if podsOut {
-		if more, err := s.restores.Remaining(ctx, r.ID, ""); err != nil || more {
-			return err
+	if strings.HasPrefix(res.Batch, phasePods+"-") {
+		// The pod phase starts once every volume batch is done: nothing pending is the end.
+		if more {
+			return nil
 		}
 		return s.finishRestore(ctx, r)
 	}
-	cp, g, err := s.restoreSource(ctx, r)
-	if err != nil {
-		return err
+	if more {
+		if more, err = s.restores.Remaining(ctx, r.ID, phaseVolumes+"-"); err != nil || more {
+			return err
+		}
 	}
-	return s.restorePods(ctx, r, cp, g)
+	return s.restorePods(ctx, r, func() (*bank.Checkpoint, *graph.Graph, error) { return s.restoreSource(ctx, r) })
 }
 
 // finishRestore records the outcome and announces it; a redelivered last result
@@ -388,7 +389,7 @@ func (s *Step) checkRestore(ctx context.Context, id string) error {
 		return err
 	}
 	if len(pending) == 0 {
-		return s.restorePods(ctx, r, cp, g)
+		return s.restorePods(ctx, r, loaded(cp, g))
 	}
 	resend := pendingBatches(batches, pending, s.stale(now))
 	if len(resend) > 0 {
@@ -404,7 +405,7 @@ func (s *Step) failRestore(ctx context.Context, r *bank.Restore, batches []graph
 	if err != nil {
 		return err
 	}
-	unfinished := pendingBatches(batches, pending, func(bank.Pending) bool { return true })
+	unfinished := pendingBatches(batches, pending, all)
 	podsOut, err := s.restores.FannedOut(ctx, r.ID, phasePods)
 	if err != nil {
 		return err
@@ -413,19 +414,15 @@ func (s *Step) failRestore(ctx context.Context, r *bank.Restore, batches []graph
 		unfinished = append(unfinished, ofType(batches, graph.PodType)...)
 	}
 	reason := fmt.Sprintf("not restored by the restore's deadline %s", r.Deadline.UTC().Format(time.RFC3339))
-	for _, b := range unfinished {
-		for _, res := range b.Resources {
-			if err := s.restores.Fail(ctx, r.ID, res.Key(), reason); err != nil {
-				return err
-			}
-		}
-	}
-	for _, p := range pending {
-		if _, err := s.restores.Done(ctx, r.ID, p.Batch); err != nil {
-			return err
-		}
+	if err := failUnfinished(ctx, s.restores, r.ID, unfinished, pending, reason); err != nil {
+		return err
 	}
 	return s.finishRestore(ctx, r)
+}
+
+// loaded is the source of a restore already read.
+func loaded(cp *bank.Checkpoint, g *graph.Graph) func() (*bank.Checkpoint, *graph.Graph, error) {
+	return func() (*bank.Checkpoint, *graph.Graph, error) { return cp, g, nil }
 }
 
 func names(bs []graph.Batch) []string {
