@@ -140,9 +140,10 @@ func setup(t *testing.T, cs kubernetes.Interface, nsA, nsB string) {
 	for _, p := range []struct{ ns, name string }{{nsA, "web"}, {nsA, "legacy"}, {nsB, "problems"}} {
 		stacktest.WaitPod(t, cs, p.ns, p.name, time.Minute, stacktest.Running)
 	}
-	// The PV controller binds pre-bound pairs; wait for the two Cinder claims.
-	for _, c := range []string{"data-csi", "data-intree"} {
-		stacktest.WaitClaimBound(t, cs, nsA, c, time.Minute)
+	// The PV controller binds pre-bound pairs, possibly only at its next periodic sync:
+	// wait for every claim whose PV exists.
+	for _, c := range []struct{ ns, name string }{{nsA, "data-csi"}, {nsA, "data-intree"}, {nsB, "data-ebs"}} {
+		stacktest.WaitClaimBound(t, cs, c.ns, c.name, time.Minute)
 	}
 }
 
