@@ -77,6 +77,22 @@ const (
 	RestoresList   = "dev.podguard.restores.list"
 	RestoresListed = "dev.podguard.restores.listed"
 
+	// Schedules: a plan protected at the occurrences of an iCal RRULE, evaluated by the tick.
+
+	// ScheduleSet creates or replaces a schedule; ScheduleSaved answers with its next
+	// occurrences.
+	ScheduleSet   = "dev.podguard.schedule.set"
+	ScheduleSaved = "dev.podguard.schedule.saved"
+	// ScheduleDelete removes a schedule; ScheduleDeleted answers.
+	ScheduleDelete  = "dev.podguard.schedule.delete"
+	ScheduleDeleted = "dev.podguard.schedule.deleted"
+	// ScheduleSkipped reports occurrences of a schedule that were not run because the tick
+	// came later than the schedule's window after them.
+	ScheduleSkipped = "dev.podguard.schedule.skipped"
+	// SchedulesList asks for the schedules; SchedulesListed answers.
+	SchedulesList   = "dev.podguard.schedules.list"
+	SchedulesListed = "dev.podguard.schedules.listed"
+
 	// CheckpointShow asks for one checkpoint; CheckpointShown answers.
 	CheckpointShow  = "dev.podguard.checkpoint.show"
 	CheckpointShown = "dev.podguard.checkpoint.shown"
@@ -142,7 +158,7 @@ func Catalog() []Type {
 		{Name: PodShown, Description: "One pod with its Cinder volumes, or found=false.",
 			Producers: []string{FnListPods}, Consumers: []string{User}},
 		{Name: ProtectRequested, Description: "Protect a plan: start a checkpoint of its pods and volumes.",
-			Producers: []string{User, PingSource}, Consumers: []string{FnChoreographer}},
+			Producers: []string{User, FnChoreographer}, Consumers: []string{FnChoreographer}},
 		{Name: MetadataSnapshot, Description: "Save one pod's definition, and those of its PVCs and PVs, into the checkpoint.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnSnapshotMetadata}},
 		{Name: MetadataSnapshotted, Description: "A pod's metadata is saved (available) or could not be (error).",
@@ -155,7 +171,7 @@ func Catalog() []Type {
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: Tick, Description: "Periodic: checks work in flight, re-drives lost events, fails work past its deadline.",
 			Producers: []string{User}, Consumers: []string{FnChoreographer}, DataOptional: true},
-		{Name: PingSourceTick, Description: "A PingSource firing: the tick, in a cluster.",
+		{Name: PingSourceTick, Description: "A PingSource firing: the tick, in a cluster; or, when its data carries a plan, a scheduled protect of that plan.",
 			Producers: []string{PingSource}, Consumers: []string{FnChoreographer}, DataOptional: true},
 		{Name: CheckpointShow, Description: "Show one checkpoint.",
 			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
@@ -196,6 +212,20 @@ func Catalog() []Type {
 		{Name: RestoresList, Description: "List restores, newest first.",
 			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
 		{Name: RestoresListed, Description: "A page of restores, newest first.",
+			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+		{Name: ScheduleSet, Description: "Create or replace a schedule: a plan protected at the occurrences of an iCal RRULE (Karbor's calendar trigger).",
+			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+		{Name: ScheduleSaved, Description: "A schedule as saved, with its next occurrences.",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: ScheduleDelete, Description: "Delete a schedule; its checkpoints stay.",
+			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+		{Name: ScheduleDeleted, Description: "A schedule is deleted (found=false when there was none).",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: ScheduleSkipped, Description: "Occurrences of a schedule missed by more than its window: skipped, not run late.",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: SchedulesList, Description: "List the schedules, with their last and next occurrences.",
+			Producers: []string{User}, Consumers: []string{FnCheckpoints}, DataOptional: true},
+		{Name: SchedulesListed, Description: "Every schedule with its last and next occurrences and recently skipped ones.",
 			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
 	}
 	sort.Slice(c, func(i, j int) bool { return c[i].Name < c[j].Name })

@@ -238,3 +238,69 @@ type CheckpointDeletedResult struct {
 	Status     string           `json:"status"`
 	Failed     []FailedResource `json:"failed,omitempty"`
 }
+
+// Trigger formats.
+const (
+	// FormatCalendar is Karbor's calendar format: an iCal RRULE.
+	FormatCalendar = "calendar"
+)
+
+// Trigger says when a schedule runs: Karbor's time trigger properties, plus a time zone.
+type Trigger struct {
+	// Format is "calendar" (the default).
+	Format string `json:"format,omitempty"`
+	// Pattern is an iCal recurrence: a VEVENT with RRULE lines, RRULE lines, or a bare
+	// rule such as FREQ=WEEKLY;BYDAY=MO,TH;BYHOUR=2.
+	Pattern string `json:"pattern"`
+	// StartTime is when occurrences begin; it also gives the minute and second of rules
+	// without BYMINUTE or BYSECOND. RFC 3339, or Karbor's "2006-01-02 15:04:05" (read in
+	// Timezone). Default: when the schedule is saved.
+	StartTime string `json:"start_time,omitempty"`
+	// EndTime, if set, is when occurrences end.
+	EndTime string `json:"end_time,omitempty"`
+	// Window is how late, in seconds, an occurrence may still run; one missed by more is
+	// skipped and reported, not run late.
+	Window int `json:"window,omitempty"`
+	// Timezone is the IANA zone the rule is evaluated in (default UTC): BYHOUR=2 is 02:00
+	// there, summer time included.
+	Timezone string `json:"timezone,omitempty"`
+}
+
+// Schedule is a plan protected at the occurrences of a trigger.
+type Schedule struct {
+	ID      string  `json:"id"`
+	Name    string  `json:"name,omitempty"`
+	Plan    Plan    `json:"plan"`
+	Trigger Trigger `json:"trigger"`
+}
+
+// ScheduleRef is the data of ScheduleDelete.
+type ScheduleRef struct {
+	ID string `json:"id"`
+}
+
+// ScheduleSavedResult is the data of ScheduleSaved.
+type ScheduleSavedResult struct {
+	Schedule Schedule    `json:"schedule"`
+	Next     []time.Time `json:"next"`
+}
+
+// ScheduleDeletedResult is the data of ScheduleDeleted.
+type ScheduleDeletedResult struct {
+	ID    string `json:"id"`
+	Found bool   `json:"found"`
+}
+
+// ScheduleSkippedResult is the data of ScheduleSkipped.
+type ScheduleSkippedResult struct {
+	Schedule string `json:"schedule"`
+	Plan     string `json:"plan"`
+	// Occurrences are the skipped occurrences, oldest first (at most MaxReportedSkips);
+	// More counts those left out.
+	Occurrences []time.Time `json:"occurrences"`
+	More        int         `json:"more,omitempty"`
+	Reason      string      `json:"reason"`
+}
+
+// MaxReportedSkips bounds the occurrences one ScheduleSkipped lists.
+const MaxReportedSkips = 20

@@ -7,6 +7,7 @@
 //	GET /api/checkpoints/<id>
 //	GET /api/restores?limit=20&marker=<next>                newest first
 //	GET /api/restores/<id>                                  per-resource status and what each was restored into
+//	GET /api/schedules                                      every schedule, its last and next occurrences
 //	GET /api/provider
 package checkpoints
 
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -26,10 +28,11 @@ import (
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/openstack"
+	"github.com/podguard/podguard/shared/schedule"
 )
 
 // Accepts are the event types the checkpoints function handles.
-var Accepts = []string{events.CheckpointShow, events.CheckpointsList, events.RestoreShow, events.RestoresList, events.ProviderShow}
+var Accepts = []string{events.CheckpointShow, events.CheckpointsList, events.RestoreShow, events.RestoresList, events.ProviderShow, events.SchedulesList}
 
 // Config is the checkpoints function's configuration from the environment.
 type Config struct {
@@ -44,7 +47,10 @@ func (c *Config) Validate() error { return c.Bank.Validate() }
 type Step struct {
 	bank     checkpoint.Reader
 	restores checkpoint.RestoreReader
-	provider json.RawMessage
+	// schedules is nil when the reader keeps no schedules (test doubles).
+	schedules schedule.Reader
+	now       func() time.Time
+	provider  json.RawMessage
 }
 
 // New builds the function from its configuration.
@@ -62,7 +68,8 @@ func NewStep(r checkpoint.Reader, restores checkpoint.RestoreReader) (*Step, err
 	if err != nil {
 		return nil, err
 	}
-	return &Step{bank: r, restores: restores, provider: p}, nil
+	sched, _ := r.(schedule.Reader)
+	return &Step{bank: r, restores: restores, schedules: sched, now: time.Now, provider: p}, nil
 }
 
 const defaultLimit = 20
@@ -135,6 +142,12 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		return function.Reply(events.RestoresListed, map[string]any{"restores": list, "next": next})
 	case events.ProviderShow:
 		return function.Reply(events.ProviderShown, s.provider)
+	case events.SchedulesList:
+		list, err := s.listSchedules(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return function.Reply(events.SchedulesListed, map[string]any{"schedules": list})
 	}
 	return nil, function.Permanent(fmt.Errorf("event type %q is not handled by checkpoints", e.Type()))
 }
@@ -186,6 +199,14 @@ func (s *Step) ReadAPI() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"restores": list, "next": next})
 	})
+	mux.HandleFunc("GET /api/schedules", func(w http.ResponseWriter, r *http.Request) {
+		list, err := s.listSchedules(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"schedules": list})
+	})
 	mux.HandleFunc("GET /api/restores/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if !validID(id) {
@@ -204,6 +225,13 @@ func (s *Step) ReadAPI() http.Handler {
 		writeJSON(w, http.StatusOK, v)
 	})
 	return mux
+}
+
+func (s *Step) listSchedules(ctx context.Context) ([]schedule.View, error) {
+	if s.schedules == nil {
+		return []schedule.View{}, nil
+	}
+	return schedule.List(ctx, s.schedules, s.now())
 }
 
 // limitOf reads a page size, defaultLimit when empty; it answers 400 when it is bad.

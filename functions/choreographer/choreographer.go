@@ -13,6 +13,10 @@
 //	delete (delete.go):
 //	  delete.requested  -> checkpoint deleting -> backup.delete per batch of volumes
 //	  backup.deleted    -> when every batch is done -> metadata removed, deleted | error-deleting, checkpoint.deleted
+//	schedules (schedules.go):
+//	  schedule.set / schedule.delete -> the schedule in the bank
+//	  tick -> protect.requested for each schedule's due occurrence, schedule.skipped for missed ones
+//	  PingSource firing with a plan -> a protect of that plan, one checkpoint per firing minute
 //	tick -> re-drives pending work of every flow (progress checks), fails work past its deadline
 //
 // Steps work on batches of resources of one type (BATCH_SIZE), so the bank requests and
@@ -40,7 +44,8 @@ import (
 // Accepts are the event types the choreographer handles.
 var Accepts = []string{events.ProtectRequested, events.PodsListed, events.MetadataSnapshotted,
 	events.VolumeBackedUp, events.RestoreRequested, events.VolumeRestored, events.PodRecreated,
-	events.DeleteRequested, events.BackupDeleted, events.Tick, events.PingSourceTick}
+	events.DeleteRequested, events.BackupDeleted, events.Tick, events.PingSourceTick,
+	events.ScheduleSet, events.ScheduleDelete}
 
 // Config is the choreographer's configuration from the environment.
 type Config struct {
@@ -129,6 +134,8 @@ type Step struct {
 	bank      store
 	restores  ops
 	deletions ops
+	// schedules is nil when the store keeps no schedules (test doubles).
+	schedules scheduleStore
 	sink      function.Sender
 	cfg       Config
 	now       func() time.Time
@@ -156,7 +163,8 @@ func NewStep(b store, restores, deletions ops, sink function.Sender, cfg Config,
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 50
 	}
-	return &Step{bank: b, restores: restores, deletions: deletions, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers}
+	sched, _ := b.(scheduleStore)
+	return &Step{bank: b, restores: restores, deletions: deletions, schedules: sched, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers}
 }
 
 // Handle routes an event to its handler.
@@ -176,8 +184,14 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		return nil, s.delete(ctx, e)
 	case events.BackupDeleted:
 		return nil, s.deleteResult(ctx, e)
-	case events.Tick, events.PingSourceTick:
+	case events.Tick:
 		return nil, s.tick(ctx)
+	case events.PingSourceTick:
+		return nil, s.ping(ctx, e)
+	case events.ScheduleSet:
+		return s.setSchedule(ctx, e)
+	case events.ScheduleDelete:
+		return s.deleteSchedule(ctx, e)
 	}
 	return nil, function.Permanent(fmt.Errorf("event type %q is not handled by the choreographer", e.Type()))
 }
@@ -202,9 +216,9 @@ func (s *Step) emit(ctx context.Context, flow, op, typ, id string, data any) err
 }
 
 // tick checks every operation in progress: checkpoints being protected, restores and
-// deletions.
+// deletions; and runs the schedules' due occurrences.
 func (s *Step) tick(ctx context.Context) error {
-	var errs []error
+	errs := []error{s.runSchedules(ctx)}
 	for _, kind := range []struct {
 		name   string
 		active func(context.Context) ([]string, error)

@@ -33,12 +33,21 @@ func (s *Step) protect(ctx context.Context, e event.Event) error {
 	if err := e.DataAs(&req); err != nil {
 		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
 	}
+	return s.protectRequest(ctx, e, req)
+}
+
+// protectRequest starts the checkpoint of a protect request (from a user, a schedule or
+// a PingSource).
+func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.ProtectRequest) error {
 	if err := req.Plan.Scope.Check(); err != nil {
 		return function.Permanent(fmt.Errorf("/plan%w", err))
 	}
 	// Racing duplicates of the request must write the same index: take the time from
-	// the event, which they share.
+	// the occurrence, or from the event, which they share.
 	now := s.eventTime(e)
+	if t, err := time.Parse(time.RFC3339, req.Occurrence); err == nil {
+		now = t.UTC()
+	}
 	id := CheckpointID(req, e)
 	// A late duplicate of the request of a checkpoint since deleted must not bring it back.
 	if status, err := s.deletions.Status(ctx, id); err == nil {

@@ -199,6 +199,11 @@ func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resou
 	// tried again): ask Cinder. For any other status Cinder refuses, and says so below.
 	err = s.cinder.Delete(ctx, id)
 	switch {
+	case errors.Is(err, backups.ErrDependentsGoing):
+		// Cinder counts dependents until it has deleted them: a chain deleted newest
+		// first meets this between two links. Check again later.
+		logging.FromContext(ctx).Infow("backup waits for its dependent incremental backups to be deleted", zap.String("backup", id), zap.String("volume", r.ID))
+		return events.ResourceResult{}, false, nil
 	case errors.Is(err, backups.ErrHasDependents):
 		logging.FromContext(ctx).Infow("Cinder refused to delete a backup newer incremental backups depend on", zap.String("backup", id), zap.String("volume", r.ID))
 		return failed("backup %s of volume %s has newer incremental backups depending on it; delete the checkpoints holding them first (newest first)", id, r.ID)

@@ -26,6 +26,8 @@ import (
 //	restores/<id>/restore.json                       a restore's index; status/, records/, pending/, failed/ as above
 //	deletions/<checkpoint>/...                       the deletion of a checkpoint: status/, records/, pending/, failed/
 //	indices/restores/<inverted time>_<id>            every restore, newest first
+//	schedules/<id>/schedule.json                     a schedule: its plan and trigger, and when it was saved
+//	schedules/<id>/state.json                        the latest occurrence the tick handled, the last run, recent skips
 //
 // Resource keys ("Type#id") are escaped so that each stays one path segment.
 type Layout struct{}
@@ -196,3 +198,22 @@ func EscapeKey(key string) string { return url.PathEscape(key) }
 
 // UnescapeKey reverses EscapeKey.
 func UnescapeKey(seg string) (string, error) { return url.PathUnescape(seg) }
+
+// SchedulesPrefix is the prefix of every schedule's objects.
+func (Layout) SchedulesPrefix() string { return "schedules/" }
+
+// Schedule is a schedule's definition.
+func (l Layout) Schedule(id string) string { return l.SchedulesPrefix() + id + "/schedule.json" }
+
+// ScheduleState is what the tick recorded of a schedule.
+func (l Layout) ScheduleState(id string) string { return l.SchedulesPrefix() + id + "/state.json" }
+
+// ScheduleOfObject is the schedule a schedule.json object belongs to, or "" for other
+// objects.
+func (l Layout) ScheduleOfObject(name string) string {
+	id, ok := strings.CutSuffix(strings.TrimPrefix(name, l.SchedulesPrefix()), "/schedule.json")
+	if !ok || strings.Contains(id, "/") {
+		return ""
+	}
+	return id
+}

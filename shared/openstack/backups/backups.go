@@ -39,6 +39,11 @@ const (
 // backup because incremental backups depend on it: delete those first.
 var ErrHasDependents = errors.New("incremental backups depend on the backup")
 
+// ErrDependentsGoing is wrapped by the error of Delete when Cinder still counts
+// dependent incremental backups that are being deleted or already gone: Cinder updates
+// the count only after it has deleted them, so deleting again shortly will work.
+var ErrDependentsGoing = errors.New("the incremental backups depending on the backup are being deleted")
+
 // Backup is a Cinder backup of a volume.
 type Backup struct {
 	ID          string
@@ -181,10 +186,39 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 		case b.Status == StatusDeleting:
 			return nil
 		case b.HasDependentBackups:
+			live, lerr := c.liveDependents(ctx, b)
+			if lerr != nil {
+				return fmt.Errorf("delete backup %s: %w", id, lerr)
+			}
+			if !live {
+				return fmt.Errorf("delete backup %s: %w: %w", id, ErrDependentsGoing, err)
+			}
 			return fmt.Errorf("delete backup %s: %w: %w", id, ErrHasDependents, err)
 		}
 	}
 	return fmt.Errorf("delete backup %s: %w", id, err)
+}
+
+// liveDependents reports whether an incremental backup based on b exists that is not
+// being deleted. Cinder bases an incremental backup on the volume's backup with the
+// newest data and does not show parents: b's dependent is the next backup of the volume
+// in data time, if it is incremental (one in error counts too, as it does for Cinder).
+func (c *Client) liveDependents(ctx context.Context, b *Backup) (bool, error) {
+	bs, err := c.list(ctx, b.VolumeID)
+	if err != nil {
+		return false, fmt.Errorf("dependents of backup %s: %w", b.ID, err)
+	}
+	var next *Backup
+	for i := range bs {
+		o := &bs[i]
+		if o.ID == b.ID || o.Status == StatusDeleting || o.Status == StatusDeleted || !o.DataTimestamp.After(b.DataTimestamp) {
+			continue
+		}
+		if next == nil || o.DataTimestamp.Before(next.DataTimestamp) {
+			next = o
+		}
+	}
+	return next != nil && next.IsIncremental, nil
 }
 
 // List returns the backups of a volume, newest data first, in any status (deleted ones
