@@ -95,13 +95,17 @@ func (b *Bank) RecordDeadLetter(ctx context.Context, d DeadLetter) (*DeadLetter,
 	if failedAt.IsZero() {
 		failedAt = stored.RecordedAt // no arrival time: every delivery counts as the first
 	}
+	// The failure first, the index entries last: a dead letter that is listed is complete.
+	failure := DeadLetterFailure{At: failedAt, Code: d.Code}
+	if err := b.putJSON(ctx, b.layout.DeadLetterFailure(stored.ID, failedAt, d.Code), failure, false); err != nil {
+		return nil, false, err
+	}
 	entry := map[string]string{"deadletter": stored.ID}
-	for name, v := range map[string]any{
-		b.layout.DeadLetterFailure(stored.ID, failedAt, d.Code):                      DeadLetterFailure{At: failedAt, Code: d.Code},
-		b.layout.DeadLettersIndex("", stored.ID, stored.RecordedAt):                  entry,
-		b.layout.DeadLettersIndex(stored.Event.Type(), stored.ID, stored.RecordedAt): entry,
+	for _, name := range []string{
+		b.layout.DeadLettersIndex(stored.Event.Type(), stored.ID, stored.RecordedAt),
+		b.layout.DeadLettersIndex("", stored.ID, stored.RecordedAt),
 	} {
-		if err := b.putJSON(ctx, name, v, false); err != nil {
+		if err := b.putJSON(ctx, name, entry, false); err != nil {
 			return nil, false, err
 		}
 	}
