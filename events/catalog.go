@@ -102,6 +102,15 @@ const (
 	// ProviderShow asks what this deployment protects (Karbor's provider-show).
 	ProviderShow  = "dev.podguard.provider.show"
 	ProviderShown = "dev.podguard.provider.shown"
+
+	// DeadLettersList asks dead-letters for the events the broker gave up delivering,
+	// newest first; DeadLettersListed answers.
+	DeadLettersList   = "dev.podguard.deadletters.list"
+	DeadLettersListed = "dev.podguard.deadletters.listed"
+	// DeadLetterReplay asks dead-letters to send a dead letter's event to the broker
+	// again; DeadLetterReplayed answers.
+	DeadLetterReplay   = "dev.podguard.deadletter.replay"
+	DeadLetterReplayed = "dev.podguard.deadletter.replayed"
 )
 
 // Extension attributes that tie the events of one operation together. The runtime copies
@@ -111,6 +120,17 @@ const (
 	ExtFlow = "podguardflow"
 	// ExtCheckpoint is the checkpoint id.
 	ExtCheckpoint = "podguardcheckpoint"
+)
+
+// Extension attributes a Knative broker (and the local one) sets. A dead letter carries
+// the three error extensions: the URL whose delivery failed, the last HTTP status, and
+// the start of the last response, base64-encoded and possibly cut short.
+const (
+	ExtErrorDest   = "knativeerrordest"
+	ExtErrorCode   = "knativeerrorcode"
+	ExtErrorData   = "knativeerrordata"
+	ExtArrivalTime = "knativearrivaltime"
+	ExtBrokerTTL   = "knativebrokerttl"
 )
 
 // Flows (values of ExtFlow).
@@ -142,6 +162,7 @@ const (
 	FnRestoreVolume    = "restore-volume"
 	FnRecreatePod      = "recreate-pod"
 	FnDeleteBackup     = "delete-backup"
+	FnDeadLetters      = "dead-letters"
 	User               = "user"
 	PingSource         = "pingsource"
 )
@@ -227,6 +248,14 @@ func Catalog() []Type {
 			Producers: []string{User}, Consumers: []string{FnCheckpoints}, DataOptional: true},
 		{Name: SchedulesListed, Description: "Every schedule with its last and next occurrences and recently skipped ones.",
 			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+		{Name: DeadLettersList, Description: "List the events the broker gave up delivering (dead letters), newest first, optionally of one type.",
+			Producers: []string{User}, Consumers: []string{FnDeadLetters}},
+		{Name: DeadLettersListed, Description: "A page of dead letters, newest first: each with its event's attributes, the error code, destination and response, and its replays.",
+			Producers: []string{FnDeadLetters}, Consumers: []string{User}},
+		{Name: DeadLetterReplay, Description: "Send a dead letter's event to the broker again, as it was first sent.",
+			Producers: []string{User}, Consumers: []string{FnDeadLetters}},
+		{Name: DeadLetterReplayed, Description: "A dead letter's event was sent to the broker again.",
+			Producers: []string{FnDeadLetters}, Consumers: []string{User}},
 	}
 	sort.Slice(c, func(i, j int) bool { return c[i].Name < c[j].Name })
 	return c

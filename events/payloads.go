@@ -304,3 +304,58 @@ type ScheduleSkippedResult struct {
 
 // MaxReportedSkips bounds the occurrences one ScheduleSkipped lists.
 const MaxReportedSkips = 20
+
+// DeadLettersListRequest is the data of DeadLettersList.
+type DeadLettersListRequest struct {
+	// Type, when set, lists only the dead letters of events of this type.
+	Type   string `json:"type,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+	Marker string `json:"marker,omitempty"`
+}
+
+// DeadLetterReplayRequest is the data of DeadLetterReplay.
+type DeadLetterReplayRequest struct {
+	DeadLetter string `json:"deadletter"`
+}
+
+// DeadLetterReplayedResult is the data of DeadLetterReplayed.
+type DeadLetterReplayedResult struct {
+	DeadLetter string `json:"deadletter"`
+	// Event names the event sent again: its original id, source and type.
+	Event      EventRef  `json:"event"`
+	ReplayedAt time.Time `json:"replayed_at"`
+}
+
+// EventRef names a CloudEvent: source and id identify it, type says what it is.
+type EventRef struct {
+	ID     string `json:"id"`
+	Source string `json:"source"`
+	Type   string `json:"type"`
+}
+
+// DeadLettersListedResult is the data of DeadLettersListed. Next, when not empty, is the
+// marker of the next page.
+type DeadLettersListedResult struct {
+	DeadLetters []DeadLetterSummary `json:"deadletters"`
+	Next        string              `json:"next"`
+}
+
+// DeadLetterSummary is a dead letter in a list.
+type DeadLetterSummary struct {
+	ID         string    `json:"id"`
+	RecordedAt time.Time `json:"recorded_at"`
+	Event      EventRef  `json:"event"`
+	// Code, Destination and Error are the last HTTP status of the delivery that failed
+	// (knativeerrorcode), where it went (knativeerrordest) and the start of the response
+	// (knativeerrordata, decoded), as first recorded.
+	Code        int    `json:"code,omitempty"`
+	Destination string `json:"destination,omitempty"`
+	Error       string `json:"error,omitempty"`
+	// Failures counts the failed deliveries of the event that reached the dead-letter
+	// sink: more than one when it failed again after a replay or a re-send.
+	Failures     int       `json:"failures"`
+	LastFailedAt time.Time `json:"last_failed_at,omitzero"`
+	// Replays counts the times it was sent again.
+	Replays        int       `json:"replays"`
+	LastReplayedAt time.Time `json:"last_replayed_at,omitzero"`
+}

@@ -44,6 +44,12 @@ func TestValidate(t *testing.T) {
 		{"show by name", PodShow, `{"pod":"default:busybox-test"}`, ""},
 		{"show empty", PodShow, `{"pod":""}`, "/pod"},
 		{"unknown type", "dev.example.other", `{}`, "not in the podguard catalog"},
+		{"dead letters of a type", DeadLettersList, `{"type":"dev.podguard.volume.backup","limit":5,"marker":"m"}`, ""},
+		{"dead letters, no filter", DeadLettersList, `{}`, ""},
+		{"dead letters, bad limit", DeadLettersList, `{"limit":0}`, "/limit"},
+		{"replay", DeadLetterReplay, `{"deadletter":"0b8f3c1e-2d4a-5b6c-8d7e-9f0a1b2c3d4e"}`, ""},
+		{"replay without id", DeadLetterReplay, `{}`, "missing property 'deadletter'"},
+		{"replay of a bad id", DeadLetterReplay, `{"deadletter":"../x"}`, "/deadletter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,8 @@
 //	GET /api/restores/<id>                                  per-resource status and what each was restored into
 //	GET /api/schedules                                      every schedule, its last and next occurrences
 //	GET /api/provider
+//	GET /api/deadletters?type=<type>&limit=20&marker=<next> dead letters, newest first (recorded by dead-letters)
+//	GET /api/deadletters/<id>                               one dead letter: the whole event, the error, failures and replays
 package checkpoints
 
 import (
@@ -51,6 +53,8 @@ type Step struct {
 	schedules schedule.Reader
 	now       func() time.Time
 	provider  json.RawMessage
+	// deadLetters, when set, serves the dead letters over HTTP.
+	deadLetters bank.DeadLetterReader
 }
 
 // New builds the function from its configuration.
@@ -59,7 +63,12 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewStep(b, checkpoint.BankRestores(b))
+	s, err := NewStep(b, checkpoint.BankRestores(b))
+	if err != nil {
+		return nil, err
+	}
+	s.deadLetters = b
+	return s, nil
 }
 
 // NewStep builds the function on readers of checkpoints and of restores.
@@ -223,6 +232,44 @@ func (s *Step) ReadAPI() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("GET /api/deadletters", func(w http.ResponseWriter, r *http.Request) {
+		if s.deadLetters == nil {
+			http.Error(w, "dead letters are not served here", http.StatusNotFound)
+			return
+		}
+		q := r.URL.Query()
+		limit, ok := limitOf(w, q.Get("limit"))
+		if !ok {
+			return
+		}
+		list, next, err := bank.ListDeadLetterSummaries(r.Context(), s.deadLetters, q.Get("type"), limit, q.Get("marker"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, http.StatusOK, events.DeadLettersListedResult{DeadLetters: list, Next: next})
+	})
+	mux.HandleFunc("GET /api/deadletters/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if s.deadLetters == nil {
+			http.Error(w, "dead letters are not served here", http.StatusNotFound)
+			return
+		}
+		if !validID(id) {
+			http.Error(w, "bad dead letter id", http.StatusBadRequest)
+			return
+		}
+		d, err := s.deadLetters.DeadLetter(r.Context(), id)
+		if errors.Is(err, bank.ErrNotFound) {
+			http.Error(w, fmt.Sprintf("dead letter %s not found", id), http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, http.StatusOK, d)
 	})
 	return mux
 }

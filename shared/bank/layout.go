@@ -28,6 +28,11 @@ import (
 //	indices/restores/<inverted time>_<id>            every restore, newest first
 //	schedules/<id>/schedule.json                     a schedule: its plan and trigger, and when it was saved
 //	schedules/<id>/state.json                        the latest occurrence the tick handled, the last run, recent skips
+//	deadletters/<id>/letter.json                     a dead letter: the whole event, error code, destination, response (create-only)
+//	deadletters/<id>/failures/<time>_<code>          each failed delivery of its event that reached the sink, by arrival time
+//	deadletters/<id>/replays/<time>_<request>        each time its event was sent again
+//	indices/deadletters/all/<inverted time>_<id>     every dead letter, newest first
+//	indices/deadletters/types/<type>/<inverted time>_<id>  the dead letters of one event type, newest first
 //
 // Resource keys ("Type#id") are escaped so that each stays one path segment.
 type Layout struct{}
@@ -156,6 +161,62 @@ func (Layout) RestoresPrefix() string { return "indices/restores/" }
 // RestoresIndex is a restore's entry in the list of restores.
 func (l Layout) RestoresIndex(id string, created time.Time) string {
 	return l.RestoresPrefix() + invertedTime(created) + "_" + id
+}
+
+// DeadLetterPrefix is the prefix of every object of a dead letter.
+func (Layout) DeadLetterPrefix(id string) string { return "deadletters/" + id + "/" }
+
+// DeadLetter is a dead letter's record.
+func (l Layout) DeadLetter(id string) string { return l.DeadLetterPrefix(id) + "letter.json" }
+
+// DeadLetterFailuresPrefix lists the failed deliveries of a dead letter's event.
+func (l Layout) DeadLetterFailuresPrefix(id string) string {
+	return l.DeadLetterPrefix(id) + "failures/"
+}
+
+// DeadLetterFailure marks a failed delivery of a dead letter's event, by when the broker
+// accepted the event, with the HTTP status it ended with.
+func (l Layout) DeadLetterFailure(id string, at time.Time, code int) string {
+	return l.DeadLetterFailuresPrefix(id) + fmt.Sprintf("%020d_%d", at.UnixNano(), code)
+}
+
+// DeadLetterReplaysPrefix lists the replays of a dead letter.
+func (l Layout) DeadLetterReplaysPrefix(id string) string { return l.DeadLetterPrefix(id) + "replays/" }
+
+// DeadLetterReplay marks one replay of a dead letter, by time and by the request that
+// asked for it (a short digest, so that replays in the same instant stay apart).
+func (l Layout) DeadLetterReplay(id string, at time.Time, request string) string {
+	return l.DeadLetterReplaysPrefix(id) + fmt.Sprintf("%020d", at.UnixNano()) + "_" + request
+}
+
+// ParseDeadLetterMarker reads the time and the part after it from the name of a failure
+// or replay marker.
+func (Layout) ParseDeadLetterMarker(name string) (time.Time, string, bool) {
+	base := name[strings.LastIndex(name, "/")+1:]
+	ts, rest, ok := strings.Cut(base, "_")
+	if !ok {
+		return time.Time{}, "", false
+	}
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	return time.Unix(0, n).UTC(), rest, true
+}
+
+// DeadLettersIndexPrefix lists every dead letter, or those of events of one type,
+// newest first.
+func (Layout) DeadLettersIndexPrefix(eventType string) string {
+	if eventType == "" {
+		return "indices/deadletters/all/"
+	}
+	return "indices/deadletters/types/" + url.PathEscape(eventType) + "/"
+}
+
+// DeadLettersIndex is a dead letter's entry in the list of every dead letter, or of
+// those of its event's type.
+func (l Layout) DeadLettersIndex(eventType, id string, recorded time.Time) string {
+	return l.DeadLettersIndexPrefix(eventType) + invertedTime(recorded) + "_" + id
 }
 
 // PlanIndexPrefix lists the checkpoints of a plan, newest first.

@@ -69,6 +69,8 @@ type Function[C any] struct {
 	Accepts []string
 	// New builds the step from its typed configuration.
 	New func(ctx context.Context, cfg *C, env Env) (Handler, error)
+	// AcceptAny hands the step every event, unchecked (see ServerOptions.AcceptAny).
+	AcceptAny bool
 }
 
 // Main runs f until SIGTERM or SIGINT, then drains in-flight requests. It exits the
@@ -119,7 +121,7 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 		return fmt.Errorf("start: %w", err)
 	}
 	srv := NewServer(f.Name, f.Accepts, h, v, ServerOptions{
-		Sink: env.Sink, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger,
+		Sink: env.Sink, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger, AcceptAny: f.AcceptAny,
 	})
 	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), WithReadAPI(srv, h), base.DrainTimeout, logger, ready)
 }

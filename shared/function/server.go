@@ -47,6 +47,7 @@ type Server struct {
 	handler   Handler
 	validator Validator
 	sink      Sender // nil: replies go back in the HTTP response
+	acceptAny bool
 	overrides map[string]any
 	timeout   time.Duration
 	logger    *zap.SugaredLogger
@@ -61,6 +62,11 @@ type ServerOptions struct {
 	// Timeout bounds one Handle call; zero means 5 minutes.
 	Timeout time.Duration
 	Logger  *zap.SugaredLogger
+	// AcceptAny hands the step every well-formed CloudEvent, whatever its type and data:
+	// neither the accepted types nor the catalog's schemas are checked, so the step must
+	// check what it needs itself. A dead-letter sink takes this, since what it records is
+	// often an event that failed those very checks.
+	AcceptAny bool
 }
 
 // NewServer builds the endpoint of function name, which handles the given event types.
@@ -71,7 +77,7 @@ func NewServer(name string, accepts []string, h Handler, v Validator, o ServerOp
 	if o.Logger == nil {
 		o.Logger = zap.NewNop().Sugar()
 	}
-	return &Server{name: name, accepts: accepts, handler: h, validator: v, sink: o.Sink,
+	return &Server{name: name, accepts: accepts, handler: h, validator: v, sink: o.Sink, acceptAny: o.AcceptAny,
 		overrides: o.Overrides, timeout: o.Timeout, logger: o.Logger.With(zap.String("function", name))}
 }
 
@@ -138,7 +144,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // decode turns the request into a valid event of an accepted type whose data matches the
-// type's schema; any failure is a 4xx with a reason.
+// type's schema (any valid event with AcceptAny); any failure is a 4xx with a reason.
 func (s *Server) decode(r *http.Request) (*event.Event, int, error) {
 	ct := r.Header.Get("Content-Type")
 	if strings.HasPrefix(ct, event.ApplicationCloudEventsBatchJSON) { // never retried: the batch would fail again
@@ -154,6 +160,9 @@ func (s *Server) decode(r *http.Request) (*event.Event, int, error) {
 	}
 	if err := e.Validate(); err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("invalid CloudEvent: %v", err)
+	}
+	if s.acceptAny {
+		return e, 0, nil
 	}
 	if !slices.Contains(s.accepts, e.Type()) {
 		return nil, http.StatusBadRequest, fmt.Errorf("event type %q is not handled by %s (it accepts %s)", e.Type(), s.name, strings.Join(s.accepts, ", "))

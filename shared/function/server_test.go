@@ -129,6 +129,43 @@ func TestReplyAttributes(t *testing.T) {
 	}
 }
 
+// TestAcceptAny: a server that accepts any event hands its step events of any type and
+// data that match no schema; what is not a CloudEvent is still refused.
+func TestAcceptAny(t *testing.T) {
+	var got []event.Event
+	step := stepFunc(func(_ context.Context, e event.Event) (*event.Event, error) {
+		got = append(got, e)
+		return nil, nil
+	})
+	s := newTestServer(t, step, ServerOptions{AcceptAny: true})
+	for _, r := range []*http.Request{
+		binaryRequest("dev.example.other", `{"anything":1}`),
+		binaryRequest(events.PodShow, `{"pod":42}`),
+		binaryRequest(events.PodShow, `{"pod":`),
+	} {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		if w.Code != http.StatusAccepted {
+			t.Fatalf("%s: status %d, want 202; body %q", r.Header.Get("ce-type"), w.Code, w.Body.String())
+		}
+	}
+	if len(got) != 3 || got[0].Type() != "dev.example.other" || string(got[2].Data()) != `{"pod":` {
+		t.Fatalf("the step got %v", got)
+	}
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/", strings.NewReader("hello")))
+	if w.Code != http.StatusBadRequest || len(got) != 3 {
+		t.Fatalf("not a CloudEvent: status %d, step calls %d", w.Code, len(got))
+	}
+	// Without the option, the same events are refused before the step.
+	s = newTestServer(t, step, ServerOptions{})
+	w = httptest.NewRecorder()
+	s.ServeHTTP(w, binaryRequest(events.PodShow, `{"pod":42}`))
+	if w.Code != http.StatusBadRequest || len(got) != 3 {
+		t.Fatalf("schema violation without AcceptAny: status %d, step calls %d", w.Code, len(got))
+	}
+}
+
 type recordingSender struct {
 	sent []event.Event
 	err  error

@@ -742,3 +742,31 @@ func TestDeadLetterSinkFailing(t *testing.T) {
 		t.Errorf("stats %+v, recorded %d", got, len(b.Recorder().DeadLetters()))
 	}
 }
+
+// TestFailingSinkThatIsItsOwnSubscriber: the dead-letters function is the subscriber of
+// its own Triggers and their dead-letter sink. When it fails, its request is retried,
+// dead-lettered to it once with the Trigger's retries, and then kept by the recorder
+// alone: a dead letter that fails at its sink is never dead-lettered again.
+func TestFailingSinkThatIsItsOwnSubscriber(t *testing.T) {
+	s := newSub(t, status(500, "bank down"))
+	d := Delivery{Retry: 2, BackoffPolicy: BackoffLinear, BackoffDelay: time.Millisecond, DeadLetterSink: &Destination{Ref: "dead-letters"}}
+	b, _ := start(t, []Trigger{trig("dead-letters-deadletters-list", "dev.podguard.deadletters.list", "dead-letters", d)},
+		map[string]string{"dead-letters": s.URL}, nil, Options{})
+	send(t, b, newEvent("e1", "dev.podguard.deadletters.list"))
+	closeBroker(t, b)
+	if n := s.calls.Load(); n != 6 {
+		t.Errorf("%d deliveries, want 3 of the request and 3 of its dead letter", n)
+	}
+	var withError int
+	for range 6 {
+		if h := <-s.headers; h.Get("ce-knativeerrordest") != "" {
+			withError++
+		}
+	}
+	if withError != 3 {
+		t.Errorf("%d deliveries carried knativeerrordest, want 3", withError)
+	}
+	if got := b.Stats(); got.DeadLettered != 1 || len(b.Recorder().DeadLetters()) != 1 {
+		t.Errorf("stats %+v, recorded %d", got, len(b.Recorder().DeadLetters()))
+	}
+}

@@ -25,7 +25,7 @@ func TestDeployBaseTriggers(t *testing.T) {
 		t.Fatal("no triggers in", baseDir)
 	}
 	functionNames := []string{events.FnListPods, events.FnSnapshotMetadata, events.FnBackupVolume, events.FnChoreographer, events.FnCheckpoints,
-		events.FnRestoreVolume, events.FnRecreatePod, events.FnDeleteBackup}
+		events.FnRestoreVolume, events.FnRecreatePod, events.FnDeleteBackup, events.FnDeadLetters}
 	want := Delivery{Retry: 5, BackoffPolicy: BackoffExponential, BackoffDelay: 500 * time.Millisecond,
 		DeadLetterSink: &Destination{Ref: "dead-letters"}}
 	for _, tr := range triggers {

@@ -101,8 +101,8 @@ func (d *demo) await(typ, id string, timeout time.Duration, out any) error {
 			}
 			return nil
 		case <-ctx.Done():
-			return fmt.Errorf("no %s for %s within %s (%w); events the broker could not deliver are in %s",
-				typ, id, timeout, ctx.Err(), d.deadLetters)
+			return fmt.Errorf("no %s for %s within %s (%w); events the broker could not deliver are in %s and at %s/api/deadletters",
+				typ, id, timeout, ctx.Err(), d.deadLetters, d.runner.Functions[events.FnCheckpoints])
 		}
 	}
 }

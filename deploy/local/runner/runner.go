@@ -4,6 +4,11 @@
 // (read from those manifests, so a mistake in a Trigger breaks local runs too). A ticker
 // stands in for the PingSource that drives progress checks.
 //
+// The dead-letter sink the Triggers name, the `dead-letters` Service, is the dead-letters
+// function, as in a cluster: dead letters are recorded in the bank, and also kept by the
+// broker's Recorder (Options.DeadLetters). A name in ObserverURLs takes the place of a
+// function of that name (tests watch dead letters by mapping "dead-letters" to themselves).
+//
 //	r, err := runner.Start(ctx, runner.Options{Triggers: "deploy/base", Addr: "127.0.0.1:18500", Tick: 2 * time.Second})
 //	// send CloudEvents to r.IngressURL; read checkpoints at r.Functions["checkpoints"] + "/api/checkpoints"
 //	defer r.Close(ctx)
@@ -27,6 +32,7 @@ import (
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/checkpoints"
 	"github.com/podguard/podguard/functions/choreographer"
+	"github.com/podguard/podguard/functions/deadletters"
 	"github.com/podguard/podguard/functions/deletebackup"
 	"github.com/podguard/podguard/functions/listpods"
 	"github.com/podguard/podguard/functions/recreatepod"
@@ -145,6 +151,9 @@ func functions(o Options) []fn {
 		{events.FnDeleteBackup, deletebackup.Accepts, load(func(ctx context.Context, c *deletebackup.Config, _ function.Sender) (function.Handler, error) {
 			return deletebackup.New(ctx, c)
 		})},
+		{events.FnDeadLetters, deadletters.Accepts, load(func(ctx context.Context, c *deadletters.Config, sink function.Sender) (function.Handler, error) {
+			return deadletters.New(ctx, c, sink)
+		})},
 	}
 }
 
@@ -178,7 +187,9 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", f.name, err))
 		}
-		var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, function.ServerOptions{Logger: log}), h)
+		// The dead-letter sink takes every event, whatever its type and data.
+		opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters}
+		var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, opts), h)
 		if o.Wrap != nil {
 			endpoint = o.Wrap(f.name, endpoint)
 		}

@@ -47,6 +47,7 @@ func main() {
 	}
 	fmt.Printf("checkpoints: GET %s/api/checkpoints\n", r.Functions["checkpoints"])
 	fmt.Printf("restores:    GET %s/api/restores\n", r.Functions["checkpoints"])
+	fmt.Printf("dead letters: GET %s/api/deadletters\n", r.Functions["checkpoints"])
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
