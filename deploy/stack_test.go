@@ -321,3 +321,53 @@ func createRBAC(t *testing.T, cs kubernetes.Interface, m *manifests, suffix stri
 		}
 	}
 }
+
+// TestKnativeWebhookValidation validates every Knative object of each overlay the way
+// the Serving and Eventing admission webhooks would (deploy/local/tools/knative, at
+// KNATIVE_VERSION): what a server dry run against the CRDs alone cannot see, such as
+// PodSpec fields behind feature flags or a timeout above the maximum. It runs with the
+// stack tests (the first build of the validator takes minutes; later runs seconds).
+func TestKnativeWebhookValidation(t *testing.T) {
+	stacktest.Load(t)
+	tool := filepath.Join("local", "tools", "knative")
+	mod, err := os.ReadFile(filepath.Join(tool, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := stackSetting(t, "KNATIVE_VERSION")
+	for _, m := range []string{"knative.dev/serving", "knative.dev/eventing"} {
+		if !strings.Contains(string(mod), "\t"+m+" "+v+"\n") {
+			t.Fatalf("%s/go.mod does not require %s %s (KNATIVE_VERSION): cd %s && go get %s@%s", tool, m, v, tool, m, v)
+		}
+	}
+	for _, overlay := range []string{clusterOverlay, namespacedOverlay} {
+		m := render(t, overlay)
+		start := time.Now()
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command("go", "run", ".")
+		cmd.Dir = tool
+		cmd.Stdin = bytes.NewReader(m.yaml)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		valid := 0
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			if strings.HasPrefix(line, "valid ") {
+				valid++
+			}
+		}
+		if err != nil {
+			t.Errorf("%s: the Knative webhooks would refuse it: %v\n%s%s", overlay, err, stdout.Bytes(), stderr.Bytes())
+			continue
+		}
+		want := 0
+		for _, o := range m.objects {
+			if o.group() == servingGroup || o.group() == eventingGroup || o.group() == sourcesGroup {
+				want++
+			}
+		}
+		if valid != want {
+			t.Errorf("%s: %d Knative objects validated, want %d:\n%s", overlay, valid, want, stdout.Bytes())
+		}
+		t.Logf("%s: %d Knative objects valid for the webhooks (%s)", overlay, valid, time.Since(start).Round(time.Millisecond))
+	}
+}
