@@ -13,5 +13,6 @@
 // The tests render both overlays with `kubectl kustomize` and check them offline (images,
 // ServiceAccounts, routing against the event catalog, RBAC, settings against the
 // functions' configuration); against the local stack they apply each overlay with
-// `kubectl apply --dry-run=server` and ask the API server what each ServiceAccount may do.
+// `kubectl apply --dry-run=server`, validate the Knative objects as the Knative webhooks
+// do (deploy/local/tools/knative), and ask the API server what each ServiceAccount may do.
 package deploy
