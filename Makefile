@@ -55,6 +55,21 @@ fuzz: ## fuzz the CloudEvents decoding; new interesting inputs are kept in testd
 	go test ./shared/function -run '^$$' -fuzz FuzzServeHTTP -fuzztime $(FUZZTIME)
 	cp -n $$(go env GOCACHE)/fuzz/github.com/podguard/podguard/shared/function/FuzzServeHTTP/* shared/function/testdata/fuzz/FuzzServeHTTP/ 2>/dev/null || true
 
+## --- Knative install -----------------------------------------------------------------
+
+# kubectl as the local stack builds it (its kustomize renders the overlays).
+KUBECTL ?= $(shell . deploy/local/stack.env && echo "$$PODGUARD_CACHE_DIR/bin/k8s-$$K8S_VERSION/kubectl")
+MANIFESTS_DIR ?= bin/manifests
+
+.PHONY: manifests
+manifests: ## render the install overlays (deploy/overlays/cluster, namespaced) into bin/manifests
+	@[ -x "$(KUBECTL)" ] || { echo "no kubectl at $(KUBECTL): run 'make stack-build', or set KUBECTL"; exit 1; }
+	@mkdir -p $(MANIFESTS_DIR)
+	@for o in cluster namespaced; do \
+	  $(KUBECTL) kustomize deploy/overlays/$$o >$(MANIFESTS_DIR)/$$o.yaml || exit 1; \
+	  echo "$(MANIFESTS_DIR)/$$o.yaml: $$(grep -c '^kind:' $(MANIFESTS_DIR)/$$o.yaml) objects"; \
+	done
+
 ## --- demo ----------------------------------------------------------------------------
 
 .PHONY: demo

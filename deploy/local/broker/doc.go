@@ -1,7 +1,8 @@
 // Package broker is podguard's embedded local broker: the stand-in for the Knative
 // Eventing Broker when every function runs in one process or on one machine. It reads
-// the Triggers of the kustomize base (deploy/base) and routes events with the same
-// exact-attribute filters and the same delivery rules as Knative's broker:
+// the Triggers of the kustomize base (deploy/base: the manifests its kustomization lists,
+// exactly what an install applies) and routes events with the same exact-attribute
+// filters and the same delivery rules as Knative's broker:
 //
 //   - the ingress (an http.Handler, or Send in the same process) accepts a CloudEvent in
 //     binary or structured mode and answers 202 once it is queued, 400 with the reason

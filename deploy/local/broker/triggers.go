@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"sigs.k8s.io/yaml"
 )
 
@@ -30,6 +31,9 @@ type Trigger struct {
 	// Delivery says how failed deliveries are retried and where they end.
 	Delivery Delivery
 }
+
+// Matches reports whether the Trigger's filter selects e, as the broker routes.
+func (t Trigger) Matches(e event.Event) bool { return matches(t.Filter, e) }
 
 // Destination is a Knative destination: a Service referenced by name, a URI, or both
 // (the URI is then resolved against the Service's URL).
@@ -132,9 +136,11 @@ type deliverySpec struct {
 const eventingGroup = "eventing.knative.dev/"
 
 // LoadTriggers reads the Triggers of the manifests (*.yaml, *.yml, multi-document) in
-// dir. Other kinds are skipped, except the Broker: there may be one, every Trigger must
-// name it, and a Trigger without a delivery spec takes the Broker's, as in Knative.
-// The Triggers come back sorted by name.
+// dir. When dir is a kustomization (kustomization.yaml), exactly the files and
+// directories its resources list are read, as kustomize installs them; otherwise every
+// manifest file of dir. Other kinds are skipped, except the Broker: there may be one,
+// every Trigger must name it, and a Trigger without a delivery spec takes the Broker's,
+// as in Knative. The Triggers come back sorted by name.
 func LoadTriggers(dir string) ([]Trigger, error) {
 	files, err := manifestFiles(dir)
 	if err != nil {
@@ -206,7 +212,18 @@ func LoadTriggers(dir string) ([]Trigger, error) {
 	return out, nil
 }
 
+// kustomizationFiles are the names kustomize looks for in a directory.
+var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
+// manifestFiles lists the manifests of dir: those its kustomization's resources name
+// (recursively for directories), or every *.yaml and *.yml file.
 func manifestFiles(dir string) ([]string, error) {
+	for _, name := range kustomizationFiles {
+		k := filepath.Join(dir, name)
+		if _, err := os.Stat(k); err == nil {
+			return kustomizationResources(dir, k)
+		}
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read manifests: %w", err)
@@ -218,6 +235,42 @@ func manifestFiles(dir string) ([]string, error) {
 		}
 	}
 	slices.Sort(files)
+	return files, nil
+}
+
+// kustomizationResources lists the manifest files the resources of kustomization file k
+// (in dir) name: files as they are, directories through their own kustomization.
+func kustomizationResources(dir, k string) ([]string, error) {
+	b, err := os.ReadFile(k)
+	if err != nil {
+		return nil, fmt.Errorf("read manifests: %w", err)
+	}
+	var kust struct {
+		Resources []string `json:"resources"`
+	}
+	if err := yaml.Unmarshal(b, &kust); err != nil {
+		return nil, fmt.Errorf("%s: %w", k, err)
+	}
+	var files []string
+	for _, r := range kust.Resources {
+		if strings.Contains(r, "://") || filepath.IsAbs(r) {
+			return nil, fmt.Errorf("%s: resource %q: only relative paths are read", k, r)
+		}
+		p := filepath.Join(dir, r)
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: resource %q: %w", k, r, err)
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		sub, err := manifestFiles(p)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, sub...)
+	}
 	return files, nil
 }
 

@@ -171,6 +171,48 @@ func TestLoadTriggers(t *testing.T) {
 	}
 }
 
+// TestLoadTriggersKustomization: in a kustomization, only the resources it lists are
+// read (a manifest left out of it is not installed, so it must not route either).
+func TestLoadTriggersKustomization(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "kustomization.yaml", "resources:\n  - broker.yaml\n  - listed.yaml\n  - sub\n")
+	write(t, dir, "broker.yaml", brokerYAML)
+	write(t, dir, "listed.yaml", triggerYAML("a", subscriberYAML))
+	write(t, dir, "stray.yaml", triggerYAML("stray", subscriberYAML))
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "sub"), "kustomization.yml", "resources: [b.yaml]\n")
+	write(t, filepath.Join(dir, "sub"), "b.yaml", triggerYAML("b", subscriberYAML))
+	write(t, filepath.Join(dir, "sub"), "unlisted.yaml", triggerYAML("c", subscriberYAML))
+	got, err := LoadTriggers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tr := range got {
+		names = append(names, tr.Name)
+	}
+	if !slices.Equal(names, []string{"a", "b"}) {
+		t.Errorf("loaded %v, want the listed a and b", names)
+	}
+	if got[0].Delivery.Retry != 3 {
+		t.Errorf("a: the listed Broker's delivery was not applied: %+v", got[0].Delivery)
+	}
+
+	for name, kust := range map[string]string{
+		"missing":  "resources: [gone.yaml]\n",
+		"remote":   "resources: [https://example.com/x.yaml]\n",
+		"bad yaml": "resources: [\n",
+	} {
+		d := t.TempDir()
+		write(t, d, "kustomization.yaml", kust)
+		if _, err := LoadTriggers(d); err == nil || !strings.Contains(err.Error(), "kustomization.yaml") {
+			t.Errorf("%s: error %v, want one naming kustomization.yaml", name, err)
+		}
+	}
+}
+
 func TestLoadTriggersErrors(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -1,0 +1,488 @@
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/podguard/podguard/events"
+)
+
+// Names the manifests share.
+const (
+	configMapName   = "podguard-config"
+	secretName      = "podguard-openstack"
+	brokerName      = "podguard"
+	sinkLabel       = "podguard.dev/sink"
+	visibilityLabel = "networking.knative.dev/visibility"
+)
+
+// TestOverlays renders each overlay and checks its structure offline: the functions'
+// Services and images, their ServiceAccounts, settings and secrets, the routing objects
+// and the Kubernetes permissions.
+func TestOverlays(t *testing.T) {
+	for _, tc := range []struct {
+		dir    string
+		rbac   []grant
+		target string // namespace of the Roles; "" for the cluster-wide install
+	}{
+		{clusterOverlay, clusterRBAC, ""},
+		{namespacedOverlay, namespacedRBAC, targetNamespace},
+	} {
+		t.Run(filepath.Base(tc.dir), func(t *testing.T) {
+			m := render(t, tc.dir)
+			t.Logf("%s: %s", tc.dir, m.counts())
+			checkNamespaces(t, m, tc.target)
+			bound := checkRBAC(t, m, installNamespace, tc.target, tc.rbac)
+			checkServices(t, m, bound)
+			checkRouting(t, m)
+		})
+	}
+}
+
+// checkNamespaces: one Namespace, podguard's; every namespaced object in it, except the
+// Roles and RoleBindings of a namespace-scoped install, which are in the target.
+func checkNamespaces(t *testing.T, m *manifests, target string) {
+	nss := m.all("", "Namespace")
+	if len(nss) != 1 || nss[0].Metadata.Name != installNamespace {
+		t.Errorf("want exactly the Namespace %s, got %v", installNamespace, nss)
+	}
+	clusterScoped := []string{"Namespace", "ClusterRole", "ClusterRoleBinding"}
+	for _, o := range m.objects {
+		want := installNamespace
+		switch {
+		case slices.Contains(clusterScoped, o.Kind):
+			want = ""
+		case target != "" && (o.Kind == "Role" || o.Kind == "RoleBinding"):
+			want = target
+		}
+		if o.Metadata.Namespace != want {
+			t.Errorf("%s: in namespace %q, want %q", o, o.Metadata.Namespace, want)
+		}
+		if o.Metadata.Labels["app.kubernetes.io/part-of"] != "podguard" {
+			t.Errorf("%s: no label app.kubernetes.io/part-of=podguard", o)
+		}
+	}
+}
+
+// checkServices checks the functions' Knative Services. bound names the functions whose
+// ServiceAccount has Kubernetes permissions.
+func checkServices(t *testing.T, m *manifests, bound map[string]bool) {
+	cm, ok := m.get("", "ConfigMap", installNamespace, configMapName)
+	if !ok {
+		t.Fatalf("no ConfigMap %s", configMapName)
+	}
+	var config corev1.ConfigMap
+	cm.decode(t, &config)
+	handlerTimeout := duration(t, config.Data, "HANDLER_TIMEOUT")
+	if podWait := duration(t, config.Data, "POD_WAIT"); podWait >= handlerTimeout/2 {
+		t.Errorf("POD_WAIT %s is not well below HANDLER_TIMEOUT %s", podWait, handlerTimeout)
+	}
+	secretDir := filepath.Dir(config.Data["OS_CLIENT_CONFIG_FILE"])
+
+	var names []string
+	for _, o := range m.all(servingGroup, "Service") {
+		name := o.Metadata.Name
+		names = append(names, name)
+		var s knativeService
+		o.decode(t, &s)
+		spec := s.Spec.Template.Spec
+		if s.Metadata.Labels[visibilityLabel] != "cluster-local" {
+			t.Errorf("service %s: not cluster-local", name)
+		}
+		if s.Metadata.Labels["app.kubernetes.io/name"] != name {
+			t.Errorf("service %s: label app.kubernetes.io/name is %q", name, s.Metadata.Labels["app.kubernetes.io/name"])
+		}
+
+		// Image: ko:// of the function's main package.
+		if len(spec.Containers) != 1 {
+			t.Fatalf("service %s: %d containers, want 1", name, len(spec.Containers))
+		}
+		c := spec.Containers[0]
+		main, known := functionMains[name]
+		if !known {
+			t.Errorf("service %s: not a podguard function (%v)", name, keys(functionMains))
+		} else if c.Image != "ko://"+modulePath+"/"+main {
+			t.Errorf("service %s: image %s, want ko://%s/%s", name, c.Image, modulePath, main)
+		}
+		src, hasMain := mainSource(t, main)
+		switch {
+		case hasMain:
+			// Functions that send events of their own (env.Sink) need K_SINK.
+			if sends := strings.Contains(src, "env.Sink"); sends != (s.Metadata.Labels[sinkLabel] == "broker") {
+				t.Errorf("service %s: sends events of its own: %v, but label %s=%q", name, sends, sinkLabel, s.Metadata.Labels[sinkLabel])
+			}
+		case name == deadLetters:
+			// functions/deadletters is not in this tree yet: its image is checked once it is.
+			t.Logf("service %s: %s is not in this tree yet", name, main)
+		default:
+			t.Errorf("service %s: image %s: no main package in %s", name, c.Image, main)
+		}
+
+		// Identity and permissions.
+		if want := "podguard-" + name; spec.ServiceAccountName != want {
+			t.Errorf("service %s: serviceAccountName %q, want %q", name, spec.ServiceAccountName, want)
+		}
+		sa, ok := m.get("", "ServiceAccount", installNamespace, spec.ServiceAccountName)
+		if !ok {
+			t.Errorf("service %s: ServiceAccount %s does not exist", name, spec.ServiceAccountName)
+		} else {
+			var acct corev1.ServiceAccount
+			sa.decode(t, &acct)
+			noToken := func(b *bool) bool { return b != nil && !*b }
+			if !bound[name] && (!noToken(spec.AutomountServiceAccountToken) || !noToken(acct.AutomountServiceAccountToken)) {
+				t.Errorf("service %s: no Kubernetes permissions, so no token should be mounted (automountServiceAccountToken: false on the Service and the ServiceAccount)", name)
+			}
+			if bound[name] && (noToken(spec.AutomountServiceAccountToken) || noToken(acct.AutomountServiceAccountToken)) {
+				t.Errorf("service %s: talks to Kubernetes but mounts no token", name)
+			}
+		}
+
+		// Settings and credentials.
+		if len(c.EnvFrom) != 1 || c.EnvFrom[0].ConfigMapRef == nil || c.EnvFrom[0].ConfigMapRef.Name != configMapName {
+			t.Errorf("service %s: envFrom %+v, want the ConfigMap %s", name, c.EnvFrom, configMapName)
+		}
+		for _, e := range c.Env {
+			t.Errorf("service %s: env %s set on the Service; settings belong in %s", name, e.Name, configMapName)
+		}
+		checkSecretMount(t, name, spec.PodSpec, c, secretDir)
+
+		// Runtime contract.
+		if spec.TimeoutSeconds == nil || time.Duration(*spec.TimeoutSeconds)*time.Second <= handlerTimeout {
+			t.Errorf("service %s: timeoutSeconds %v must be above HANDLER_TIMEOUT %s", name, spec.TimeoutSeconds, handlerTimeout)
+		}
+		if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
+			t.Errorf("service %s: readiness probe %+v, want GET /readyz", name, p)
+		}
+		if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" {
+			t.Errorf("service %s: liveness probe %+v, want GET /healthz", name, p)
+		}
+		if sc := c.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("service %s: securityContext %+v, want non-root, no privilege escalation, read-only root", name, sc)
+		}
+		if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Memory().IsZero() {
+			t.Errorf("service %s: no memory request and limit", name)
+		}
+	}
+	slices.Sort(names)
+	if want := keys(functionMains); !slices.Equal(names, want) {
+		t.Errorf("Knative Services %v, want one per function %v", names, want)
+	}
+	// Every function the event catalog names is deployed.
+	for _, typ := range events.Catalog() {
+		for _, fn := range append(slices.Clone(typ.Producers), typ.Consumers...) {
+			if fn != events.User && fn != events.PingSource && !slices.Contains(names, fn) {
+				t.Errorf("event %s names function %s, which has no Service", typ.Name, fn)
+			}
+		}
+	}
+
+	// K_SINK: the SinkBinding selects exactly the labelled Services, and points at the Broker.
+	sbs := m.all(sourcesGroup, "SinkBinding")
+	if len(sbs) != 1 {
+		t.Fatalf("%d SinkBindings, want 1", len(sbs))
+	}
+	var sb sinkBinding
+	sbs[0].decode(t, &sb)
+	subj := sb.Spec.Subject
+	if subj.APIVersion != servingGroup+"/v1" || subj.Kind != "Service" || subj.Name != "" || subj.Selector == nil {
+		t.Errorf("SinkBinding subject %+v, want Knative Services by selector", subj)
+	} else {
+		sel, err := metav1.LabelSelectorAsSelector(subj.Selector)
+		if err != nil {
+			t.Fatalf("SinkBinding selector: %v", err)
+		}
+		for _, o := range m.all(servingGroup, "Service") {
+			if got, want := sel.Matches(labels.Set(o.Metadata.Labels)), o.Metadata.Labels[sinkLabel] == "broker"; got != want {
+				t.Errorf("SinkBinding selects service %s: %v, want %v", o.Metadata.Name, got, want)
+			}
+		}
+	}
+	if !sb.Spec.Sink.refersTo(eventingGroup+"/v1", "Broker", brokerName) {
+		t.Errorf("SinkBinding sink %+v, want the Broker %s", sb.Spec.Sink.Ref, brokerName)
+	}
+}
+
+// checkSecretMount: the clouds.yaml Secret is mounted read-only where OS_CLIENT_CONFIG_FILE
+// points.
+func checkSecretMount(t *testing.T, name string, pod corev1.PodSpec, c corev1.Container, dir string) {
+	var vol string
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == secretName {
+			vol = v.Name
+		}
+	}
+	if vol == "" {
+		t.Errorf("service %s: no volume of the Secret %s", name, secretName)
+		return
+	}
+	for _, vm := range c.VolumeMounts {
+		if vm.Name == vol {
+			if vm.MountPath != dir || !vm.ReadOnly || vm.SubPath != "" {
+				t.Errorf("service %s: %s mounted at %s (read-only %v), want read-only at %s", name, secretName, vm.MountPath, vm.ReadOnly, dir)
+			}
+			return
+		}
+	}
+	t.Errorf("service %s: the Secret %s is not mounted", name, secretName)
+}
+
+// checkRouting: the Broker, each Trigger's subscriber and dead-letter sink, and the
+// PingSource name objects of the install.
+func checkRouting(t *testing.T, m *manifests) {
+	brokers := m.all(eventingGroup, "Broker")
+	if len(brokers) != 1 || brokers[0].Metadata.Name != brokerName {
+		t.Fatalf("want exactly the Broker %s, got %v", brokerName, brokers)
+	}
+	var b brokerObject
+	brokers[0].decode(t, &b)
+	if b.Spec.Delivery == nil || !b.Spec.Delivery.DeadLetterSink.refersTo(servingGroup+"/v1", "Service", deadLetters) {
+		t.Errorf("Broker %s: the deadLetterSink is not the Service %s", brokerName, deadLetters)
+	}
+	services := map[string]bool{}
+	for _, o := range m.all(servingGroup, "Service") {
+		services[o.Metadata.Name] = true
+	}
+	subscribed := map[string]bool{deadLetters: true}
+	for _, o := range m.all(eventingGroup, "Trigger") {
+		var tr trigger
+		o.decode(t, &tr)
+		name := tr.Metadata.Name
+		if tr.Spec.Broker != brokerName {
+			t.Errorf("trigger %s: broker %q, want %s", name, tr.Spec.Broker, brokerName)
+		}
+		sub := tr.Spec.Subscriber
+		if sub.Ref == nil || !sub.refersTo(servingGroup+"/v1", "Service", sub.Ref.Name) || !services[sub.Ref.Name] {
+			t.Errorf("trigger %s: subscriber %+v is not one of the Services", name, sub.Ref)
+		} else {
+			subscribed[sub.Ref.Name] = true
+		}
+		// A Trigger without a delivery spec takes the Broker's; the dead-letters
+		// function's own Triggers need not dead-letter to it.
+		d := b.Spec.Delivery
+		if tr.Spec.Delivery != nil {
+			d = tr.Spec.Delivery
+		}
+		toSelf := sub.Ref != nil && sub.Ref.Name == deadLetters
+		if (d == nil || d.DeadLetterSink == nil) && !toSelf {
+			t.Errorf("trigger %s: no deadLetterSink", name)
+		} else if d != nil && d.DeadLetterSink != nil && !d.DeadLetterSink.refersTo(servingGroup+"/v1", "Service", deadLetters) {
+			t.Errorf("trigger %s: deadLetterSink %+v, want the Service %s", name, d.DeadLetterSink.Ref, deadLetters)
+		}
+	}
+	for s := range services {
+		if !subscribed[s] {
+			t.Errorf("service %s: no Trigger delivers to it", s)
+		}
+	}
+	pings := m.all(sourcesGroup, "PingSource")
+	if len(pings) != 1 {
+		t.Fatalf("%d PingSources, want the tick", len(pings))
+	}
+	var p pingSource
+	pings[0].decode(t, &p)
+	if !p.Spec.Sink.refersTo(eventingGroup+"/v1", "Broker", brokerName) {
+		t.Errorf("PingSource %s: sink %+v, want the Broker %s", pings[0].Metadata.Name, p.Spec.Sink.Ref, brokerName)
+	}
+}
+
+// mainSource returns the Go source of a main package directory, if it has one.
+func mainSource(t *testing.T, dir string) (string, bool) {
+	files, err := filepath.Glob(filepath.Join(repoRoot, dir, "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src strings.Builder
+	isMain := false
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if regexp.MustCompile(`(?m)^package main\s*$`).Match(b) {
+			isMain = true
+		}
+		src.Write(b)
+	}
+	return src.String(), isMain
+}
+
+func duration(t *testing.T, data map[string]string, key string) time.Duration {
+	t.Helper()
+	d, err := time.ParseDuration(data[key])
+	if err != nil {
+		t.Fatalf("%s %s=%q: %v", configMapName, key, data[key], err)
+	}
+	return d
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// --- RBAC ------------------------------------------------------------------------------
+
+// grant is what one function may do: verbs on a core resource, cluster-wide or in the
+// target namespace (for namespaces: on the target namespace object itself).
+type grant struct {
+	fn       string
+	resource string
+	scope    string // "cluster" or "target"
+	verbs    string // sorted, comma-separated
+}
+
+// clusterRBAC is the cluster-wide install's matrix: exactly what each function's client
+// calls (shared/kube for list-pods and snapshot-metadata, functions/recreatepod).
+var clusterRBAC = []grant{
+	{events.FnListPods, "persistentvolumeclaims", "cluster", "get,list"},
+	{events.FnListPods, "persistentvolumes", "cluster", "get,list"},
+	{events.FnListPods, "pods", "cluster", "get,list"},
+	{events.FnRecreatePod, "namespaces", "cluster", "create,get"},
+	{events.FnRecreatePod, "persistentvolumeclaims", "cluster", "create,get"},
+	{events.FnRecreatePod, "persistentvolumes", "cluster", "create,get,watch"},
+	{events.FnRecreatePod, "pods", "cluster", "create,get,list,watch"},
+	{events.FnSnapshotMetadata, "persistentvolumeclaims", "cluster", "get"},
+	{events.FnSnapshotMetadata, "persistentvolumes", "cluster", "get"},
+	{events.FnSnapshotMetadata, "pods", "cluster", "get"},
+}
+
+// namespacedRBAC is the namespace-scoped install's: the same, in the target namespace,
+// except persistentvolumes (cluster-scoped by nature); recreate-pod may read the target
+// namespace object and create no namespace.
+var namespacedRBAC = []grant{
+	{events.FnListPods, "persistentvolumeclaims", "target", "get,list"},
+	{events.FnListPods, "persistentvolumes", "cluster", "get,list"},
+	{events.FnListPods, "pods", "target", "get,list"},
+	{events.FnRecreatePod, "namespaces", "target", "get"},
+	{events.FnRecreatePod, "persistentvolumeclaims", "target", "create,get"},
+	{events.FnRecreatePod, "persistentvolumes", "cluster", "create,get,watch"},
+	{events.FnRecreatePod, "pods", "target", "create,get,list,watch"},
+	{events.FnSnapshotMetadata, "persistentvolumeclaims", "target", "get"},
+	{events.FnSnapshotMetadata, "persistentvolumes", "cluster", "get"},
+	{events.FnSnapshotMetadata, "pods", "target", "get"},
+}
+
+// checkRBAC computes what each ServiceAccount may do from the roles and bindings, and
+// compares it with want. It returns the functions that have any permission.
+func checkRBAC(t *testing.T, m *manifests, ns, target string, want []grant) map[string]bool {
+	roles := map[string][]rbacv1.PolicyRule{} // "Kind namespace/name"
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, o := range m.all(rbacGroup, kind) {
+			var r rbacv1.Role // a ClusterRole's rules decode the same
+			o.decode(t, &r)
+			roles[kind+" "+o.Metadata.Namespace+"/"+o.Metadata.Name] = r.Rules
+			for _, rule := range r.Rules {
+				checkRule(t, o.String(), rule)
+			}
+		}
+	}
+	verbs := map[[3]string]map[string]bool{} // fn, resource, scope -> verbs
+	bound := map[string]bool{}
+	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+		for _, o := range m.all(rbacGroup, kind) {
+			var b rbacv1.RoleBinding
+			o.decode(t, &b)
+			roleNS := ""
+			if b.RoleRef.Kind == "Role" {
+				roleNS = o.Metadata.Namespace
+			}
+			rules, ok := roles[b.RoleRef.Kind+" "+roleNS+"/"+b.RoleRef.Name]
+			if !ok {
+				t.Errorf("%s: roleRef %s %s does not exist", o, b.RoleRef.Kind, b.RoleRef.Name)
+				continue
+			}
+			scope := "cluster"
+			if kind == "RoleBinding" {
+				scope = "target"
+				if o.Metadata.Namespace != target {
+					t.Errorf("%s: binds in namespace %q, want the target %q", o, o.Metadata.Namespace, target)
+				}
+			}
+			for _, s := range b.Subjects {
+				fn, ok := strings.CutPrefix(s.Name, "podguard-")
+				if s.Kind != "ServiceAccount" || s.Namespace != ns || !ok {
+					t.Errorf("%s: subject %+v is not a podguard ServiceAccount in %s", o, s, ns)
+					continue
+				}
+				if _, ok := m.get("", "ServiceAccount", ns, s.Name); !ok {
+					t.Errorf("%s: ServiceAccount %s/%s does not exist", o, ns, s.Name)
+				}
+				bound[fn] = true
+				for _, rule := range rules {
+					for _, res := range rule.Resources {
+						k := [3]string{fn, res, scope}
+						if verbs[k] == nil {
+							verbs[k] = map[string]bool{}
+						}
+						for _, v := range rule.Verbs {
+							verbs[k][v] = true
+						}
+					}
+				}
+			}
+		}
+	}
+	var got []grant
+	for k, vs := range verbs {
+		got = append(got, grant{k[0], k[1], k[2], strings.Join(keys(vs), ",")})
+	}
+	cmp := func(a, b grant) int { return strings.Compare(a.fn+a.resource+a.scope, b.fn+b.resource+b.scope) }
+	slices.SortFunc(got, cmp)
+	want = slices.Clone(want)
+	slices.SortFunc(want, cmp)
+	if !slices.Equal(got, want) {
+		t.Errorf("RBAC matrix:\n got %v\nwant %v", got, want)
+	}
+	for _, g := range got {
+		if strings.Contains(","+g.verbs+",", ",create,") && g.fn != events.FnRecreatePod {
+			t.Errorf("%s may create %s: only recreate-pod creates objects", g.fn, g.resource)
+		}
+	}
+	for _, g := range got {
+		t.Logf("rbac %-18s %-22s %-7s %s", g.fn, g.resource, g.scope, g.verbs)
+	}
+	return bound
+}
+
+// checkRule: no wildcards, core resources only, nothing beyond reading and creating,
+// never Secrets.
+func checkRule(t *testing.T, role string, r rbacv1.PolicyRule) {
+	all := append(append(append(slices.Clone(r.Verbs), r.Resources...), r.APIGroups...), r.NonResourceURLs...)
+	for _, s := range all {
+		if strings.Contains(s, "*") {
+			t.Errorf("%s: wildcard %q in %+v", role, s, r)
+		}
+	}
+	if !slices.Equal(r.APIGroups, []string{""}) || len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
+		t.Errorf("%s: rule %+v: want core resources, without resourceNames or URLs", role, r)
+	}
+	for _, res := range r.Resources {
+		if !slices.Contains([]string{"pods", "persistentvolumeclaims", "persistentvolumes", "namespaces"}, res) {
+			t.Errorf("%s: resource %q: podguard reads pods, claims, volumes and namespaces only", role, res)
+		}
+	}
+	for _, v := range r.Verbs {
+		if !slices.Contains([]string{"get", "list", "watch", "create"}, v) {
+			t.Errorf("%s: verb %q: podguard never changes or deletes objects", role, v)
+		}
+	}
+}
