@@ -15,6 +15,7 @@ import (
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/checkpoints"
 	"github.com/podguard/podguard/functions/choreographer"
+	"github.com/podguard/podguard/functions/deadletters"
 	"github.com/podguard/podguard/functions/deletebackup"
 	"github.com/podguard/podguard/functions/listpods"
 	"github.com/podguard/podguard/functions/recreatepod"
@@ -35,6 +36,7 @@ func configs() map[string]any {
 		"restore-volume":    &restorevolume.Config{},
 		"recreate-pod":      &recreatepod.Config{},
 		"delete-backup":     &deletebackup.Config{},
+		"dead-letters":      &deadletters.Config{},
 	}
 }
 
