@@ -10,6 +10,7 @@ import (
 	"fmt"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
@@ -91,6 +92,11 @@ func (s *Step) list(ctx context.Context, e event.Event) (*event.Event, error) {
 	g, err := s.resolver.Resolve(ctx, kube.Selection{
 		Namespaces: req.Scope.Namespaces, LabelSelector: req.Scope.LabelSelector, Pods: req.Scope.Pods,
 	})
+	if apierrors.IsForbidden(err) {
+		// The same request is refused again: a scope beyond what this install may read
+		// (a namespace-scoped install asked for every namespace, or another one).
+		return nil, function.Permanent(fmt.Errorf("the scope is beyond what podguard may read: %w", err))
+	}
 	if err != nil {
 		return nil, err
 	}

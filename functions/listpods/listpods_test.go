@@ -3,6 +3,7 @@ package listpods
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/function"
@@ -169,5 +172,22 @@ func TestExclusiveScopeIs400(t *testing.T) {
 	srv.ServeHTTP(w, r)
 	if w.Code != 400 || !strings.Contains(w.Body.String(), "exclusive") {
 		t.Fatalf("status %d body %q", w.Code, w.Body.String())
+	}
+}
+
+func TestForbiddenScopeIs400(t *testing.T) {
+	v, _ := events.NewValidator()
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New(`User "system:serviceaccount:podguard:podguard-list-pods" cannot list resource "pods" at the cluster scope`))
+	s := NewStep(&fakeResolver{err: fmt.Errorf("list pods of every namespace: %w", forbidden)}, nil, 1024)
+	srv := function.NewServer(events.FnListPods, Accepts, s, v, function.ServerOptions{})
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"scope":{"allNamespaces":true}}`))
+	r.Header.Set("Content-Type", "application/json")
+	for k, val := range map[string]string{"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": events.PodsList} {
+		r.Header.Set(k, val)
+	}
+	w := httptest.NewRecorder()
+	srv.ServeHTTP(w, r)
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "beyond what podguard may read") {
+		t.Fatalf("status %d body %q, want 400 with the reason", w.Code, w.Body.String())
 	}
 }

@@ -375,6 +375,9 @@ func (s *Step) namespace(ctx context.Context, restoreID, name string) (string, e
 			return fmt.Sprintf("namespace %s cannot be created: %v", name, err), nil
 		}
 	}
+	if refused(err) { // a namespace-scoped install may not read other namespaces
+		return fmt.Sprintf("namespace %s cannot be read: %v", name, err), nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("namespace %s: %w", name, err)
 	}
