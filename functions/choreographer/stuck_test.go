@@ -132,6 +132,28 @@ func TestTickAsksAgainForALostListingThenFailsIt(t *testing.T) {
 	}
 }
 
+// A listing that arrives after the checkpoint was failed for want of it starts no work:
+// no step request, no graph, the checkpoint stays in error.
+func TestListingAfterTheCheckpointEndedStartsNothing(t *testing.T) {
+	w := newWorld(t)
+	id := w.protect()
+	w.advance(testConfig.ListTimeout + time.Second)
+	w.tick()
+	w.status(id, events.StatusError)
+	g, _, _ := onePodOneVolume()
+	if out := w.listed(id, g); len(out) != 0 {
+		t.Fatalf("a late listing sent %v", types(out))
+	}
+	ctx := context.Background()
+	if _, err := w.bank.Graph(ctx, id); !errors.Is(err, bank.ErrNotFound) {
+		t.Fatalf("graph of a checkpoint in error: %v", err)
+	}
+	if p, err := w.bank.PendingResources(ctx, id); err != nil || len(p) != 0 {
+		t.Fatalf("pending batches %v %v", p, err)
+	}
+	w.status(id, events.StatusError)
+}
+
 func TestTickResendsLostStepRequestsOnceEveryRedriveAfter(t *testing.T) {
 	w := newWorld(t)
 	g, pod, vol := onePodOneVolume()
