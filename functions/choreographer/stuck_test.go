@@ -348,6 +348,15 @@ func TestTickFailsARestoreStuckInItsVolumePhase(t *testing.T) {
 			t.Fatalf("%s: %q", key, r)
 		}
 	}
+	// The volume's result, late, must not start the pod phase of a restore that ended.
+	w.volumeRestored(rid, vol, "new-1")
+	if out := w.result(events.VolumeRestored, rid, "volumes-0000", events.StatusAvailable, vol.Key()); len(out) != 0 {
+		t.Fatalf("a late volume result sent %v", types(out))
+	}
+	if out, err := w.bank.Restores().FannedOut(context.Background(), rid, phasePods); err != nil || out {
+		t.Fatalf("pod phase of an ended restore fanned out: %v", err)
+	}
+	w.restoreStatus(rid, events.RestoreFail)
 }
 
 func TestTickFailsARestoreStuckInItsPodPhase(t *testing.T) {
