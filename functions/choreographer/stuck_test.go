@@ -450,3 +450,24 @@ func TestTickFailsADeletionPastItsDeadline(t *testing.T) {
 	}
 	w.status(cp, events.StatusErrorDeleting) // the metadata is kept, to try again
 }
+
+// The request stopped after recording the deletion and before marking the checkpoint
+// deleting: the tick carries on with the deletion and marks the checkpoint, so that it
+// is not restored while its backups go, and ends error-deleting when a backup could not
+// be deleted.
+func TestTickMarksTheCheckpointOfADeletionCutShort(t *testing.T) {
+	w := newWorld(t)
+	cp, _, vol := w.available()
+	ctx := context.Background()
+	if err := w.bank.Deletions().SetStatusAt(ctx, cp, events.StatusDeleting, w.now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.bank.Deletions().Activate(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	w.advance(31 * time.Second)
+	only(t, w.tick(), events.BackupDelete)
+	w.status(cp, events.StatusDeleting)
+	w.result(events.BackupDeleted, cp, "volumes-0000", events.StatusError, vol.Key())
+	w.status(cp, events.StatusErrorDeleting)
+}
