@@ -281,6 +281,15 @@ func (s *Step) checkDeletion(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// The request may have stopped after recording the deletion and before marking the
+	// checkpoint: mark it, so that it is not restored while its backups go.
+	if current, err := s.bank.Status(ctx, id); err != nil {
+		return err
+	} else if current != events.StatusDeleting {
+		if err := s.bank.SetStatusAt(ctx, id, events.StatusDeleting, d.started); err != nil {
+			return err
+		}
+	}
 	now := s.now()
 	fanned, err := s.deletions.FannedOut(ctx, id, "")
 	if err != nil {

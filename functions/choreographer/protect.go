@@ -89,6 +89,14 @@ func (s *Step) listed(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return err
 	}
+	// A listing that comes after the checkpoint ended (the tick failed it for want of a
+	// listing within LIST_TIMEOUT) must not start backups for it.
+	if status, err := s.bank.Status(ctx, id); err != nil {
+		return err
+	} else if status != events.StatusProtecting {
+		logging.FromContext(ctx).Infow("listing of a checkpoint that ended ignored", zap.String("checkpoint", id), zap.String("status", status))
+		return nil
+	}
 	g := res.Graph
 	if g == nil && res.GraphRef != nil {
 		raw, err := s.bank.GetRef(ctx, *res.GraphRef)

@@ -208,6 +208,14 @@ func (s *Step) restorePods(ctx context.Context, r *bank.Restore, source func() (
 		}
 		return s.finishRestore(ctx, r)
 	}
+	// A volume result that comes after the restore ended (failed past its deadline) must
+	// not start its pods.
+	if status, err := s.restores.Status(ctx, r.ID); err != nil {
+		return err
+	} else if status != events.RestoreInProgress {
+		logging.FromContext(ctx).Infow("pod phase of a restore that ended not started", zap.String("restore", r.ID), zap.String("status", status))
+		return nil
+	}
 	cp, g, err := source()
 	if err != nil {
 		return err

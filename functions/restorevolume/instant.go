@@ -101,6 +101,39 @@ func (c *InstantVolumes) SetMetadata(_ context.Context, id string, metadata map[
 	return nil
 }
 
+// ListNamed returns the volumes named name, oldest first, as volumes.Client.ListNamed
+// does.
+func (c *InstantVolumes) ListNamed(_ context.Context, name string) ([]volumes.Volume, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	vs := c.newestFirst()
+	slices.Reverse(vs)
+	var out []volumes.Volume
+	for _, v := range vs {
+		if v.Name == name {
+			out = append(out, *clone(v))
+		}
+	}
+	return out, nil
+}
+
+// Delete removes a volume; a missing one counts as deleted. As Cinder does, it refuses
+// (400) a volume being restored.
+func (c *InstantVolumes) Delete(_ context.Context, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.volumes[id]
+	if !ok {
+		return nil
+	}
+	if v.Status == volumes.StatusRestoringBackup || v.Status == volumes.StatusCreating {
+		return fmt.Errorf("delete volume %s: %w", id, gophercloud.ErrUnexpectedResponseCode{Actual: http.StatusBadRequest,
+			Expected: []int{http.StatusAccepted}, Body: []byte("Invalid volume: Volume status must be available or error")})
+	}
+	delete(c.volumes, id)
+	return nil
+}
+
 // Complete ends every restore in progress: available, or error for a Failing backup.
 func (c *InstantVolumes) Complete() {
 	c.mu.Lock()

@@ -2,8 +2,9 @@
 // creates a new Cinder volume from the volume's backup in the checkpoint, named
 // "<checkpoint id>@<original volume id>" and tagged with the restore, and returns; the
 // same request, sent again by the tick, checks the volumes until they are available or
-// failed, or the restore's deadline passes. A redelivered request finds its volume instead
-// of creating a second one.
+// failed, or the restore's deadline passes. A redelivered request finds its volume (by its
+// name and description, which Cinder keeps) instead of creating a second one, and when
+// racing deliveries both created one, the oldest is kept and the other deleted.
 package restorevolume
 
 import (
@@ -53,9 +54,11 @@ func (c *Config) Validate() error { return c.Bank.Validate() }
 
 // cinder is the part of Cinder's volume API the step uses.
 type cinder interface {
-	FindRestored(ctx context.Context, backupID string, match map[string]string) (*volumes.Volume, error)
 	CreateFromBackup(ctx context.Context, opts volumes.CreateFromBackupOpts) (*volumes.Volume, error)
 	SetMetadata(ctx context.Context, id string, metadata map[string]string) error
+	// ListNamed lists the live volumes with a name, oldest first.
+	ListNamed(ctx context.Context, name string) ([]volumes.Volume, error)
+	Delete(ctx context.Context, id string) error
 }
 
 // records reads one operation's batch records (the checkpoint's, or the restore's).
@@ -160,9 +163,12 @@ func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r grap
 	}
 	out := checkpoint.RestoredVolume{OriginalID: r.ID, BackupID: info.BackupID, Name: req.Checkpoint + "@" + r.ID}
 	tag := map[string]string{MetaRestore: req.Restore, MetaResource: r.Key()}
-	v, err := s.cinder.FindRestored(ctx, info.BackupID, tag)
+	v, settling, err := s.find(ctx, out.Name, description(req.Restore))
 	if err != nil {
 		return bank.ResourceRecord{}, false, err
+	}
+	if settling {
+		return bank.ResourceRecord{}, false, nil // duplicates still being restored: the next check deletes them
 	}
 	pastDeadline := !req.Deadline.IsZero() && s.now().After(req.Deadline)
 	if v == nil {
@@ -172,7 +178,7 @@ func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r grap
 		md := maps.Clone(tag)
 		md[MetaCheckpoint] = req.Checkpoint
 		v, err = s.cinder.CreateFromBackup(ctx, volumes.CreateFromBackupOpts{Name: out.Name, BackupID: info.BackupID,
-			Description: "restored by podguard restore " + req.Restore, Metadata: md})
+			Description: description(req.Restore), Metadata: md})
 		switch {
 		case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
 			return failed(fmt.Sprintf("backup %s of volume %s no longer exists", info.BackupID, r.ID), out)
@@ -192,8 +198,8 @@ func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r grap
 	out.VolumeID = v.ID
 	switch v.Status {
 	case volumes.StatusAvailable:
-		// Cinder replaces a restored volume's metadata with the original's: tag it again so
-		// a later check recognises it.
+		// Cinder replaces a restored volume's metadata with the original's: tag it again,
+		// so that it is found by its metadata too.
 		if v.Metadata[MetaRestore] != req.Restore {
 			md := maps.Clone(tag)
 			md[MetaCheckpoint] = req.Checkpoint
@@ -210,6 +216,63 @@ func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r grap
 		return failed(fmt.Sprintf("volume %s still %s at the restore's deadline", v.ID, v.Status), out)
 	}
 	return bank.ResourceRecord{}, false, nil
+}
+
+// description is the description of the volumes a restore creates. Cinder keeps a
+// restored volume's name and description (it replaces only the metadata), so with the
+// name, "<checkpoint>@<original volume>", it tells the volumes of a restore and resource
+// apart from any other.
+func description(restore string) string { return "restored by podguard restore " + restore }
+
+// find returns the volume this restore created for a resource, found by its name and
+// description, which Cinder keeps (the tag in the metadata is lost when Cinder completes
+// the restore, and a volume of another restore of the checkpoint has the same name); nil
+// when there is none. Racing deliveries of a request may each have created one: Cinder
+// accepts a second restore of a backup until the first reaches the volume service, which
+// may take seconds. Once every one of them has settled, find keeps the oldest available
+// one (else the oldest), an order every delivery agrees on, and deletes the others;
+// settling is true until then.
+func (s *Step) find(ctx context.Context, name, desc string) (keep *volumes.Volume, settling bool, err error) {
+	named, err := s.cinder.ListNamed(ctx, name)
+	if err != nil {
+		return nil, false, err
+	}
+	var mine []volumes.Volume
+	for _, v := range named {
+		if v.Description == desc {
+			mine = append(mine, v)
+		}
+	}
+	switch len(mine) {
+	case 0:
+		return nil, false, nil
+	case 1:
+		return &mine[0], false, nil
+	}
+	keep = &mine[0]
+	for i := range mine {
+		switch mine[i].Status {
+		case volumes.StatusAvailable:
+			if keep.Status != volumes.StatusAvailable {
+				keep = &mine[i]
+			}
+		case volumes.StatusError, volumes.StatusErrorRestoring:
+		default:
+			return nil, true, nil // being restored: Cinder deletes it only once it has settled
+		}
+	}
+	for _, extra := range mine {
+		if extra.ID == keep.ID {
+			continue
+		}
+		if err := s.cinder.Delete(ctx, extra.ID); err != nil {
+			logging.FromContext(ctx).Warnw("deleting a duplicate restored volume", zap.String("volume", extra.ID), zap.Error(err))
+			settling = true
+			continue
+		}
+		logging.FromContext(ctx).Infow("deleted a duplicate restored volume", zap.String("volume", extra.ID), zap.String("kept", keep.ID))
+	}
+	return keep, settling, nil
 }
 
 func failed(reason string, v checkpoint.RestoredVolume) (bank.ResourceRecord, bool, error) {

@@ -435,3 +435,58 @@ func TestBankTroubleIsRetried(t *testing.T) {
 		t.Errorf("%d volumes created without reading the restore's record", f.cinder.Count())
 	}
 }
+
+// Two deliveries of a request raced: each looked before the other's volume existed, and
+// Cinder accepted both restores of the backup. The step keeps the oldest volume, waits
+// while the other is being restored, then deletes it; a volume of another restore of the
+// same checkpoint (same name) is left alone.
+func TestRacingDeliveriesKeepOneVolume(t *testing.T) {
+	v := volume("v1")
+	f := newFixture(t, v)
+	f.cinder.Slow[backupOf(v.ID)] = true
+	req := f.request([]graph.Resource{v})
+	if r := f.deliver(req); r != nil {
+		t.Fatalf("first delivery answered %+v, want 202", r)
+	}
+	first := f.cinder.Volumes()[0]
+	// The racing delivery's volume, and another restore's.
+	ctx := context.Background()
+	dup, err := f.cinder.CreateFromBackup(ctx, volumes.CreateFromBackupOpts{Name: first.Name, BackupID: backupOf(v.ID),
+		Description: first.Description, Metadata: first.Metadata})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := f.cinder.CreateFromBackup(ctx, volumes.CreateFromBackupOpts{Name: first.Name, BackupID: backupOf(v.ID),
+		Description: description("r-other"), Metadata: map[string]string{MetaRestore: "r-other", MetaResource: v.Key()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if r := f.deliver(req); r != nil {
+		t.Fatalf("delivery while the duplicate is being restored answered %+v, want 202", r)
+	}
+	if n := f.cinder.Count(); n != 3 {
+		t.Fatalf("%d volumes: a volume being restored cannot be deleted yet", n)
+	}
+	f.cinder.Complete() // Cinder replaces the metadata of all three
+	r := f.deliver(req)
+	if r == nil || r.Results[0].Status != events.StatusAvailable {
+		t.Fatalf("after the restores completed: %+v", r)
+	}
+	if _, rv := f.restored(v.Key()); rv.VolumeID != first.ID {
+		t.Fatalf("recorded volume %s, want the oldest %s", rv.VolumeID, first.ID)
+	}
+	left := map[string]volumes.Volume{}
+	for _, x := range f.cinder.Volumes() {
+		left[x.ID] = x
+	}
+	if _, ok := left[dup.ID]; ok || len(left) != 2 {
+		t.Fatalf("volumes left %v: want %s and %s, not the duplicate %s", left, first.ID, other.ID, dup.ID)
+	}
+	if left[first.ID].Metadata[MetaRestore] != restoreID {
+		t.Fatalf("kept volume not tagged again: %v", left[first.ID].Metadata)
+	}
+	if _, ok := left[other.ID]; !ok {
+		t.Fatal("the other restore's volume was deleted")
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/ncw/swift/v2"
 
@@ -87,6 +88,7 @@ type Bank struct {
 	store     objectStore
 	container string
 	layout    Layout
+	now       func() time.Time
 }
 
 // Open connects to Swift and makes sure the bank's container exists.
@@ -100,13 +102,17 @@ func Open(ctx context.Context, c Config, os openstack.Config) (*Bank, error) {
 
 // New uses an existing connection and makes sure the container exists.
 func New(ctx context.Context, store objectStore, container string) (*Bank, error) {
-	b := &Bank{store: store, container: container}
+	b := &Bank{store: store, container: container, now: time.Now}
 	b.Ops = Ops{b: b, kind: KindCheckpoints}
 	if err := b.retry(ctx, func() error { return store.ContainerCreate(ctx, container, nil) }); err != nil {
 		return nil, fmt.Errorf("create bank container %s: %w", container, err)
 	}
 	return b, nil
 }
+
+// SetClock replaces the clock the bank stamps what it records with (statuses it sets
+// itself, failures, fan-out markers); time.Now unless set. Tests move it.
+func (b *Bank) SetClock(now func() time.Time) { b.now = now }
 
 // Container is the bank's Swift container.
 func (b *Bank) Container() string { return b.container }

@@ -31,7 +31,7 @@ func (o *Ops) op(id string) Op { return Op{Kind: o.kind, ID: id} }
 
 // SetStatus records a new status of an operation.
 func (o *Ops) SetStatus(ctx context.Context, id, status string) error {
-	return o.setStatus(ctx, id, status, time.Now().UTC())
+	return o.setStatus(ctx, id, status, o.b.now().UTC())
 }
 
 func (o *Ops) setStatus(ctx context.Context, id, status string, at time.Time) error {
@@ -72,7 +72,7 @@ func (o *Ops) Status(ctx context.Context, id string) (string, error) {
 // operation exist and its step requests may be sent; ErrExists when already recorded.
 // The protect of a checkpoint has one phase, "".
 func (o *Ops) MarkFannedOut(ctx context.Context, id, phase string) error {
-	return o.b.putJSON(ctx, o.b.layout.FanOut(o.op(id), phase), map[string]time.Time{"at": time.Now().UTC()}, true)
+	return o.b.putJSON(ctx, o.b.layout.FanOut(o.op(id), phase), map[string]time.Time{"at": o.b.now().UTC()}, true)
 }
 
 // FannedOut reports whether the fan-out of a phase was recorded.
@@ -102,7 +102,7 @@ func (o *Ops) AddPending(ctx context.Context, id string, batches []string) error
 func (b *Bank) putEmpty(ctx context.Context, names []string) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	now := time.Now()
+	now := b.now()
 	for _, name := range names {
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: 0, ModTime: now, Typeflag: tar.TypeReg}); err != nil {
 			return err
@@ -193,7 +193,7 @@ func (o *Ops) Resent(ctx context.Context, id string, batches []string) error {
 
 // Fail records, create-only, that a resource ended in error; the first reason stays.
 func (o *Ops) Fail(ctx context.Context, id, key, reason string) error {
-	err := o.b.putJSON(ctx, o.b.layout.Failure(o.op(id), key), Failure{Key: key, Reason: reason, At: time.Now().UTC()}, true)
+	err := o.b.putJSON(ctx, o.b.layout.Failure(o.op(id), key), Failure{Key: key, Reason: reason, At: o.b.now().UTC()}, true)
 	if errors.Is(err, ErrExists) {
 		return nil
 	}

@@ -36,10 +36,7 @@ import (
 // routed, Swift requests per pod and the runner's peak RSS.
 func BenchmarkProtect(b *testing.B) {
 	st := stacktest.Load(b)
-	bin := filepath.Join(b.TempDir(), "podguard-local")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/podguard/podguard/deploy/local/runner/cmd/podguard-local").CombinedOutput(); err != nil {
-		b.Fatalf("build podguard-local: %v\n%s", err, out)
-	}
+	bin := buildLocal(b)
 	for _, n := range []int{100, 1000, 5000} {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
 			ns := fmt.Sprintf("bench-protect-%d", n)
@@ -76,7 +73,26 @@ type local struct {
 	events  atomic.Pointer[string]
 }
 
-func startLocal(b *testing.B, st *stacktest.Stack, bin, container string, env ...string) *local {
+// buildLocal builds the podguard-local command once for a test or benchmark.
+func buildLocal(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "podguard-local")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/podguard/podguard/deploy/local/runner/cmd/podguard-local").CombinedOutput(); err != nil {
+		tb.Fatalf("build podguard-local: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startLocal starts podguard-local with its volume steps on the instant in-process Cinder
+// doubles.
+func startLocal(b testing.TB, st *stacktest.Stack, bin, container string, env ...string) *local {
+	b.Helper()
+	return launchLocal(b, st, bin, container, []string{"-instant-cinder"}, env...)
+}
+
+// launchLocal starts podguard-local with extra flags (none: the stack's real Cinder) and
+// extra environment, on the bank container given, reached through the counting proxy.
+func launchLocal(b testing.TB, st *stacktest.Stack, bin, container string, flags []string, env ...string) *local {
 	b.Helper()
 	l := &local{}
 	target, _ := url.Parse(strings.TrimSuffix(st.Env["ST_AUTH"], "/auth/v1.0"))
@@ -91,8 +107,8 @@ func startLocal(b *testing.B, st *stacktest.Stack, bin, container string, env ..
 	})}
 	go func() { _ = l.srv.Serve(ln) }()
 	l.ingress = freeAddr(b)
-	l.cmd = exec.Command(bin, "-addr", l.ingress, "-tick", "1s", "-instant-cinder", "-log-level", "warn",
-		"-triggers", filepath.Join(repoRoot(b), "deploy", "base"))
+	l.cmd = exec.Command(bin, append([]string{"-addr", l.ingress, "-tick", "1s", "-log-level", "warn",
+		"-triggers", filepath.Join(repoRoot(b), "deploy", "base")}, flags...)...)
 	l.cmd.Env = append(append(os.Environ(), "KUBE_API_QPS=2000", "KUBE_API_BURST=4000", "BANK_AUTH=tempauth", "ST_AUTH=http://"+ln.Addr().String()+"/auth/v1.0",
 		"BANK_CONTAINER="+container, "REDRIVE_AFTER=60s", "LOG_LEVEL=warn"), env...)
 	stdout, _ := l.cmd.StdoutPipe()
@@ -100,6 +116,13 @@ func startLocal(b *testing.B, st *stacktest.Stack, bin, container string, env ..
 	if err := l.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { // a test that failed half-way leaves no process behind
+		if l.cmd.ProcessState == nil {
+			_ = l.cmd.Process.Kill()
+			_ = l.cmd.Wait()
+		}
+		l.srv.Close()
+	})
 	lines := bufio.NewScanner(stdout)
 	if !lines.Scan() { // "broker ingress ..." once it serves
 		b.Fatal("podguard-local did not start")
@@ -119,7 +142,7 @@ func startLocal(b *testing.B, st *stacktest.Stack, bin, container string, env ..
 }
 
 // send sends a request to the broker ingress.
-func (l *local) send(b *testing.B, ev cloudevents.Event) {
+func (l *local) send(b testing.TB, ev cloudevents.Event) {
 	b.Helper()
 	c, _ := cloudevents.NewClientHTTP()
 	if res := c.Send(cloudevents.ContextWithTarget(context.Background(), "http://"+l.ingress), ev); !cloudevents.IsACK(res) {
@@ -129,7 +152,7 @@ func (l *local) send(b *testing.B, ev cloudevents.Event) {
 
 // wait polls an operation's status until it is one of done, and returns the time since
 // start.
-func (l *local) wait(b *testing.B, start time.Time, status func() (string, error), done ...string) (time.Duration, string) {
+func (l *local) wait(b testing.TB, start time.Time, status func() (string, error), done ...string) (time.Duration, string) {
 	b.Helper()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -154,7 +177,7 @@ func (l *local) wait(b *testing.B, start time.Time, status func() (string, error
 
 // stop ends the process and returns its peak RSS and the events its broker took in
 // (requests, replies and ticks).
-func (l *local) stop(b *testing.B) (peak, routed int64) {
+func (l *local) stop(b testing.TB) (peak, routed int64) {
 	b.Helper()
 	peak = peakRSS(b, l.cmd.Process.Pid)
 	_ = l.cmd.Process.Signal(syscall.SIGTERM)
@@ -168,6 +191,17 @@ func (l *local) stop(b *testing.B) (peak, routed int64) {
 		}
 	}
 	return peak, routed
+}
+
+// kill ends the process at once (SIGKILL), as a crash would: the events its broker held
+// and the requests its functions were handling are lost.
+func (l *local) kill(tb testing.TB) {
+	tb.Helper()
+	if err := l.cmd.Process.Kill(); err != nil {
+		tb.Fatalf("kill podguard-local: %v", err)
+	}
+	_ = l.cmd.Wait()
+	l.srv.Close()
 }
 
 func protectRequest(ns string) (cloudevents.Event, string) {
@@ -202,7 +236,7 @@ func protectOnce(b *testing.B, st *stacktest.Stack, bin, ns string, n int) prote
 	return protectRun{wall: wall, swift: swift, events: routed, peakRSS: peak}
 }
 
-func peakRSS(b *testing.B, pid int) int64 {
+func peakRSS(b testing.TB, pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
@@ -216,7 +250,7 @@ func peakRSS(b *testing.B, pid int) int64 {
 	return 0
 }
 
-func freeAddr(b *testing.B) string {
+func freeAddr(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

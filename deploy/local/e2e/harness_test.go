@@ -24,6 +24,7 @@ import (
 	"github.com/podguard/podguard/deploy/local/runner"
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/backupvolume"
+	"github.com/podguard/podguard/functions/restorevolume"
 	"github.com/podguard/podguard/shared/openstack/backups"
 	"github.com/podguard/podguard/shared/openstack/volumes"
 	"github.com/podguard/podguard/shared/stacktest"
@@ -53,6 +54,7 @@ type envOptions struct {
 	wrap     func(name string, h http.Handler) http.Handler
 	bankAuth string // keystone unless set
 	cinder   *backupvolume.InstantCinder
+	volumes  *restorevolume.InstantVolumes
 	extra    map[string]string // environment of the functions
 }
 
@@ -93,7 +95,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	ctx := context.Background()
 	r, err := runner.Start(ctx, runner.Options{
-		Triggers: filepath.Join(repoRoot(t), "deploy", "base"), Tick: time.Second, Cinder: o.cinder, Wrap: o.wrap,
+		Triggers: filepath.Join(repoRoot(t), "deploy", "base"), Tick: time.Second, Cinder: o.cinder, Volumes: o.volumes, Wrap: o.wrap,
 		Observers: observers, ObserverURLs: map[string]string{"observer": obs.URL, "dead-letters": obs.URL},
 		DeadLetters: filepath.Join(t.TempDir(), "dead-letters.jsonl"),
 	})

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,10 +32,7 @@ import (
 func BenchmarkRestore(b *testing.B) {
 	st := stacktest.Load(b)
 	cs := st.Kube(b)
-	bin := filepath.Join(b.TempDir(), "podguard-local")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/podguard/podguard/deploy/local/runner/cmd/podguard-local").CombinedOutput(); err != nil {
-		b.Fatalf("build podguard-local: %v\n%s", err, out)
-	}
+	bin := buildLocal(b)
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
 			ns := fmt.Sprintf("bench-protect-%d", n)

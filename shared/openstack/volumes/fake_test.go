@@ -213,7 +213,7 @@ func (f *fakeCinder) list(w http.ResponseWriter, q url.Values) {
 		if v.Status == "deleted" {
 			continue
 		}
-		match := true
+		match := q.Get("name") == "" || v.Name == q.Get("name")
 		for k, want := range filter {
 			if got, ok := v.Metadata[k]; !ok || got != want {
 				match = false

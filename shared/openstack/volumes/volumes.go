@@ -228,6 +228,28 @@ func (c *Client) FindRestored(ctx context.Context, backupID string, match map[st
 	return nil, nil
 }
 
+// ListNamed lists the volumes named name (Cinder filters by the exact name), leaving out
+// volumes being deleted, oldest first (then by id, an order every caller agrees on). A
+// restored volume keeps the name and description it was created with, so this finds
+// every volume a restore created for a resource, tagged or not.
+func (c *Client) ListNamed(ctx context.Context, name string) ([]Volume, error) {
+	if name == "" {
+		return nil, errors.New("list volumes by name: no name")
+	}
+	vs, err := c.query(ctx, listQuery{name: name, limit: c.PageSize})
+	if err != nil {
+		return nil, fmt.Errorf("list volumes named %q: %w", name, err)
+	}
+	out := vs[:0]
+	for _, v := range vs {
+		if live(v.Status) && v.Name == name {
+			out = append(out, v)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Volume) int { return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID)) })
+	return out, nil
+}
+
 // SetMetadata adds the keys of metadata to a volume's metadata, replacing their values and
 // leaving the other keys alone.
 func (c *Client) SetMetadata(ctx context.Context, id string, metadata map[string]string) error {
@@ -246,8 +268,13 @@ func live(status string) bool {
 
 // list reads every page of the volumes with the metadata, newest first.
 func (c *Client) list(ctx context.Context, metadata map[string]string) ([]Volume, error) {
+	return c.query(ctx, listQuery{metadata: metadata, limit: c.PageSize})
+}
+
+// query reads every page of the volumes a query selects, newest first.
+func (c *Client) query(ctx context.Context, q listQuery) ([]Volume, error) {
 	var out []Volume
-	err := cinder.List(c.sc, listQuery{metadata: metadata, limit: c.PageSize}).EachPage(ctx,
+	err := cinder.List(c.sc, q).EachPage(ctx,
 		func(_ context.Context, page pagination.Page) (bool, error) {
 			vs, err := cinder.ExtractVolumes(page)
 			if err != nil {
@@ -265,16 +292,20 @@ func (c *Client) list(ctx context.Context, metadata map[string]string) ([]Volume
 	return out, nil
 }
 
-// listQuery filters the detailed list by metadata. Cinder reads the filter as a Python
-// literal; JSON is one for a map of strings, and unlike gophercloud's ListOpts it escapes
-// quotes inside keys and values.
+// listQuery filters the detailed list by metadata, or name. Cinder reads the metadata
+// filter as a Python literal; JSON is one for a map of strings, and unlike gophercloud's
+// ListOpts it escapes quotes inside keys and values.
 type listQuery struct {
 	metadata map[string]string
+	name     string
 	limit    int
 }
 
 func (q listQuery) ToVolumeListQuery() (string, error) {
 	v := url.Values{}
+	if q.name != "" {
+		v.Set("name", q.name)
+	}
 	if len(q.metadata) > 0 {
 		m, err := json.Marshal(q.metadata)
 		if err != nil {

@@ -298,3 +298,38 @@ func TestFindRestoredAfterCinderReplacedTheMetadata(t *testing.T) {
 		t.Errorf("SetMetadata of a missing volume: err = %v, want a 404 naming it", err)
 	}
 }
+
+// Racing creates of one restored volume: ListNamed finds every volume of the name,
+// tagged or not, oldest first, and leaves out those being deleted.
+func TestListNamed(t *testing.T) {
+	f := newFakeCinder(t)
+	ctx := context.Background()
+	c := f.client()
+	first, err := c.CreateFromBackup(ctx, volumes.CreateFromBackupOpts{Name: "cp@v0", BackupID: "b1", Metadata: tag("r1", "OS::Cinder::Volume#v0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.add(fakeVolume{Name: "cp@v1", Status: volumes.StatusAvailable})
+	second, err := c.CreateFromBackup(ctx, volumes.CreateFromBackupOpts{Name: "cp@v0", BackupID: "b1", Metadata: tag("r1", "OS::Cinder::Volume#v0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := f.add(fakeVolume{Name: "cp@v0", Status: volumes.StatusDeleting})
+	f.mu.Lock()
+	f.finishRestore(f.find(second.ID)) // its tag is gone
+	f.mu.Unlock()
+
+	got, err := c.ListNamed(ctx, "cp@v0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != first.ID || got[1].ID != second.ID {
+		t.Fatalf("ListNamed = %+v, want %s then %s (not %s, being deleted)", got, first.ID, second.ID, gone.ID)
+	}
+	if f.lists < 2 {
+		t.Fatalf("%d list requests: the fake pages by 2, so the listing must have paged", f.lists)
+	}
+	if _, err := c.ListNamed(ctx, ""); err == nil {
+		t.Error("ListNamed without a name should fail")
+	}
+}
