@@ -44,6 +44,11 @@ func TestValidate(t *testing.T) {
 		{"show by name", PodShow, `{"pod":"default:busybox-test"}`, ""},
 		{"show empty", PodShow, `{"pod":""}`, "/pod"},
 		{"unknown type", "dev.example.other", `{}`, "not in the podguard catalog"},
+		{"retention", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":7,"retention_duration":30}}}`, ""},
+		{"retention without limits", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":0}}}`, ""},
+		{"negative max_backups", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":-1}}}`, "/plan/retention/max_backups"},
+		{"fractional retention_duration", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"retention_duration":1.5}}}`, "/plan/retention/retention_duration"},
+		{"unknown retention field", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_checkpoints":3}}}`, "max_checkpoints"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
