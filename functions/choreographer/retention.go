@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,28 +194,40 @@ func (s *Step) retain(ctx context.Context, plan string) error {
 	if plan == "" {
 		return nil
 	}
-	ids, err := s.planCheckpoints(ctx, plan)
-	if err != nil {
-		return err
-	}
-	indexes := make([]*bank.Checkpoint, len(ids))
-	first := -1
-	for i, id := range ids {
-		cp, err := s.bank.Checkpoint(ctx, id)
-		if errors.Is(err, bank.ErrNotFound) {
-			continue // removed meanwhile
-		}
+	// The policy in force is that of the newest checkpoint: read it before listing the
+	// rest of the plan, so that a plan without a policy costs a page and an index.
+	l := &planList{plan: plan, seen: map[string]bool{}}
+	var newest *bank.Checkpoint
+	for newest == nil && !l.done {
+		page, err := l.next(ctx, s.bank)
 		if err != nil {
-			return fmt.Errorf("retention of plan %s: %w", plan, err)
+			return err
 		}
-		indexes[i], first = cp, i
-		break
+		for _, id := range page {
+			cp, err := s.bank.Checkpoint(ctx, id)
+			if errors.Is(err, bank.ErrNotFound) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("retention of plan %s: %w", plan, err)
+			}
+			newest = cp
+			break
+		}
 	}
-	if first < 0 || !limited(indexes[first].Plan.Retention) {
+	if newest == nil || !limited(newest.Plan.Retention) {
 		return nil
 	}
-	policy := *indexes[first].Plan.Retention
-	cps, err := s.readPlan(ctx, ids[first:], indexes[first:])
+	policy := *newest.Plan.Retention
+	for !l.done {
+		if _, err := l.next(ctx, s.bank); err != nil {
+			return err
+		}
+	}
+	ids := l.ids[slices.Index(l.ids, newest.ID):]
+	indexes := make([]*bank.Checkpoint, len(ids))
+	indexes[0] = newest
+	cps, err := s.readPlan(ctx, ids, indexes)
 	if err != nil {
 		return fmt.Errorf("retention of plan %s: %w", plan, err)
 	}
@@ -265,28 +278,35 @@ func deletes(vs []verdict) bool {
 	return false
 }
 
-// planCheckpoints lists every checkpoint of a plan, newest first, page by page.
-func (s *Step) planCheckpoints(ctx context.Context, plan string) ([]string, error) {
+// planList lists the checkpoints of a plan, newest first, a page at a time.
+type planList struct {
+	plan   string
+	marker string
+	done   bool
+	ids    []string
+	seen   map[string]bool
+}
+
+// next lists the next page, adds its checkpoints to ids (once each: racing duplicates of
+// a request may index a checkpoint twice) and returns them.
+func (l *planList) next(ctx context.Context, b interface {
+	ListCheckpoints(ctx context.Context, plan string, limit int, marker string) ([]string, string, error)
+}) ([]string, error) {
 	const page = 1000
-	var ids []string
-	seen := map[string]bool{}
-	marker := ""
-	for {
-		list, next, err := s.bank.ListCheckpoints(ctx, plan, page, marker)
-		if err != nil {
-			return nil, fmt.Errorf("retention of plan %s: %w", plan, err)
-		}
-		for _, id := range list {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-		}
-		if next == "" {
-			return ids, nil
-		}
-		marker = next
+	list, next, err := b.ListCheckpoints(ctx, l.plan, page, l.marker)
+	if err != nil {
+		return nil, fmt.Errorf("retention of plan %s: %w", l.plan, err)
 	}
+	var added []string
+	for _, id := range list {
+		if !l.seen[id] {
+			l.seen[id] = true
+			added = append(added, id)
+		}
+	}
+	l.ids = append(l.ids, added...)
+	l.marker, l.done = next, next == ""
+	return added, nil
 }
 
 // readPlan reads what deciding needs of each checkpoint, a few at a time: its index

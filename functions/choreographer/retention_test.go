@@ -150,10 +150,16 @@ type retentionBank struct {
 	restores    map[string]*bank.Restore
 	deletions   map[string]*bank.Deletion
 	indexReads  int
+	lists       int
 	recordReads []string
 }
 
+// ListCheckpoints answers pages of at most two checkpoints, whatever the limit.
 func (b *retentionBank) ListCheckpoints(_ context.Context, plan string, limit int, marker string) ([]string, string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lists++
+	limit = min(limit, 2)
 	start := 0
 	if marker != "" {
 		start = slices.Index(b.ids, marker) + 1
@@ -302,6 +308,10 @@ func TestRetainRequestsDeletions(t *testing.T) {
 	if got := out.deleted(t); !slices.Equal(got, []string{"d", "a"}) {
 		t.Fatalf("deleted %v, want d and a (b is being restored)", got)
 	}
+	// Every page of the plan was listed, every index read once.
+	if b.lists != 3 || b.indexReads != 6 {
+		t.Errorf("pages listed %d, index reads %d", b.lists, b.indexReads)
+	}
 	// Full backups only: no record is read.
 	if len(b.recordReads) != 0 {
 		t.Errorf("records read: %v", b.recordReads)
@@ -362,11 +372,12 @@ func TestRetainWithoutPolicyReadsOneIndex(t *testing.T) {
 	s, b, _, out, ctx := newRetentionStep(t)
 	b.add("b", events.StatusAvailable, 1*time.Hour, "full", nil, "v")
 	b.add("a", events.StatusAvailable, 400*day, "full", &events.Retention{MaxBackups: 1}, "v")
+	b.add("z", events.StatusAvailable, 500*day, "full", &events.Retention{MaxBackups: 1}, "v")
 	if err := s.retain(ctx, "shop"); err != nil {
 		t.Fatal(err)
 	}
-	if len(out.events) != 0 || b.indexReads != 1 || len(b.recordReads) != 0 {
-		t.Fatalf("events %d, index reads %d, record reads %v", len(out.events), b.indexReads, b.recordReads)
+	if len(out.events) != 0 || b.indexReads != 1 || b.lists != 1 || len(b.recordReads) != 0 {
+		t.Fatalf("events %d, index reads %d, pages listed %d, record reads %v", len(out.events), b.indexReads, b.lists, b.recordReads)
 	}
 	if err := s.retain(ctx, ""); err != nil || len(out.events) != 0 {
 		t.Fatalf("no plan: %v %d", err, len(out.events))
