@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +39,8 @@ func (e *env) backupsByCheckpoint(volumeID string) map[string]bool {
 	return out
 }
 
-// TestRetention protects two plans four times each, in step, with real Cinder volumes:
+// TestRetention protects two plans four times each, in step, with real Cinder volumes
+// (and refuses a policy without a plan id):
 //   - plan "keep2" (full backups, max_backups 2): the third checkpoint makes the first go,
 //     the fourth the second, through the delete flow (deleted, backups gone); the two
 //     newest stay available;
@@ -58,6 +60,13 @@ func TestRetention(t *testing.T) {
 	e.podWithVolume(nsB, "app", volB, true)
 	planA, planB := "plan-"+nsA, "plan-"+nsB
 	keep2, keep1 := &events.Retention{MaxBackups: 2}, &events.Retention{MaxBackups: 1}
+
+	// A policy applies to the checkpoints of a plan: without a plan id, 400.
+	bad := newEvent(events.ProtectRequested, events.ProtectRequest{Plan: events.Plan{Scope: events.Scope{Namespaces: []string{nsA}}, Retention: keep2}})
+	e.send(bad)
+	if reason := e.rejected(bad); !strings.Contains(reason, "/plan/id") {
+		t.Fatalf("protect with a policy and no plan id: %q", reason)
+	}
 
 	var a, b []string
 	for i, modeB := range []string{"incremental", "incremental", "incremental", "full"} {
