@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/choreographer"
@@ -68,23 +70,50 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("protect with a policy and no plan id: %q", reason)
 	}
 
-	var a, b []string
-	for i, modeB := range []string{"incremental", "incremental", "incremental", "full"} {
-		a = append(a, e.protectPlan(nsA, planA, "full", keep2))
-		b = append(b, e.protectPlan(nsB, planB, modeB, keep1))
-		for _, id := range []string{a[i], b[i]} {
-			if res := e.finished(id, 2*time.Minute); res.Status != events.StatusAvailable {
-				t.Fatalf("round %d: %+v", i+1, res)
-			}
+	t.Logf("set up in %s", time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	// Each plan is protected again as soon as its checkpoint is available; the plans run
+	// side by side.
+	type run struct {
+		ns, plan  string
+		modes     []string
+		retention *events.Retention
+		cps       []string
+	}
+	runA := &run{ns: nsA, plan: planA, modes: []string{"full", "full", "full", "full"}, retention: keep2}
+	runB := &run{ns: nsB, plan: planB, modes: []string{"incremental", "incremental", "incremental", "full"}, retention: keep1}
+	running := map[string]*run{} // checkpoint being protected -> its plan
+	protect := func(r *run) {
+		id := e.protectPlan(r.ns, r.plan, r.modes[len(r.cps)], r.retention)
+		r.cps = append(r.cps, id)
+		running[id] = r
+	}
+	protect(runA)
+	protect(runB)
+	for len(running) > 0 {
+		ev := e.await(2*time.Minute, "a checkpoint of either plan", func(ev event.Event) bool {
+			id, _ := ev.Extensions()[events.ExtCheckpoint].(string)
+			return ev.Type() == events.CheckpointFinished && running[id] != nil
+		})
+		var res events.CheckpointFinishedResult
+		if err := ev.DataAs(&res); err != nil || res.Status != events.StatusAvailable {
+			t.Fatalf("checkpoint finished: %+v %v", res, err)
 		}
-		if i == 2 {
+		r := running[res.Checkpoint]
+		delete(running, res.Checkpoint)
+		t.Logf("%s: checkpoint %d available %s after the first protect", r.plan, len(r.cps), time.Since(start).Round(100*time.Millisecond))
+		if r == runB && len(r.cps) == 3 {
 			// The chain is whole: a full backup, then two incremental ones.
 			modes := e.backupsByCheckpoint(volB.ID)
-			if incr, ok := modes[b[0]]; !ok || incr || !modes[b[1]] || !modes[b[2]] {
+			if incr, ok := modes[r.cps[0]]; !ok || incr || !modes[r.cps[1]] || !modes[r.cps[2]] {
 				t.Fatalf("backups of the chain (checkpoint -> incremental): %v", modes)
 			}
 		}
+		if len(r.cps) < len(r.modes) {
+			protect(r)
+		}
 	}
+	a, b := runA.cps, runB.cps
 	t.Logf("8 checkpoints protected in %s", time.Since(start).Round(100*time.Millisecond))
 
 	// keep2: the two oldest go, the two newest stay.
@@ -99,7 +128,7 @@ func TestRetention(t *testing.T) {
 			t.Fatalf("deletion of %s: %+v", id, d)
 		}
 	}
-	t.Logf("retention deleted 5 checkpoints, %s after the start", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("retention deleted 5 checkpoints, %s after the first protect", time.Since(start).Round(100*time.Millisecond))
 
 	ctx := context.Background()
 	bk := e.readBank()
