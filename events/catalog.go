@@ -219,7 +219,7 @@ func Catalog() []Type {
 		{Name: RestoreFinished, Description: "A restore ended: success, or fail with every failed resource and its reason.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: DeleteRequested, Description: "Delete an available or error checkpoint: its backups, then its metadata.",
-			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+			Producers: []string{User, FnChoreographer}, Consumers: []string{FnChoreographer}},
 		{Name: BackupDelete, Description: "Delete the backups of a batch of volumes of a checkpoint, or check deletions already started.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnDeleteBackup}},
 		{Name: BackupDeleted, Description: "The backups of a batch are deleted, or could not be (error) with the reason.",

@@ -123,6 +123,17 @@ type Plan struct {
 	Name       string     `json:"name,omitempty"`
 	Scope      Scope      `json:"scope"`
 	Parameters Parameters `json:"parameters"`
+	// Retention, when set, deletes the plan's older checkpoints (it needs ID).
+	Retention *Retention `json:"retention,omitempty"`
+}
+
+// Retention is a plan's retention policy, Karbor's retention_protect: an available
+// checkpoint of the plan is deleted when either rule says so; 0 means no limit.
+type Retention struct {
+	// MaxBackups keeps the newest MaxBackups available checkpoints.
+	MaxBackups int `json:"max_backups,omitempty"`
+	// RetentionDuration keeps the available checkpoints younger than this many days.
+	RetentionDuration int `json:"retention_duration,omitempty"`
 }
 
 // ProtectRequest is the data of ProtectRequested.

@@ -50,6 +50,11 @@ func TestValidate(t *testing.T) {
 		{"replay", DeadLetterReplay, `{"deadletter":"0b8f3c1e-2d4a-5b6c-8d7e-9f0a1b2c3d4e"}`, ""},
 		{"replay without id", DeadLetterReplay, `{}`, "missing property 'deadletter'"},
 		{"replay of a bad id", DeadLetterReplay, `{"deadletter":"../x"}`, "/deadletter"},
+		{"retention", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":7,"retention_duration":30}}}`, ""},
+		{"retention without limits", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":0}}}`, ""},
+		{"negative max_backups", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":-1}}}`, "/plan/retention/max_backups"},
+		{"fractional retention_duration", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"retention_duration":1.5}}}`, "/plan/retention/retention_duration"},
+		{"unknown retention field", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_checkpoints":3}}}`, "max_checkpoints"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -106,6 +106,11 @@ type store interface {
 	CreateRestore(ctx context.Context, r bank.Restore) (*bank.Restore, error)
 	Restore(ctx context.Context, id string) (*bank.Restore, error)
 	RemoveCheckpoint(ctx context.Context, id string) error
+	// Retention (retention.go).
+	ListCheckpoints(ctx context.Context, plan string, limit int, marker string) ([]string, string, error)
+	RecordsOf(ctx context.Context, id, prefix string) ([]bank.Record, error)
+	PutDeletion(ctx context.Context, d bank.Deletion) error
+	Deletion(ctx context.Context, checkpoint string) (*bank.Deletion, error)
 }
 
 // ops is the progress of the restores, or of the deletions (bank.Ops).

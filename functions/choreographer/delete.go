@@ -55,6 +55,9 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 		if err := s.restoring(ctx, id); err != nil {
 			return err
 		}
+		if err := s.noteDeletion(ctx, cp); err != nil {
+			return err
+		}
 		if status == events.StatusErrorDeleting {
 			// Try again: forget the failures of the attempt before.
 			if err := s.deletions.Reset(ctx, id); err != nil {
@@ -241,7 +244,10 @@ func (s *Step) completeDeletion(ctx context.Context, id string) error {
 		}
 	}
 	logging.FromContext(ctx).Infow("checkpoint deletion ended", zap.String("checkpoint", id), zap.String("status", status), zap.Int("failed", len(failures)))
-	return s.announceDeletion(ctx, id, status, failures)
+	if err := s.announceDeletion(ctx, id, status, failures); err != nil {
+		return err
+	}
+	return s.retainAfterDeletion(ctx, id)
 }
 
 func (s *Step) announceDeletion(ctx context.Context, id, status string, failures []bank.Failure) error {

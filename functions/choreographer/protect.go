@@ -42,6 +42,9 @@ func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.Pro
 	if err := req.Plan.Scope.Check(); err != nil {
 		return function.Permanent(fmt.Errorf("/plan%w", err))
 	}
+	if err := checkRetention(req.Plan); err != nil {
+		return err
+	}
 	// Racing duplicates of the request must write the same index: take the time from
 	// the occurrence, or from the event, which they share.
 	now := s.eventTime(e)
@@ -57,7 +60,7 @@ func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.Pro
 		return err
 	}
 	cp, err := s.bank.CreateCheckpoint(ctx, bank.Checkpoint{
-		ID: id, Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name},
+		ID: id, Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name, Retention: req.Plan.Retention},
 		Project: s.cfg.Project, Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(s.cfg.ProtectTimeout),
 		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters, BatchSize: s.cfg.BatchSize,
 	})
@@ -212,7 +215,10 @@ func (s *Step) finish(ctx context.Context, id string) error {
 		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
 	}
 	logging.FromContext(ctx).Infow("checkpoint finished", zap.String("checkpoint", id), zap.String("status", status), zap.Int("failed", len(failures)))
-	return s.emit(ctx, events.FlowProtect, id, events.CheckpointFinished, function.DerivedID(events.FlowProtect, id, "finished"), out)
+	if err := s.emit(ctx, events.FlowProtect, id, events.CheckpointFinished, function.DerivedID(events.FlowProtect, id, "finished"), out); err != nil {
+		return err
+	}
+	return s.retain(ctx, cp.Plan.ID)
 }
 
 // check is the tick of a checkpoint being protected: it asks again for a listing that never

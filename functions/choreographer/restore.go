@@ -346,7 +346,10 @@ func (s *Step) finishRestore(ctx context.Context, r *bank.Restore) error {
 		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
 	}
 	logging.FromContext(ctx).Infow("restore finished", zap.String("restore", r.ID), zap.String("status", status), zap.Int("failed", len(failures)))
-	return s.emit(ctx, events.FlowRestore, r.ID, events.RestoreFinished, function.DerivedID(events.FlowRestore, r.ID, "finished"), out)
+	if err := s.emit(ctx, events.FlowRestore, r.ID, events.RestoreFinished, function.DerivedID(events.FlowRestore, r.ID, "finished"), out); err != nil {
+		return err
+	}
+	return s.retainAfterRestore(ctx, r)
 }
 
 // checkRestore is the tick of a restore: it starts a phase that a lost event did not

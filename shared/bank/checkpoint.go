@@ -54,6 +54,9 @@ type Checkpoint struct {
 type PlanRef struct {
 	ID   string `json:"id,omitempty"`
 	Name string `json:"name,omitempty"`
+	// Retention is the plan's retention policy when the checkpoint was made; the policy
+	// in force for a plan is that of its newest checkpoint.
+	Retention *events.Retention `json:"retention,omitempty"`
 }
 
 // StatusChange is one status a checkpoint reached.

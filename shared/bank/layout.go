@@ -25,6 +25,7 @@ import (
 //	indices/active/<kind>/<id>                       operations still in progress, for the tick
 //	restores/<id>/restore.json                       a restore's index; status/, records/, pending/, failed/ as above
 //	deletions/<checkpoint>/...                       the deletion of a checkpoint: status/, records/, pending/, failed/
+//	deletions/<checkpoint>/deletion.json             the deletion's index: the checkpoint's plan, kept once its metadata is removed
 //	indices/restores/<inverted time>_<id>            every restore, newest first
 //	schedules/<id>/schedule.json                     a schedule: its plan and trigger, and when it was saved
 //	schedules/<id>/state.json                        the latest occurrence the tick handled, the last run, recent skips
@@ -237,6 +238,11 @@ func (Layout) DateIndexPrefix(day time.Time) string {
 // DateIndex is a checkpoint's entry in the date index.
 func (l Layout) DateIndex(checkpoint string, created time.Time) string {
 	return l.DateIndexPrefix(created) + checkpoint
+}
+
+// DeletionIndex is the index of the deletion of a checkpoint.
+func (Layout) DeletionIndex(checkpoint string) string {
+	return DeletionOp(checkpoint).Prefix() + "deletion.json"
 }
 
 // CheckpointOfIndex returns the checkpoint id named by a plan or date index entry.

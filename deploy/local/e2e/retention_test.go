@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/functions/backupvolume"
+	"github.com/podguard/podguard/functions/choreographer"
+	"github.com/podguard/podguard/shared/bank"
+)
+
+// protectPlan sends a protect request of a plan covering a namespace and returns the
+// checkpoint it makes.
+func (e *env) protectPlan(ns, plan, mode string, retention *events.Retention) string {
+	e.t.Helper()
+	req := events.ProtectRequest{Plan: events.Plan{ID: plan, Scope: events.Scope{Namespaces: []string{ns}}, Retention: retention,
+		Parameters: events.Parameters{Volume: events.VolumeParameters{BackupMode: mode, Force: true}}}}
+	ev := newEvent(events.ProtectRequested, req)
+	e.send(ev)
+	return choreographer.CheckpointID(req, ev)
+}
+
+// backupsByCheckpoint maps each checkpoint to the Cinder backup of a volume it holds
+// (any status but deleted: a backup being deleted is still there).
+func (e *env) backupsByCheckpoint(volumeID string) map[string]bool {
+	e.t.Helper()
+	all, err := e.backups.List(context.Background(), volumeID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, b := range all {
+		out[b.Metadata[backupvolume.MetaCheckpoint]] = b.IsIncremental
+	}
+	return out
+}
+
+// TestRetention protects two plans four times each, in step, with real Cinder volumes
+// (and refuses a policy without a plan id):
+//   - plan "keep2" (full backups, max_backups 2): the third checkpoint makes the first go,
+//     the fourth the second, through the delete flow (deleted, backups gone); the two
+//     newest stay available;
+//   - plan "chain" (max_backups 1, incremental: the first backup is made full, then two
+//     incremental ones, then a full one): the chain is kept whole while its newest
+//     checkpoint is the newest; once a full checkpoint comes, the three older ones are
+//     deleted newest first, each after the one before it is deleted, and none ends
+//     error-deleting.
+func TestRetention(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	start := time.Now()
+	nsA := e.st.Namespace(t, e.kube, "keep2")
+	nsB := e.st.Namespace(t, e.kube, "chain")
+	volA := e.cinderVolume(nsA+"-data", []byte("plan keep2"))
+	volB := e.cinderVolume(nsB+"-data", []byte("plan chain"))
+	e.podWithVolume(nsA, "app", volA, true)
+	e.podWithVolume(nsB, "app", volB, true)
+	planA, planB := "plan-"+nsA, "plan-"+nsB
+	keep2, keep1 := &events.Retention{MaxBackups: 2}, &events.Retention{MaxBackups: 1}
+
+	// A policy applies to the checkpoints of a plan: without a plan id, 400.
+	bad := newEvent(events.ProtectRequested, events.ProtectRequest{Plan: events.Plan{Scope: events.Scope{Namespaces: []string{nsA}}, Retention: keep2}})
+	e.send(bad)
+	if reason := e.rejected(bad); !strings.Contains(reason, "/plan/id") {
+		t.Fatalf("protect with a policy and no plan id: %q", reason)
+	}
+
+	t.Logf("set up in %s", time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	// Each plan is protected again as soon as its checkpoint is available; the plans run
+	// side by side.
+	type run struct {
+		ns, plan  string
+		modes     []string
+		retention *events.Retention
+		cps       []string
+	}
+	runA := &run{ns: nsA, plan: planA, modes: []string{"full", "full", "full", "full"}, retention: keep2}
+	runB := &run{ns: nsB, plan: planB, modes: []string{"incremental", "incremental", "incremental", "full"}, retention: keep1}
+	running := map[string]*run{} // checkpoint being protected -> its plan
+	protect := func(r *run) {
+		id := e.protectPlan(r.ns, r.plan, r.modes[len(r.cps)], r.retention)
+		r.cps = append(r.cps, id)
+		running[id] = r
+	}
+	protect(runA)
+	protect(runB)
+	for len(running) > 0 {
+		ev := e.await(2*time.Minute, "a checkpoint of either plan", func(ev event.Event) bool {
+			id, _ := ev.Extensions()[events.ExtCheckpoint].(string)
+			return ev.Type() == events.CheckpointFinished && running[id] != nil
+		})
+		var res events.CheckpointFinishedResult
+		if err := ev.DataAs(&res); err != nil || res.Status != events.StatusAvailable {
+			t.Fatalf("checkpoint finished: %+v %v", res, err)
+		}
+		r := running[res.Checkpoint]
+		delete(running, res.Checkpoint)
+		t.Logf("%s: checkpoint %d available %s after the first protect", r.plan, len(r.cps), time.Since(start).Round(100*time.Millisecond))
+		if r == runB && len(r.cps) == 3 {
+			// The chain is whole: a full backup, then two incremental ones.
+			modes := e.backupsByCheckpoint(volB.ID)
+			if incr, ok := modes[r.cps[0]]; !ok || incr || !modes[r.cps[1]] || !modes[r.cps[2]] {
+				t.Fatalf("backups of the chain (checkpoint -> incremental): %v", modes)
+			}
+		}
+		if len(r.cps) < len(r.modes) {
+			protect(r)
+		}
+	}
+	a, b := runA.cps, runB.cps
+	t.Logf("8 checkpoints protected in %s", time.Since(start).Round(100*time.Millisecond))
+
+	// keep2: the two oldest go, the two newest stay.
+	for _, id := range a[:2] {
+		if d := e.deleted(id, 2*time.Minute); d.Status != events.StatusDeleted || len(d.Failed) != 0 {
+			t.Fatalf("deletion of %s: %+v", id, d)
+		}
+	}
+	// chain: newest first, all deleted.
+	for _, id := range []string{b[2], b[1], b[0]} {
+		if d := e.deleted(id, 2*time.Minute); d.Status != events.StatusDeleted || len(d.Failed) != 0 {
+			t.Fatalf("deletion of %s: %+v", id, d)
+		}
+	}
+	t.Logf("retention deleted 5 checkpoints, %s after the first protect", time.Since(start).Round(100*time.Millisecond))
+
+	ctx := context.Background()
+	bk := e.readBank()
+	for _, c := range []struct {
+		plan string
+		want []string
+	}{{planA, []string{a[3], a[2]}}, {planB, []string{b[3]}}} {
+		ids, _, err := bk.ListCheckpoints(ctx, c.plan, 10, "")
+		if err != nil || !slices.Equal(ids, c.want) {
+			t.Fatalf("checkpoints of %s: %v %v, want %v", c.plan, ids, err, c.want)
+		}
+		for _, id := range ids {
+			if v := e.show(id); v.Status != events.StatusAvailable || v.Plan.Retention == nil {
+				t.Errorf("%s: %s, plan %+v", id, v.Status, v.Plan)
+			}
+		}
+	}
+	for vol, want := range map[string][]string{volA.ID: {a[2], a[3]}, volB.ID: {b[3]}} {
+		var got []string
+		for id := range e.backupsByCheckpoint(vol) {
+			got = append(got, id)
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("backups of volume %s belong to %v, want %v", vol, got, want)
+		}
+	}
+
+	// The chain went newest first: each deletion started once the newer one had ended,
+	// and only after the full checkpoint made the chain expire.
+	history := func(ops interface {
+		History(context.Context, string) ([]bank.StatusChange, error)
+	}, id string) (started, ended time.Time) {
+		h, err := ops.History(ctx, id)
+		if err != nil || len(h) == 0 {
+			t.Fatalf("history of %s: %v %v", id, h, err)
+		}
+		return h[0].At, h[len(h)-1].At
+	}
+	// keep2: the first goes once the third is available, the second once the fourth is.
+	for i, id := range a[:2] {
+		_, available := history(bk, a[i+2])
+		if started, _ := history(bk.Deletions(), id); started.Before(available) {
+			t.Errorf("deletion of %s started before %s was available", id, a[i+2])
+		}
+	}
+	_, newest := history(bk, b[3])
+	last := newest
+	for _, id := range []string{b[2], b[1], b[0]} {
+		started, ended := history(bk.Deletions(), id)
+		if started.Before(last) {
+			t.Errorf("deletion of %s started at %s, before %s", id, started.Format(time.RFC3339Nano), last.Format(time.RFC3339Nano))
+		}
+		last = ended
+	}
+	if n := e.count(events.CheckpointDeleted); n < 5 {
+		t.Errorf("%d checkpoint.deleted events", n)
+	}
+	e.mu.Lock()
+	deleted := slices.Clone(e.observed[events.CheckpointDeleted])
+	e.mu.Unlock()
+	for _, ev := range deleted {
+		var d events.CheckpointDeletedResult
+		if err := ev.DataAs(&d); err != nil || d.Status != events.StatusDeleted {
+			t.Errorf("checkpoint.deleted %+v %v", d, err)
+		}
+	}
+}

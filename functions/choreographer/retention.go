@@ -1,0 +1,455 @@
+package choreographer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/batch"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// Retention (Karbor's retention_protect). A plan's policy keeps its newest max_backups
+// available checkpoints and those younger than retention_duration days; every other
+// available checkpoint is deleted through the delete flow. It runs when a checkpoint of
+// the plan ends, when the deletion of one ends, and when a restore of one ends; each run
+// reads the plan from the bank and decides again, so a run repeated is harmless.
+//
+// Incremental chains. Cinder bases an incremental backup on the volume's backup before
+// it and refuses to delete a backup that a newer one depends on. Walking the plan's
+// checkpoints newest to oldest, a checkpoint whose backup of a volume a newer remaining
+// checkpoint's incremental backup of that volume needs is kept while that one stays, and
+// deleted only after it: one link of a chain per run, newest first.
+
+// Retention decisions.
+const (
+	retainKeep   = "kept"
+	retainDelete = "deleted"
+	// retainLater is a checkpoint to delete once the newer checkpoints of its chain,
+	// deleted now or being deleted, are gone: the run after their deletion takes it.
+	retainLater = "deferred"
+	// retainIgnore is a checkpoint retention neither counts nor deletes (not available).
+	retainIgnore = "ignored"
+)
+
+// planCheckpoint is what retention knows of one checkpoint of a plan.
+type planCheckpoint struct {
+	ID        string
+	Status    string
+	CreatedAt time.Time
+	// Incremental is true when the checkpoint's parameters asked for incremental backups.
+	Incremental bool
+	// Backups maps each volume with an available backup in the checkpoint to the mode of
+	// the backup (full or incremental). It is read only when the plan has incremental
+	// checkpoints.
+	Backups map[string]string
+	// Restoring is true while a restore in progress reads the checkpoint.
+	Restoring bool
+}
+
+// verdict is retention's decision about one checkpoint, and why.
+type verdict struct {
+	Checkpoint string
+	Decision   string
+	Reason     string
+	// Held is a checkpoint the policy lets go, kept for a chain or a restore.
+	Held bool
+}
+
+// limited reports whether a policy limits anything (Karbor: a value <= 0 is no limit).
+func limited(p *events.Retention) bool {
+	return p != nil && (p.MaxBackups > 0 || p.RetentionDuration > 0)
+}
+
+// needer is a checkpoint whose incremental backup of a volume needs the next older backup
+// of that volume; going when it is itself deleted now or later, or being deleted.
+type needer struct {
+	id    string
+	going bool
+}
+
+// decide applies a policy to a plan's checkpoints, newest first, at now; the verdicts are
+// in the same order, which is the order deletions are requested in.
+func decide(cps []planCheckpoint, p events.Retention, now time.Time) []verdict {
+	maxAge := time.Duration(p.RetentionDuration) * 24 * time.Hour
+	out := make([]verdict, 0, len(cps))
+	available := 0
+	// need: per volume, the newer checkpoint that needs the next older backup of it.
+	need := map[string]needer{}
+	// hold: a checkpoint being protected with incremental backups may base one on the
+	// next older backup of any volume (those it has not backed up yet); held lists the
+	// volumes whose next older backup was met since.
+	var hold *needer
+	held := map[string]bool{}
+	for _, cp := range cps {
+		var needers []needer
+		for v := range cp.Backups {
+			if n, ok := need[v]; ok {
+				needers = append(needers, n)
+			} else if hold != nil && !held[v] {
+				needers = append(needers, *hold)
+			}
+		}
+		vd := verdict{Checkpoint: cp.ID}
+		switch {
+		case cp.Status == events.StatusDeleted:
+			vd.Decision, vd.Reason = retainIgnore, "deleted"
+			out = append(out, vd)
+			continue // holds no backups
+		case cp.Status != events.StatusAvailable:
+			vd.Decision, vd.Reason = retainIgnore, fmt.Sprintf("%s: only available checkpoints are counted and deleted", cp.Status)
+		default:
+			available++
+			byCount := p.MaxBackups > 0 && available > p.MaxBackups
+			byAge := maxAge > 0 && now.Sub(cp.CreatedAt) > maxAge
+			kept, going := firstNeeder(needers)
+			switch {
+			case !byCount && !byAge:
+				vd.Decision, vd.Reason = retainKeep, policyReason(p, available)
+			case kept != nil:
+				vd.Decision, vd.Reason, vd.Held = retainKeep, fmt.Sprintf("%s; kept while checkpoint %s, which depends on its backups, stays (incremental chain)", expiry(byCount, byAge, p), kept.id), true
+			case cp.Restoring:
+				vd.Decision, vd.Reason, vd.Held = retainKeep, fmt.Sprintf("%s; a restore in progress reads it: deleted once the restore has ended", expiry(byCount, byAge, p)), true
+			case going != nil:
+				vd.Decision, vd.Reason = retainLater, fmt.Sprintf("%s; deleted after checkpoint %s, which depends on its backups (incremental chain)", expiry(byCount, byAge, p), going.id)
+			default:
+				vd.Decision, vd.Reason = retainDelete, expiry(byCount, byAge, p)
+			}
+		}
+		out = append(out, vd)
+		self := needer{id: cp.ID, going: vd.Decision == retainDelete || vd.Decision == retainLater || cp.Status == events.StatusDeleting}
+		for v, mode := range cp.Backups {
+			held[v] = true
+			if mode == "incremental" {
+				need[v] = self
+			} else {
+				delete(need, v)
+			}
+		}
+		if cp.Status == events.StatusProtecting && cp.Incremental {
+			hold, held = &self, map[string]bool{}
+			for v := range cp.Backups {
+				held[v] = true
+			}
+		}
+	}
+	return out
+}
+
+// firstNeeder returns a needer that stays, else one that goes.
+func firstNeeder(ns []needer) (kept, going *needer) {
+	for i := range ns {
+		if !ns[i].going {
+			return &ns[i], nil
+		}
+		if going == nil {
+			going = &ns[i]
+		}
+	}
+	return nil, going
+}
+
+func policyReason(p events.Retention, rank int) string {
+	var parts []string
+	if p.MaxBackups > 0 {
+		parts = append(parts, fmt.Sprintf("newest available checkpoint %d of max_backups %d", rank, p.MaxBackups))
+	}
+	if p.RetentionDuration > 0 {
+		parts = append(parts, fmt.Sprintf("younger than retention_duration %d days", p.RetentionDuration))
+	}
+	if len(parts) == 0 {
+		return "no limit"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func expiry(byCount, byAge bool, p events.Retention) string {
+	var parts []string
+	if byCount {
+		parts = append(parts, fmt.Sprintf("beyond the newest %d available checkpoints (max_backups)", p.MaxBackups))
+	}
+	if byAge {
+		parts = append(parts, fmt.Sprintf("older than %d days (retention_duration)", p.RetentionDuration))
+	}
+	return strings.Join(parts, " and ")
+}
+
+// retain applies the retention policy of a plan: the policy of its newest checkpoint.
+// It reads the plan's checkpoints (index and status; the volume records only when the
+// plan has incremental checkpoints), decides, logs each decision, and requests the
+// deletion of each checkpoint to delete now. Deletions go through the delete flow, which
+// announces them as any other.
+func (s *Step) retain(ctx context.Context, plan string) error {
+	if plan == "" {
+		return nil
+	}
+	// The policy in force is that of the newest checkpoint: read it before listing the
+	// rest of the plan, so that a plan without a policy costs a page and an index.
+	l := &planList{plan: plan, seen: map[string]bool{}}
+	var newest *bank.Checkpoint
+	for newest == nil && !l.done {
+		page, err := l.next(ctx, s.bank)
+		if err != nil {
+			return err
+		}
+		for _, id := range page {
+			cp, err := s.bank.Checkpoint(ctx, id)
+			if errors.Is(err, bank.ErrNotFound) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("retention of plan %s: %w", plan, err)
+			}
+			newest = cp
+			break
+		}
+	}
+	if newest == nil || !limited(newest.Plan.Retention) {
+		return nil
+	}
+	policy := *newest.Plan.Retention
+	for !l.done {
+		if _, err := l.next(ctx, s.bank); err != nil {
+			return err
+		}
+	}
+	ids := l.ids[slices.Index(l.ids, newest.ID):]
+	indexes := make([]*bank.Checkpoint, len(ids))
+	indexes[0] = newest
+	cps, err := s.readPlan(ctx, ids, indexes)
+	if err != nil {
+		return fmt.Errorf("retention of plan %s: %w", plan, err)
+	}
+	now := s.now()
+	verdicts := decide(cps, policy, now)
+	if deletes(verdicts) {
+		// Only when something is to go: which checkpoints do restores in progress read?
+		restoring, err := s.restoringCheckpoints(ctx)
+		if err != nil {
+			return fmt.Errorf("retention of plan %s: %w", plan, err)
+		}
+		for i := range cps {
+			cps[i].Restoring = restoring[cps[i].ID]
+		}
+		verdicts = decide(cps, policy, now)
+	}
+	log := logging.FromContext(ctx)
+	counts := map[string]int{}
+	for _, v := range verdicts {
+		counts[v.Decision]++
+		fields := []any{zap.String("plan", plan), zap.String("checkpoint", v.Checkpoint), zap.String("decision", v.Decision), zap.String("reason", v.Reason)}
+		if v.Decision == retainDelete || v.Decision == retainLater || v.Held {
+			log.Infow("retention", fields...)
+		} else {
+			log.Debugw("retention", fields...)
+		}
+	}
+	log.Infow("retention applied", zap.String("plan", plan), zap.Int("max_backups", policy.MaxBackups), zap.Int("retention_duration", policy.RetentionDuration),
+		zap.Int("checkpoints", len(verdicts)), zap.Int("kept", counts[retainKeep]), zap.Int("deleted", counts[retainDelete]), zap.Int("deferred", counts[retainLater]))
+	for _, v := range verdicts {
+		if v.Decision != retainDelete {
+			continue
+		}
+		if err := s.emit(ctx, events.FlowDelete, v.Checkpoint, events.DeleteRequested, function.DerivedID("retention", v.Checkpoint),
+			events.DeleteRequest{Checkpoint: v.Checkpoint}); err != nil {
+			return fmt.Errorf("retention of plan %s: %w", plan, err)
+		}
+	}
+	return nil
+}
+
+func deletes(vs []verdict) bool {
+	for _, v := range vs {
+		if v.Decision == retainDelete {
+			return true
+		}
+	}
+	return false
+}
+
+// planList lists the checkpoints of a plan, newest first, a page at a time.
+type planList struct {
+	plan   string
+	marker string
+	done   bool
+	ids    []string
+	seen   map[string]bool
+}
+
+// next lists the next page, adds its checkpoints to ids (once each: racing duplicates of
+// a request may index a checkpoint twice) and returns them.
+func (l *planList) next(ctx context.Context, b interface {
+	ListCheckpoints(ctx context.Context, plan string, limit int, marker string) ([]string, string, error)
+}) ([]string, error) {
+	const page = 1000
+	list, next, err := b.ListCheckpoints(ctx, l.plan, page, l.marker)
+	if err != nil {
+		return nil, fmt.Errorf("retention of plan %s: %w", l.plan, err)
+	}
+	var added []string
+	for _, id := range list {
+		if !l.seen[id] {
+			l.seen[id] = true
+			added = append(added, id)
+		}
+	}
+	l.ids = append(l.ids, added...)
+	l.marker, l.done = next, next == ""
+	return added, nil
+}
+
+// readPlan reads what deciding needs of each checkpoint, a few at a time: its index
+// (those already read are given) and status, then the volume records of the checkpoints
+// whose backups an incremental chain may involve: an incremental checkpoint and every
+// older one. Checkpoints removed meanwhile are left out.
+func (s *Step) readPlan(ctx context.Context, ids []string, indexes []*bank.Checkpoint) ([]planCheckpoint, error) {
+	cps := make([]*planCheckpoint, len(ids))
+	at := make([]int, len(ids))
+	for i := range at {
+		at[i] = i
+	}
+	err := batch.Each(ctx, at, s.workers, func(ctx context.Context, i int) error {
+		cp := indexes[i]
+		if cp == nil {
+			var err error
+			if cp, err = s.bank.Checkpoint(ctx, ids[i]); errors.Is(err, bank.ErrNotFound) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+		}
+		status, err := s.bank.Status(ctx, cp.ID)
+		if errors.Is(err, bank.ErrNotFound) {
+			status = events.StatusProtecting // its index is written, its first status not yet
+		} else if err != nil {
+			return err
+		}
+		cps[i] = &planCheckpoint{ID: cp.ID, Status: status, CreatedAt: cp.CreatedAt, Incremental: cp.Parameters.Volume.BackupMode == "incremental"}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []planCheckpoint
+	var chained []int
+	incremental := false
+	for _, cp := range cps {
+		if cp == nil {
+			continue
+		}
+		incremental = incremental || cp.Incremental
+		if incremental && cp.Status != events.StatusDeleted {
+			chained = append(chained, len(out))
+		}
+		out = append(out, *cp)
+	}
+	err = batch.Each(ctx, chained, s.workers, func(ctx context.Context, i int) error {
+		recs, err := s.bank.RecordsOf(ctx, out[i].ID, phaseVolumes+"-")
+		if err != nil {
+			return err
+		}
+		out[i].Backups = volumeBackups(recs)
+		return nil
+	})
+	return out, err
+}
+
+// volumeBackups maps each volume with an available backup in records to the backup's mode.
+func volumeBackups(recs []bank.Record) map[string]string {
+	out := map[string]string{}
+	for _, rec := range recs {
+		for key, rr := range rec.Resources {
+			var info checkpoint.VolumeInfo
+			if rr.Status != events.StatusAvailable || json.Unmarshal(rr.Data, &info) != nil || info.BackupID == "" {
+				continue
+			}
+			v := info.VolumeID
+			if v == "" {
+				v = strings.TrimPrefix(key, graph.VolumeType+"#")
+			}
+			out[v] = info.Mode
+		}
+	}
+	return out
+}
+
+// restoringCheckpoints returns the checkpoints that restores in progress read.
+func (s *Step) restoringCheckpoints(ctx context.Context) (map[string]bool, error) {
+	ids, err := s.restores.Active(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, rid := range ids {
+		r, err := s.bank.Restore(ctx, rid)
+		if errors.Is(err, bank.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		status, err := s.restores.Status(ctx, rid)
+		if err != nil && !errors.Is(err, bank.ErrNotFound) {
+			return nil, err
+		}
+		if status == events.RestoreInProgress || errors.Is(err, bank.ErrNotFound) {
+			out[r.Checkpoint] = true // a restore without a status yet is starting
+		}
+	}
+	return out, nil
+}
+
+// noteDeletion records the plan of a checkpoint whose deletion starts, so that the plan's
+// retention runs again once the deletion has ended (the checkpoint's index is gone then).
+func (s *Step) noteDeletion(ctx context.Context, cp *bank.Checkpoint) error {
+	if cp.Plan.ID == "" {
+		return nil
+	}
+	return s.bank.PutDeletion(ctx, bank.Deletion{Checkpoint: cp.ID, Plan: cp.Plan})
+}
+
+// retainAfterDeletion runs the retention of the plan of a checkpoint whose deletion
+// ended: the next older checkpoint of an incremental chain may go now.
+func (s *Step) retainAfterDeletion(ctx context.Context, checkpoint string) error {
+	d, err := s.bank.Deletion(ctx, checkpoint)
+	if errors.Is(err, bank.ErrNotFound) {
+		return nil // not of a plan
+	}
+	if err != nil {
+		return err
+	}
+	return s.retain(ctx, d.Plan.ID)
+}
+
+// retainAfterRestore runs the retention of the plan of a checkpoint whose restore ended:
+// the restore may have kept it from being deleted.
+func (s *Step) retainAfterRestore(ctx context.Context, r *bank.Restore) error {
+	cp, err := s.bank.Checkpoint(ctx, r.Checkpoint)
+	if errors.Is(err, bank.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.retain(ctx, cp.Plan.ID)
+}
+
+// checkRetention refuses a retention policy without a plan id: retention applies to the
+// checkpoints of a plan.
+func checkRetention(p events.Plan) error {
+	if p.Retention != nil && p.ID == "" {
+		return function.Permanent(errors.New("/plan/retention: retention applies to the checkpoints of a plan: set /plan/id"))
+	}
+	return nil
+}

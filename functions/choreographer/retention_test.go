@@ -1,0 +1,426 @@
+package choreographer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"go.uber.org/zap/zaptest"
+	"knative.dev/pkg/logging"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+var retentionNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// cp is a checkpoint of a plan made age ago, with the backups of its volumes ("v1:full").
+func cp(id, status string, age time.Duration, backups ...string) planCheckpoint {
+	c := planCheckpoint{ID: id, Status: status, CreatedAt: retentionNow.Add(-age)}
+	for _, b := range backups {
+		v, mode, _ := strings.Cut(b, ":")
+		if c.Backups == nil {
+			c.Backups = map[string]string{}
+		}
+		c.Backups[v] = mode
+		c.Incremental = c.Incremental || mode == "incremental"
+	}
+	return c
+}
+
+const day = 24 * time.Hour
+
+func TestDecide(t *testing.T) {
+	avail := events.StatusAvailable
+	restoring := func(c planCheckpoint) planCheckpoint { c.Restoring = true; return c }
+	protectingIncremental := cp("p", events.StatusProtecting, 0)
+	protectingIncremental.Incremental = true
+	for _, c := range []struct {
+		name   string
+		policy events.Retention
+		cps    []planCheckpoint
+		want   string // decision of each checkpoint, newest first: "id=decision ..."
+		reason map[string]string
+	}{
+		{name: "max_backups only", policy: events.Retention{MaxBackups: 2},
+			cps:    []planCheckpoint{cp("e", avail, 1*time.Hour), cp("d", avail, 2*time.Hour), cp("c", avail, 3*time.Hour), cp("b", avail, 4*time.Hour), cp("a", avail, 400*day)},
+			want:   "e=kept d=kept c=deleted b=deleted a=deleted",
+			reason: map[string]string{"d": "newest available checkpoint 2 of max_backups 2", "c": "beyond the newest 2 available checkpoints (max_backups)"}},
+		{name: "retention_duration only", policy: events.Retention{RetentionDuration: 7},
+			cps:    []planCheckpoint{cp("d", avail, 1*day), cp("c", avail, 7*day-time.Minute), cp("b", avail, 7*day+time.Minute), cp("a", avail, 30*day)},
+			want:   "d=kept c=kept b=deleted a=deleted",
+			reason: map[string]string{"c": "younger than retention_duration 7 days", "b": "older than 7 days (retention_duration)"}},
+		{name: "both: the count rule deletes", policy: events.Retention{MaxBackups: 3, RetentionDuration: 7},
+			cps:    []planCheckpoint{cp("e", avail, 1*day), cp("d", avail, 2*day), cp("c", avail, 3*day), cp("b", avail, 4*day), cp("a", avail, 10*day)},
+			want:   "e=kept d=kept c=kept b=deleted a=deleted",
+			reason: map[string]string{"b": "beyond the newest 3", "a": "beyond the newest 3 available checkpoints (max_backups) and older than 7 days"}},
+		{name: "both: the age rule deletes", policy: events.Retention{MaxBackups: 5, RetentionDuration: 3},
+			cps:  []planCheckpoint{cp("e", avail, 1*day), cp("d", avail, 2*day), cp("c", avail, 3*day-time.Hour), cp("b", avail, 4*day), cp("a", avail, 10*day)},
+			want: "e=kept d=kept c=kept b=deleted a=deleted"},
+		{name: "no limit", policy: events.Retention{},
+			cps:  []planCheckpoint{cp("b", avail, 1*day), cp("a", avail, 1000*day)},
+			want: "b=kept a=kept"},
+		{name: "full, incr, incr with max_backups 1 keeps the chain", policy: events.Retention{MaxBackups: 1},
+			cps:  []planCheckpoint{cp("i2", avail, 1*time.Hour, "v:incremental"), cp("i1", avail, 2*time.Hour, "v:incremental"), cp("f", avail, 3*time.Hour, "v:full")},
+			want: "i2=kept i1=kept f=kept",
+			reason: map[string]string{"i1": "kept while checkpoint i2, which depends on its backups, stays",
+				"f": "kept while checkpoint i1, which depends on its backups, stays"}},
+		{name: "a new full backup: the chain goes newest first", policy: events.Retention{MaxBackups: 1},
+			cps:    []planCheckpoint{cp("f2", avail, 0, "v:full"), cp("i2", avail, 1*time.Hour, "v:incremental"), cp("i1", avail, 2*time.Hour, "v:incremental"), cp("f", avail, 3*time.Hour, "v:full")},
+			want:   "f2=kept i2=deleted i1=deferred f=deferred",
+			reason: map[string]string{"i1": "deleted after checkpoint i2", "f": "deleted after checkpoint i1"}},
+		{name: "the next link goes while the newer one is being deleted... not before", policy: events.Retention{MaxBackups: 1},
+			cps:  []planCheckpoint{cp("f2", avail, 0, "v:full"), cp("i2", events.StatusDeleting, 1*time.Hour, "v:incremental"), cp("i1", avail, 2*time.Hour, "v:incremental"), cp("f", avail, 3*time.Hour, "v:full")},
+			want: "f2=kept i2=ignored i1=deferred f=deferred"},
+		{name: "once the newer link is deleted, the next goes", policy: events.Retention{MaxBackups: 1},
+			cps:  []planCheckpoint{cp("f2", avail, 0, "v:full"), cp("i1", avail, 2*time.Hour, "v:incremental"), cp("f", avail, 3*time.Hour, "v:full")},
+			want: "f2=kept i1=deleted f=deferred"},
+		{name: "a newer incremental that failed to delete keeps its chain", policy: events.Retention{MaxBackups: 1},
+			cps:  []planCheckpoint{cp("f2", avail, 0, "v:full"), cp("i2", events.StatusErrorDeleting, 1*time.Hour, "v:incremental"), cp("i1", avail, 2*time.Hour, "v:incremental"), cp("f", avail, 3*time.Hour, "v:full")},
+			want: "f2=kept i2=ignored i1=kept f=kept"},
+		{name: "chains are per volume", policy: events.Retention{MaxBackups: 1},
+			cps: []planCheckpoint{cp("c", avail, 0, "v1:incremental", "v2:full"), cp("b", avail, 1*time.Hour, "v1:full", "v2:incremental"),
+				cp("a", avail, 2*time.Hour, "v1:incremental", "v2:full")},
+			want: "c=kept b=kept a=kept", reason: map[string]string{"b": "checkpoint c, which depends", "a": "checkpoint b, which depends"}},
+		{name: "a volume not backed up by the newer checkpoint does not chain", policy: events.Retention{MaxBackups: 1},
+			cps:  []planCheckpoint{cp("b", avail, 0, "v2:incremental"), cp("a", avail, 1*time.Hour, "v1:full")},
+			want: "b=kept a=deleted"},
+		{name: "a checkpoint read by a running restore is kept", policy: events.Retention{MaxBackups: 1},
+			cps:    []planCheckpoint{cp("c", avail, 0), restoring(cp("b", avail, 1*time.Hour)), cp("a", avail, 2*time.Hour)},
+			want:   "c=kept b=kept a=deleted",
+			reason: map[string]string{"b": "a restore in progress reads it"}},
+		{name: "... and deleted on a later run", policy: events.Retention{MaxBackups: 1},
+			cps:  []planCheckpoint{cp("c", avail, 0), cp("b", avail, 1*time.Hour)},
+			want: "c=kept b=deleted"},
+		{name: "non-available checkpoints are neither counted nor deleted", policy: events.Retention{MaxBackups: 2, RetentionDuration: 1},
+			cps: []planCheckpoint{cp("p", events.StatusProtecting, 0), cp("e", events.StatusError, 1*time.Hour), cp("b", avail, 2*time.Hour),
+				cp("x", events.StatusDeleting, 3*time.Hour), cp("y", events.StatusErrorDeleting, 50*day), cp("a", avail, 4*time.Hour),
+				cp("z", events.StatusDeleted, 60*day), cp("o", avail, 5*time.Hour), cp("old", events.StatusError, 90*day)},
+			want:   "p=ignored e=ignored b=kept x=ignored y=ignored a=kept z=ignored o=deleted old=ignored",
+			reason: map[string]string{"y": "error-deleting: only available checkpoints are counted and deleted"}},
+		{name: "an error checkpoint's incremental backup keeps its parent", policy: events.Retention{MaxBackups: 1},
+			cps:  []planCheckpoint{cp("b", avail, 0, "v:full"), cp("e", events.StatusError, 1*time.Hour, "v:incremental"), cp("a", avail, 2*time.Hour, "v:full")},
+			want: "b=kept e=ignored a=kept"},
+		{name: "a checkpoint being protected incrementally holds the newest backup of each volume", policy: events.Retention{RetentionDuration: 1},
+			cps:  []planCheckpoint{protectingIncremental, cp("b", avail, 2*day, "v1:full"), cp("a", avail, 3*day, "v1:full", "v2:full")},
+			want: "p=ignored b=kept a=kept"},
+		{name: "a checkpoint being protected with full backups holds nothing", policy: events.Retention{RetentionDuration: 1},
+			cps:  []planCheckpoint{cp("p", events.StatusProtecting, 0), cp("b", avail, 2*day, "v1:full"), cp("a", avail, 3*day, "v1:full", "v2:full")},
+			want: "p=ignored b=deleted a=deleted"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vs := decide(c.cps, c.policy, retentionNow)
+			var got []string
+			for _, v := range vs {
+				got = append(got, v.Checkpoint+"="+v.Decision)
+			}
+			if strings.Join(got, " ") != c.want {
+				t.Fatalf("decisions\n got %s\nwant %s\n%+v", strings.Join(got, " "), c.want, vs)
+			}
+			for _, v := range vs {
+				if want, ok := c.reason[v.Checkpoint]; ok && !strings.Contains(v.Reason, want) {
+					t.Errorf("%s: reason %q, want %q", v.Checkpoint, v.Reason, want)
+				}
+				if v.Reason == "" {
+					t.Errorf("%s: no reason", v.Checkpoint)
+				}
+			}
+		})
+	}
+}
+
+// retentionBank is the bank of one plan for retain: checkpoints, statuses, volume records,
+// restores; it counts what is read.
+type retentionBank struct {
+	store
+	mu          sync.Mutex
+	ids         []string // newest first
+	index       map[string]*bank.Checkpoint
+	status      map[string]string
+	records     map[string][]bank.Record
+	restores    map[string]*bank.Restore
+	deletions   map[string]*bank.Deletion
+	indexReads  int
+	lists       int
+	recordReads []string
+}
+
+// ListCheckpoints answers pages of at most two checkpoints, whatever the limit.
+func (b *retentionBank) ListCheckpoints(_ context.Context, plan string, limit int, marker string) ([]string, string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lists++
+	limit = min(limit, 2)
+	start := 0
+	if marker != "" {
+		start = slices.Index(b.ids, marker) + 1
+	}
+	end := min(start+limit, len(b.ids))
+	next := ""
+	if end < len(b.ids) {
+		next = b.ids[end-1]
+	}
+	return b.ids[start:end], next, nil
+}
+
+func (b *retentionBank) Checkpoint(_ context.Context, id string) (*bank.Checkpoint, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.indexReads++
+	if cp, ok := b.index[id]; ok {
+		return cp, nil
+	}
+	return nil, fmt.Errorf("checkpoint %s: %w", id, bank.ErrNotFound)
+}
+
+func (b *retentionBank) Status(_ context.Context, id string) (string, error) {
+	return b.status[id], nil
+}
+
+func (b *retentionBank) RecordsOf(_ context.Context, id, prefix string) ([]bank.Record, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if prefix != "volumes-" {
+		return nil, fmt.Errorf("records of %s with prefix %q", id, prefix)
+	}
+	b.recordReads = append(b.recordReads, id)
+	return b.records[id], nil
+}
+
+func (b *retentionBank) Restore(_ context.Context, id string) (*bank.Restore, error) {
+	if r, ok := b.restores[id]; ok {
+		return r, nil
+	}
+	return nil, bank.ErrNotFound
+}
+
+func (b *retentionBank) PutDeletion(_ context.Context, d bank.Deletion) error {
+	b.deletions[d.Checkpoint] = &d
+	return nil
+}
+
+func (b *retentionBank) Deletion(_ context.Context, id string) (*bank.Deletion, error) {
+	if d, ok := b.deletions[id]; ok {
+		return d, nil
+	}
+	return nil, bank.ErrNotFound
+}
+
+// add puts a checkpoint of plan "shop", made age ago, at the oldest end of the plan.
+func (b *retentionBank) add(id, status string, age time.Duration, mode string, retention *events.Retention, volumes ...string) {
+	b.ids = append(b.ids, id)
+	b.index[id] = &bank.Checkpoint{ID: id, Plan: bank.PlanRef{ID: "shop", Retention: retention}, CreatedAt: retentionNow.Add(-age),
+		Parameters: events.Parameters{Volume: events.VolumeParameters{BackupMode: mode}}}
+	b.status[id] = status
+	rec := bank.Record{Batch: "volumes-0000", Resources: map[string]bank.ResourceRecord{}}
+	for _, v := range volumes {
+		vol, m, _ := strings.Cut(v, ":")
+		data, _ := json.Marshal(checkpoint.VolumeInfo{VolumeID: vol, BackupID: "backup-" + id + "-" + vol, Mode: m, BackupStatus: "available"})
+		rec.Resources[graph.VolumeType+"#"+vol] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
+	}
+	b.records[id] = []bank.Record{rec}
+}
+
+// restoreOps are the restores in progress.
+type restoreOps struct {
+	ops
+	status map[string]string
+}
+
+func (o *restoreOps) Active(context.Context) ([]string, error) {
+	var ids []string
+	for id := range o.status {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func (o *restoreOps) Status(_ context.Context, id string) (string, error) { return o.status[id], nil }
+
+// sink records the events the choreographer emits.
+type sink struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (s *sink) Send(_ context.Context, e event.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, e)
+	return nil
+}
+
+// deleted returns the checkpoints whose deletion was requested, in order, and checks
+// each request's id.
+func (s *sink) deleted(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, e := range s.events {
+		var req events.DeleteRequest
+		if e.Type() != events.DeleteRequested || e.DataAs(&req) != nil {
+			t.Fatalf("unexpected event %s", e)
+		}
+		if e.ID() != function.DerivedID("retention", req.Checkpoint) {
+			t.Errorf("delete of %s has id %s", req.Checkpoint, e.ID())
+		}
+		out = append(out, req.Checkpoint)
+	}
+	return out
+}
+
+func newRetentionStep(t *testing.T) (*Step, *retentionBank, *restoreOps, *sink, context.Context) {
+	b := &retentionBank{index: map[string]*bank.Checkpoint{}, status: map[string]string{}, records: map[string][]bank.Record{},
+		restores: map[string]*bank.Restore{}, deletions: map[string]*bank.Deletion{}}
+	r := &restoreOps{status: map[string]string{}}
+	out := &sink{}
+	s := NewStep(b, r, nil, out, Config{FanOutWorkers: 4}, func() time.Time { return retentionNow })
+	return s, b, r, out, logging.WithLogger(context.Background(), zaptest.NewLogger(t).Sugar())
+}
+
+func TestRetainRequestsDeletions(t *testing.T) {
+	s, b, restores, out, ctx := newRetentionStep(t)
+	keep2 := &events.Retention{MaxBackups: 2}
+	// The policy in force is the newest checkpoint's: max_backups 2, although the older
+	// ones were made with another.
+	b.add("f", events.StatusAvailable, 1*time.Hour, "full", keep2, "v")
+	b.add("e", events.StatusAvailable, 2*time.Hour, "full", nil, "v")
+	b.add("d", events.StatusAvailable, 3*time.Hour, "full", &events.Retention{MaxBackups: 10}, "v")
+	b.add("c", events.StatusError, 4*time.Hour, "full", keep2)
+	b.add("b", events.StatusAvailable, 5*time.Hour, "full", keep2, "v")
+	b.add("a", events.StatusAvailable, 6*time.Hour, "full", keep2, "v")
+	restores.status["r1"] = events.RestoreInProgress
+	b.restores["r1"] = &bank.Restore{ID: "r1", Checkpoint: "b"}
+	restores.status["r0"] = events.RestoreSuccess
+	b.restores["r0"] = &bank.Restore{ID: "r0", Checkpoint: "a"}
+
+	if err := s.retain(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.deleted(t); !slices.Equal(got, []string{"d", "a"}) {
+		t.Fatalf("deleted %v, want d and a (b is being restored)", got)
+	}
+	// Every page of the plan was listed, every index read once.
+	if b.lists != 3 || b.indexReads != 6 {
+		t.Errorf("pages listed %d, index reads %d", b.lists, b.indexReads)
+	}
+	// Full backups only: no record is read.
+	if len(b.recordReads) != 0 {
+		t.Errorf("records read: %v", b.recordReads)
+	}
+
+	// The restore ends: b goes on the next run; the deletions requested before are
+	// requested again with the same ids, which the delete flow takes as duplicates.
+	restores.status["r1"] = events.RestoreSuccess
+	out.events = nil
+	if err := s.retainAfterRestore(ctx, b.restores["r1"]); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.deleted(t); !slices.Equal(got, []string{"d", "b", "a"}) {
+		t.Fatalf("deleted %v", got)
+	}
+}
+
+func TestRetainWalksAChainOneLinkPerRun(t *testing.T) {
+	s, b, _, out, ctx := newRetentionStep(t)
+	keep1 := &events.Retention{MaxBackups: 1}
+	b.add("f2", events.StatusAvailable, 1*time.Hour, "full", keep1, "v:full")
+	b.add("i2", events.StatusAvailable, 2*time.Hour, "incremental", keep1, "v:incremental")
+	b.add("i1", events.StatusAvailable, 3*time.Hour, "incremental", keep1, "v:incremental")
+	b.add("f1", events.StatusAvailable, 4*time.Hour, "incremental", keep1, "v:full")
+	b.add("old", events.StatusAvailable, 5*time.Hour, "full", keep1, "w:full")
+	// Each run, then the delete flow: the checkpoints requested are deleting, then gone
+	// when their deletion ends (and retention runs again).
+	for i, run := range []struct {
+		want []string
+		gone bool
+	}{{[]string{"i2", "old"}, false}, {nil, true}, {[]string{"i1"}, true}, {[]string{"f1"}, true}, {nil, false}} {
+		out.events, b.recordReads = nil, nil
+		if err := s.retain(ctx, "shop"); err != nil {
+			t.Fatal(err)
+		}
+		got := out.deleted(t)
+		if !slices.Equal(got, run.want) {
+			t.Fatalf("deleted %v, want %v", got, run.want)
+		}
+		// Records are read from the newest incremental checkpoint down, never above it.
+		slices.Sort(b.recordReads)
+		if i == 0 && !slices.Equal(b.recordReads, []string{"f1", "i1", "i2", "old"}) || slices.Contains(b.recordReads, "f2") {
+			t.Errorf("records read: %v", b.recordReads)
+		}
+		for _, id := range got {
+			b.status[id] = events.StatusDeleting
+		}
+		if run.gone {
+			b.ids = slices.DeleteFunc(b.ids, func(id string) bool { return b.status[id] == events.StatusDeleting })
+		}
+	}
+	if !slices.Equal(b.ids, []string{"f2"}) {
+		t.Fatalf("left %v", b.ids)
+	}
+}
+
+func TestRetainWithoutPolicyReadsOneIndex(t *testing.T) {
+	s, b, _, out, ctx := newRetentionStep(t)
+	b.add("b", events.StatusAvailable, 1*time.Hour, "full", nil, "v")
+	b.add("a", events.StatusAvailable, 400*day, "full", &events.Retention{MaxBackups: 1}, "v")
+	b.add("z", events.StatusAvailable, 500*day, "full", &events.Retention{MaxBackups: 1}, "v")
+	if err := s.retain(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.events) != 0 || b.indexReads != 1 || b.lists != 1 || len(b.recordReads) != 0 {
+		t.Fatalf("events %d, index reads %d, pages listed %d, record reads %v", len(out.events), b.indexReads, b.lists, b.recordReads)
+	}
+	if err := s.retain(ctx, ""); err != nil || len(out.events) != 0 {
+		t.Fatalf("no plan: %v %d", err, len(out.events))
+	}
+}
+
+func TestRetainAfterDeletionFindsThePlanOfTheDeletion(t *testing.T) {
+	s, b, _, out, ctx := newRetentionStep(t)
+	keep1 := &events.Retention{MaxBackups: 1}
+	b.add("b", events.StatusAvailable, 1*time.Hour, "full", keep1, "v")
+	b.add("a", events.StatusAvailable, 2*time.Hour, "full", keep1, "v")
+	if err := s.noteDeletion(ctx, &bank.Checkpoint{ID: "gone", Plan: bank.PlanRef{ID: "shop", Retention: keep1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.retainAfterDeletion(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.deleted(t); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("deleted %v", got)
+	}
+	// The deletion of a checkpoint of no plan runs nothing.
+	out.events = nil
+	if err := s.noteDeletion(ctx, &bank.Checkpoint{ID: "loose"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.retainAfterDeletion(ctx, "loose"); err != nil || len(out.events) != 0 {
+		t.Fatalf("%v %d", err, len(out.events))
+	}
+}
+
+func TestRetentionNeedsAPlanID(t *testing.T) {
+	s, _, _, out, ctx := newRetentionStep(t)
+	e := event.New()
+	e.SetID("1")
+	e.SetSource("test")
+	e.SetType(events.ProtectRequested)
+	_ = e.SetData(event.ApplicationJSON, events.ProtectRequest{Plan: events.Plan{Scope: events.Scope{AllNamespaces: true},
+		Retention: &events.Retention{MaxBackups: 3}}})
+	_, err := s.Handle(ctx, e)
+	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/plan/retention") || !strings.Contains(err.Error(), "/plan/id") {
+		t.Fatalf("error %v, want a permanent one naming /plan/retention and /plan/id", err)
+	}
+	if len(out.events) != 0 {
+		t.Fatalf("emitted %d events", len(out.events))
+	}
+}

@@ -1,0 +1,50 @@
+package bank
+
+import (
+	"context"
+	"errors"
+)
+
+// Deletion is the index of the deletion of a checkpoint: the plan the checkpoint was made
+// for, which is still known once the checkpoint's metadata is removed (the retention of
+// the plan runs again when a deletion ends).
+type Deletion struct {
+	Checkpoint string  `json:"checkpoint"`
+	Plan       PlanRef `json:"plan"`
+}
+
+// PutDeletion writes the index of a deletion; a redelivered request writes the same.
+func (b *Bank) PutDeletion(ctx context.Context, d Deletion) error {
+	return b.putJSON(ctx, b.layout.DeletionIndex(d.Checkpoint), d, false)
+}
+
+// Deletion reads the index of the deletion of a checkpoint; ErrNotFound when the
+// deletion never started, or started before deletions had an index.
+func (b *Bank) Deletion(ctx context.Context, checkpoint string) (*Deletion, error) {
+	var d Deletion
+	if err := b.getJSON(ctx, b.layout.DeletionIndex(checkpoint), &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// RecordsOf reads the records of the batches of an operation whose names start with
+// prefix (such as "volumes-"), and only those; records removed meanwhile are skipped.
+func (o *Ops) RecordsOf(ctx context.Context, id, prefix string) ([]Record, error) {
+	objs, err := o.b.listAll(ctx, o.b.layout.RecordPrefix(o.op(id))+EscapeKey(prefix))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, 0, len(objs))
+	for _, obj := range objs {
+		var r Record
+		if err := o.b.getJSON(ctx, obj.Name, &r); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue // removed meanwhile, with its operation
+			}
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
