@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,6 +161,13 @@ func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resou
 			return failed("the checkpoint's deadline passed before the backup was started", nil)
 		}
 		b, reason, err := s.start(ctx, req.Checkpoint, r, params, tag)
+		if errors.Is(err, errVolumeBusy) {
+			// A backup of the volume (a racing delivery of this request, or another
+			// plan's) or a restore onto it is under way: check again later, until the
+			// deadline.
+			logging.FromContext(ctx).Infow("volume busy, backup not started yet", zap.String("volume", volumeID), zap.Error(err))
+			return bank.ResourceRecord{}, false, nil
+		}
 		if err != nil {
 			return bank.ResourceRecord{}, false, err
 		}
@@ -230,6 +238,8 @@ func (s *Step) start(ctx context.Context, checkpointID string, r graph.Resource,
 	switch {
 	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
 		return nil, fmt.Sprintf("Cinder volume %s does not exist", r.ID), nil
+	case gophercloud.ResponseCodeIs(err, http.StatusBadRequest) && busy(err):
+		return nil, "", fmt.Errorf("back up volume %s: %w: %w", r.ID, errVolumeBusy, err)
 	case gophercloud.ResponseCodeIs(err, http.StatusBadRequest):
 		return nil, fmt.Sprintf("Cinder refused to back up volume %s: %v", r.ID, err), nil
 	case err != nil:
@@ -237,6 +247,32 @@ func (s *Step) start(ctx context.Context, checkpointID string, r graph.Resource,
 	}
 	logging.FromContext(ctx).Infow("backup started", zap.String("volume", r.ID), zap.String("backup", b.ID), zap.Bool("incremental", incremental))
 	return b, "", nil
+}
+
+// errVolumeBusy is wrapped by start's error when Cinder refuses a backup because the
+// volume is in a passing status.
+var errVolumeBusy = errors.New("the volume is busy")
+
+// busyStatuses are the volume statuses that pass by themselves; Cinder refuses a backup
+// of a volume in them ("... but the current status is backing-up").
+var busyStatuses = []string{"backing-up", "restoring-backup", "attaching", "detaching", "creating", "downloading", "uploading", "extending", "retyping", "reserved"}
+
+// busy reports a refusal of Cinder because of a volume status that will pass.
+func busy(err error) bool {
+	var e gophercloud.ErrUnexpectedResponseCode
+	if !errors.As(err, &e) {
+		return false
+	}
+	body := string(e.Body)
+	if !strings.Contains(body, "status") {
+		return false
+	}
+	for _, st := range busyStatuses {
+		if strings.Contains(body, st) {
+			return true
+		}
+	}
+	return false
 }
 
 // tagged lists the live backups of a volume tagged for this checkpoint and resource.

@@ -86,3 +86,22 @@ func TestMissingVolumeFailsItsResourceOnly(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+func TestBusyVolumeIsCheckedAgain(t *testing.T) {
+	c := NewInstantCinder()
+	c.Busy["vol-1"] = 1 // a racing delivery's backup call is still in Cinder
+	s := NewStep(c, &memRecords{m: map[string]bank.Record{}}, time.Now)
+	vol := graph.Resource{Type: graph.VolumeType, ID: "vol-1", Name: "ns/data"}
+	e := event.New()
+	e.SetID("cp")
+	e.SetSource("test")
+	e.SetType(events.VolumeBackup)
+	_ = e.SetData(event.ApplicationJSON, events.StepRequest{Checkpoint: "cp", Batch: "volumes-0000", Resources: []graph.Resource{vol},
+		Parameters: &events.VolumeParameters{}, Deadline: time.Now().Add(time.Hour)})
+	if out, err := s.Handle(context.Background(), e); err != nil || out != nil || c.Count() != 0 {
+		t.Fatalf("a busy volume is in progress (no result yet): %v %v, %d backups", out, err, c.Count())
+	}
+	if r := backup(t, s, "cp", []graph.Resource{vol}, "full"); r.Results[0].Status != events.StatusAvailable || c.Count() != 1 {
+		t.Fatalf("checked again: %+v, %d backups", r.Results[0], c.Count())
+	}
+}

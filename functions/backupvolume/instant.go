@@ -20,11 +20,14 @@ type InstantCinder struct {
 	mu      sync.Mutex
 	backups map[string]*backups.Backup
 	Missing map[string]bool
+	// Busy counts, per volume, the next backups refused because the volume is busy, as
+	// Cinder refuses one while another backup of the volume is being made.
+	Busy map[string]int
 }
 
 // NewInstantCinder returns an empty instant Cinder.
 func NewInstantCinder() *InstantCinder {
-	return &InstantCinder{backups: map[string]*backups.Backup{}, Missing: map[string]bool{}}
+	return &InstantCinder{backups: map[string]*backups.Backup{}, Missing: map[string]bool{}, Busy: map[string]int{}}
 }
 
 // List returns the backups of a volume.
@@ -54,6 +57,11 @@ func (c *InstantCinder) Create(_ context.Context, o backups.CreateOpts) (*backup
 	defer c.mu.Unlock()
 	if c.Missing[o.VolumeID] {
 		return nil, notFound(o.VolumeID)
+	}
+	if c.Busy[o.VolumeID] > 0 {
+		c.Busy[o.VolumeID]--
+		return nil, gophercloud.ErrUnexpectedResponseCode{Actual: http.StatusBadRequest, Expected: []int{http.StatusAccepted},
+			Body: []byte(`{"badRequest": {"code": 400, "message": "Invalid volume: Volume to be backed up must be available or in-use, but the current status is \"backing-up\"."}}`)}
 	}
 	b := &backups.Backup{ID: fmt.Sprintf("instant-%d", len(c.backups)+1), VolumeID: o.VolumeID, Name: o.Name, Status: backups.StatusAvailable,
 		Size: 1, IsIncremental: o.Incremental, Metadata: maps.Clone(o.Metadata), CreatedAt: time.Now().UTC()}
