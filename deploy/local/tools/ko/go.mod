@@ -1,3 +1,5 @@
+// Module kotools pins ko for the function images: podguard-images (make images) builds them
+// offline with ko's build library; the ko and crane CLIs push them to a registry.
 module podguard.local/tools/ko
 
 go 1.26.3
