@@ -81,3 +81,9 @@ demo: stack-up ## bring up the local stack; protect two pods with real Cinder vo
 .PHONY: bench
 bench: stack-up ## benchmarks against the local stack (figures printed per benchmark)
 	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test -run '^$$' -bench . -benchtime 3x -timeout 60m ./functions/listpods/ ./deploy/local/e2e/
+
+## --- images --------------------------------------------------------------------------
+
+.PHONY: images
+images: ## build an OCI image per function with ko, offline, into ~/.cache/podguard/images; print digests and sizes; check them
+	PODGUARD_STACK_ENV=$(STACK_ENV) deploy/local/images.sh all

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	// Triggers name IANA zones, and the functions' images carry no zone database.
+	_ "time/tzdata"
 
 	"github.com/teambition/rrule-go"
 
