@@ -19,32 +19,14 @@ import (
 	"github.com/podguard/podguard/shared/stacktest"
 )
 
-// recorder is a sink that keeps what the choreographer sends.
-type recorder struct {
-	mu   sync.Mutex
-	sent []event.Event
-}
-
-func (r *recorder) Send(_ context.Context, e event.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.sent = append(r.sent, e)
-	return nil
-}
-
-// take returns the events of a type sent since the last take, and forgets them.
-func (r *recorder) take(typ string) []event.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out, rest []event.Event
-	for _, e := range r.sent {
+// byType keeps the events of one type.
+func byType(es []event.Event, typ string) []event.Event {
+	var out []event.Event
+	for _, e := range es {
 		if e.Type() == typ {
 			out = append(out, e)
-		} else {
-			rest = append(rest, e)
 		}
 	}
-	r.sent = rest
 	return out
 }
 
@@ -95,7 +77,7 @@ func TestSchedulesOnTheBank(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{}
 	clk.set("2026-11-16T10:37:12Z")
-	sink := &recorder{}
+	sink := &sent{}
 	s := NewStep(b, b.Restores(), b.Deletions(), sink, Config{ProtectTimeout: time.Hour, ListTimeout: time.Minute,
 		RestoreTimeout: time.Hour, DeleteTimeout: time.Hour, RedriveAfter: time.Minute}, clk.now)
 	handle := func(e event.Event) *event.Event {
@@ -129,7 +111,7 @@ func TestSchedulesOnTheBank(t *testing.T) {
 
 	// Nothing is due before 11:00.
 	tick()
-	if got := sink.take(events.ProtectRequested); len(got) != 0 {
+	if got := byType(sink.take(), events.ProtectRequested); len(got) != 0 {
 		t.Fatalf("protect before the first occurrence: %v", got)
 	}
 
@@ -148,7 +130,7 @@ func TestSchedulesOnTheBank(t *testing.T) {
 	wg.Wait()
 	clk.set("2026-11-16T11:05:00Z")
 	tick()
-	protects := sink.take(events.ProtectRequested)
+	protects := byType(sink.take(), events.ProtectRequested)
 	if len(protects) == 0 || len(ids(protects)) != 1 {
 		t.Fatalf("want one protect request (maybe sent more than once), got %d with %d ids", len(protects), len(ids(protects)))
 	}
@@ -169,17 +151,18 @@ func TestSchedulesOnTheBank(t *testing.T) {
 	if c, err := b.Checkpoint(ctx, cp); err != nil || !c.CreatedAt.Equal(time.Date(2026, 11, 16, 11, 0, 0, 0, time.UTC)) {
 		t.Fatalf("checkpoint %+v: %v", c, err)
 	}
-	sink.take(events.PodsList)
+	sink.take()
 
 	// 14:20: the tick was away. 12:00 and 13:00 were missed; 14:00 is 20 minutes old,
 	// more than the window: all skipped and reported, none run late.
 	clk.set("2026-11-16T14:20:00Z")
 	tick()
 	tick()
-	if got := sink.take(events.ProtectRequested); len(got) != 0 {
+	sentNow := sink.take()
+	if got := byType(sentNow, events.ProtectRequested); len(got) != 0 {
 		t.Fatalf("an occurrence out of its window was run late: %v", got)
 	}
-	skips := sink.take(events.ScheduleSkipped)
+	skips := byType(sentNow, events.ScheduleSkipped)
 	if len(skips) != 1 {
 		t.Fatalf("want one skip report, got %d", len(skips))
 	}
@@ -227,11 +210,11 @@ func TestSchedulesOnTheBank(t *testing.T) {
 	if list, _, err := b.ListCheckpoints(ctx, plan, 10, ""); err != nil || len(list) != 2 {
 		t.Fatalf("checkpoints of the PingSource's plan after two nights: %v (%v)", list, err)
 	}
-	sink.take(events.PodsList)
+	sink.take()
 	// A PingSource firing without data is a tick: at 02:00 on the 18th, the hourly
 	// schedule is due.
 	handle(userEvent(t, events.PingSourceTick, nil))
-	if got := sink.take(events.ProtectRequested); len(got) != 1 || !strings.Contains(string(got[0].Data()), "2026-11-18T02:00:00Z") {
+	if got := byType(sink.take(), events.ProtectRequested); len(got) != 1 || !strings.Contains(string(got[0].Data()), "2026-11-18T02:00:00Z") {
 		t.Fatalf("the tick of a PingSource without data: %v", got)
 	}
 
@@ -247,7 +230,7 @@ func TestSchedulesOnTheBank(t *testing.T) {
 	}
 	clk.set("2026-11-18T03:00:10Z")
 	tick()
-	if got := sink.take(events.ProtectRequested); len(got) != 0 {
+	if got := byType(sink.take(), events.ProtectRequested); len(got) != 0 {
 		t.Fatalf("a deleted schedule ran: %v", got)
 	}
 	if _, err := b.Checkpoint(ctx, cp); err != nil {

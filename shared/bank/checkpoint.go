@@ -273,8 +273,14 @@ func (b *Bank) ListCheckpoints(ctx context.Context, plan string, limit int, mark
 	if plan != "" {
 		prefix = b.layout.PlanIndexPrefix(plan)
 	}
-	opts := &swift.ObjectsOpts{Prefix: prefix, Limit: limit + 1, Marker: marker}
-	objs, err := b.list(ctx, opts)
+	return b.indexPage(ctx, prefix, limit, marker)
+}
+
+// indexPage reads a page of an index whose entries end in _<id>: the ids, newest first,
+// up to limit, after marker, and the marker of the next page ("" at the end). An id
+// indexed twice (racing duplicates of a request, each at its own time) is listed once.
+func (b *Bank) indexPage(ctx context.Context, prefix string, limit int, marker string) (ids []string, next string, err error) {
+	objs, err := b.list(ctx, &swift.ObjectsOpts{Prefix: prefix, Limit: limit + 1, Marker: marker})
 	if err != nil {
 		return nil, "", err
 	}
@@ -284,7 +290,6 @@ func (b *Bank) ListCheckpoints(ctx context.Context, plan string, limit int, mark
 			next = objs[i-1].Name
 			break
 		}
-		// Racing duplicates of a request with different event times index it twice.
 		if id := b.layout.CheckpointOfIndex(o.Name); !seen[id] {
 			seen[id] = true
 			ids = append(ids, id)

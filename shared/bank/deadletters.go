@@ -13,7 +13,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
-	"github.com/ncw/swift/v2"
 
 	"github.com/podguard/podguard/events"
 )
@@ -158,23 +157,7 @@ func (b *Bank) MarkReplayed(ctx context.Context, id string, at time.Time, source
 // ListDeadLetters returns dead letter ids, of events of one type ("" for all), newest
 // first, up to limit, after marker (a previous page's next).
 func (b *Bank) ListDeadLetters(ctx context.Context, eventType string, limit int, marker string) (ids []string, next string, err error) {
-	objs, err := b.list(ctx, &swift.ObjectsOpts{Prefix: b.layout.DeadLettersIndexPrefix(eventType), Limit: limit + 1, Marker: marker})
-	if err != nil {
-		return nil, "", err
-	}
-	seen := map[string]bool{}
-	for i, o := range objs {
-		if i == limit {
-			next = objs[i-1].Name
-			break
-		}
-		// Racing first deliveries of one dead letter may each index it, at their own time.
-		if id := b.layout.CheckpointOfIndex(o.Name); !seen[id] {
-			seen[id] = true
-			ids = append(ids, id)
-		}
-	}
-	return ids, next, nil
+	return b.indexPage(ctx, b.layout.DeadLettersIndexPrefix(eventType), limit, marker)
 }
 
 // DeadLetterReader reads dead letters (Bank).

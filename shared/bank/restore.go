@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/ncw/swift/v2"
-
 	"github.com/podguard/podguard/events"
 )
 
@@ -57,18 +55,7 @@ func (b *Bank) Restore(ctx context.Context, id string) (*Restore, error) {
 
 // ListRestores returns restore ids, newest first, up to limit, after marker.
 func (b *Bank) ListRestores(ctx context.Context, limit int, marker string) (ids []string, next string, err error) {
-	objs, err := b.list(ctx, &swift.ObjectsOpts{Prefix: b.layout.RestoresPrefix(), Limit: limit + 1, Marker: marker})
-	if err != nil {
-		return nil, "", err
-	}
-	for i, o := range objs {
-		if i == limit {
-			next = objs[i-1].Name
-			break
-		}
-		ids = append(ids, b.layout.CheckpointOfIndex(o.Name))
-	}
-	return ids, next, nil
+	return b.indexPage(ctx, b.layout.RestoresPrefix(), limit, marker)
 }
 
 // End records an operation's terminal status, chosen by whether any resource failed,
