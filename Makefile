@@ -34,6 +34,23 @@ stack-build: ## build etcd, Kubernetes and kwok binaries (cached in ~/.cache/pod
 stack-knative-crds: ## apply the Knative Serving/Eventing CRDs to the local apiserver
 	$(STACK) knative-crds
 
+## --- Knative Eventing's broker, local (deploy/local/eventing.sh) ------------------------
+
+EVENTING := deploy/local/eventing.sh
+
+.PHONY: eventing-build eventing-up eventing-down eventing-status
+eventing-build: ## build Knative Eventing's controllers, webhook, broker and channel (cached in ~/.cache/podguard/bin)
+	$(EVENTING) build
+
+eventing-up: stack-up ## start Knative Eventing's broker against the local stack (no-op when it runs)
+	$(EVENTING) start
+
+eventing-down: ## stop Knative Eventing's processes (the rest of the stack keeps running)
+	$(EVENTING) stop
+
+eventing-status: ## Knative Eventing's processes (pid, up/down, RSS)
+	@$(EVENTING) status | awk '{ printf "%-9s %-22s %8s  %-5s %7.1fMiB\n", $$1, $$2, $$3, $$4, $$5 / 1024 }'
+
 ## --- tests ---------------------------------------------------------------------------
 
 STACK_ENV ?= $(HOME)/.local/state/podguard/stack/env
