@@ -160,22 +160,36 @@ func startKnative(ctx context.Context, o Options) (*Runner, error) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			tick := broker.PingTick(k.Namespace, "podguard-tick", time.Now)
-			t := time.NewTicker(o.Tick)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				if err := sink.Send(ctx, tick()); err != nil && ctx.Err() == nil {
-					o.Logger.Warnw("tick not sent", "broker", k.BrokerURL, "error", err)
-				}
-			}
+			r.tickKnative(ctx, o, sink)
 		}()
 	}
 	return r, nil
+}
+
+// tickKnative sends a tick to the broker every interval, each from its own goroutine as a
+// PingSource's firings are: a broker on a synchronous channel answers a tick only once
+// every delivery it caused is done, retries included, and the next tick must not wait
+// for that.
+func (r *Runner) tickKnative(ctx context.Context, o Options, sink function.Sender) {
+	k := o.Knative
+	tick := broker.PingTick(k.Namespace, "podguard-tick", time.Now)
+	t := time.NewTicker(o.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		e := tick()
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := sink.Send(ctx, e); err != nil && ctx.Err() == nil {
+				o.Logger.Warnw("tick not sent", "broker", k.BrokerURL, "ce-id", e.ID(), "error", err)
+			}
+		}()
+	}
 }
 
 // forward is a reverse proxy to target (an observer standing in for a function).
