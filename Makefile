@@ -56,9 +56,14 @@ eventing-status: ## Knative Eventing's processes (pid, up/down, RSS)
 STACK_ENV ?= $(HOME)/.local/state/podguard/stack/env
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: test unit check fuzz
-test: stack-up check ## everything: unit, integration and end-to-end tests against the local stack
+.PHONY: test unit check fuzz test-knative
+test: stack-up check ## everything: unit, integration and end-to-end tests against the local stack, then the end-to-end suite again behind Knative Eventing's broker
 	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) test-knative
+
+test-knative: eventing-up ## the end-to-end suite behind Knative Eventing's own broker (PODGUARD_BROKER=knative)
+	PODGUARD_BROKER=knative PODGUARD_REQUIRE_STACK=1 PODGUARD_REQUIRE_EVENTING=1 PODGUARD_STACK_ENV=$(STACK_ENV) \
+	  go test $(GO_TEST_FLAGS) ./deploy/local/eventing/ ./deploy/local/e2e/
 
 unit: check ## unit tests only (no stack; integration tests skip)
 	PODGUARD_STACK_ENV=/nonexistent go test $(GO_TEST_FLAGS) ./...
@@ -95,6 +100,9 @@ demo: stack-up ## bring up the local stack; protect two pods with real Cinder vo
 
 ## --- benchmarks ----------------------------------------------------------------------
 
-.PHONY: bench
+.PHONY: bench bench-knative
 bench: stack-up ## benchmarks against the local stack (figures printed per benchmark)
 	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test -run '^$$' -bench . -benchtime 3x -timeout 60m ./functions/listpods/ ./deploy/local/e2e/
+
+bench-knative: eventing-up ## BenchmarkProtect behind Knative Eventing's broker (compare with make bench)
+	PODGUARD_BROKER=knative PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test -run '^$$' -bench 'BenchmarkProtect$$' -benchtime 3x -timeout 60m ./deploy/local/e2e/
