@@ -30,6 +30,7 @@ var (
 	brokers  = schema.GroupVersionResource{Group: Group, Version: "v1", Resource: "brokers"}
 	triggers = schema.GroupVersionResource{Group: Group, Version: "v1", Resource: "triggers"}
 	imcs     = schema.GroupVersionResource{Group: "messaging.knative.dev", Version: "v1", Resource: "inmemorychannels"}
+	subs     = schema.GroupVersionResource{Group: "messaging.knative.dev", Version: "v1", Resource: "subscriptions"}
 )
 
 // fieldManager owns what this package applies (server-side apply).
@@ -231,11 +232,34 @@ func (c *Client) ApplyTrigger(ctx context.Context, t Trigger) error {
 	return c.Apply(ctx, []*unstructured.Unstructured{t.object(c.namespace)})
 }
 
-// DeleteTrigger deletes a Trigger; one that is gone already is no error.
+// DeleteTrigger deletes a Trigger, and the Subscription the broker made for it; one that
+// is gone already is no error. The Subscription would be garbage-collected, but the
+// cluster's garbage collector can lag by minutes when it is busy, and until the
+// Subscription is gone the channel keeps delivering to the Trigger's filter path.
 func (c *Client) DeleteTrigger(ctx context.Context, name string) error {
-	err := c.dyn.Resource(triggers).Namespace(c.namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	t, err := c.dyn.Resource(triggers).Namespace(c.namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete trigger %s/%s: %w", c.namespace, name, err)
+	}
+	err = c.dyn.Resource(triggers).Namespace(c.namespace).Delete(ctx, name, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete trigger %s/%s: %w", c.namespace, name, err)
+	}
+	list, err := c.dyn.Resource(subs).Namespace(c.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("subscriptions of trigger %s/%s: %w", c.namespace, name, err)
+	}
+	for _, s := range list.Items {
+		if ref := metav1.GetControllerOf(&s); ref == nil || ref.UID != t.GetUID() {
+			continue
+		}
+		err := c.dyn.Resource(subs).Namespace(c.namespace).Delete(ctx, s.GetName(), metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete subscription %s/%s of trigger %s: %w", c.namespace, s.GetName(), name, err)
+		}
 	}
 	return nil
 }
