@@ -34,14 +34,36 @@ stack-build: ## build etcd, Kubernetes and kwok binaries (cached in ~/.cache/pod
 stack-knative-crds: ## apply the Knative Serving/Eventing CRDs to the local apiserver
 	$(STACK) knative-crds
 
+## --- Knative Eventing's broker, local (deploy/local/eventing.sh) ------------------------
+
+EVENTING := deploy/local/eventing.sh
+
+.PHONY: eventing-build eventing-up eventing-down eventing-status
+eventing-build: ## build Knative Eventing's controllers, webhook, broker and channel (cached in ~/.cache/podguard/bin)
+	$(EVENTING) build
+
+eventing-up: stack-up ## start Knative Eventing's broker against the local stack (no-op when it runs)
+	$(EVENTING) start
+
+eventing-down: ## stop Knative Eventing's processes (the rest of the stack keeps running)
+	$(EVENTING) stop
+
+eventing-status: ## Knative Eventing's processes (pid, up/down, RSS)
+	@$(EVENTING) status | awk '{ printf "%-9s %-22s %8s  %-5s %7.1fMiB\n", $$1, $$2, $$3, $$4, $$5 / 1024 }'
+
 ## --- tests ---------------------------------------------------------------------------
 
 STACK_ENV ?= $(HOME)/.local/state/podguard/stack/env
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: test unit check fuzz
-test: stack-up check ## everything: unit, integration and end-to-end tests against the local stack
+.PHONY: test unit check fuzz test-knative
+test: stack-up check ## everything: unit, integration and end-to-end tests against the local stack, then the end-to-end suite again behind Knative Eventing's broker
 	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) test-knative
+
+test-knative: eventing-up ## the end-to-end suite behind Knative Eventing's own broker (PODGUARD_BROKER=knative)
+	PODGUARD_BROKER=knative PODGUARD_REQUIRE_STACK=1 PODGUARD_REQUIRE_EVENTING=1 PODGUARD_STACK_ENV=$(STACK_ENV) \
+	  go test $(GO_TEST_FLAGS) ./deploy/local/eventing/ ./deploy/local/e2e/
 
 unit: check ## unit tests only (no stack; integration tests skip)
 	PODGUARD_STACK_ENV=/nonexistent go test $(GO_TEST_FLAGS) ./...
@@ -78,9 +100,12 @@ demo: stack-up ## bring up the local stack; protect two pods with real Cinder vo
 
 ## --- benchmarks ----------------------------------------------------------------------
 
-.PHONY: bench
+.PHONY: bench bench-knative
 bench: stack-up ## benchmarks against the local stack (figures printed per benchmark)
 	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test -run '^$$' -bench . -benchtime 3x -timeout 60m ./functions/listpods/ ./deploy/local/e2e/
+
+bench-knative: eventing-up ## BenchmarkProtect behind Knative Eventing's broker (compare with make bench)
+	PODGUARD_BROKER=knative PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test -run '^$$' -bench 'BenchmarkProtect$$' -benchtime 3x -timeout 60m ./deploy/local/e2e/
 
 ## --- images --------------------------------------------------------------------------
 

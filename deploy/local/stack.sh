@@ -6,7 +6,9 @@
 #   up            install (if packages are missing), build (if binaries are missing), then start
 #                 Kubernetes, Keystone, Swift and Cinder, and write $STACK_DIR/env and
 #                 $STACK_DIR/clouds.yaml. A no-op that prints the status when already running.
+#                 With STACK_EVENTING=1, Knative Eventing's broker too (eventing.sh start).
 #   down          stop everything up started, in reverse order, by recorded PID; unmount
+#                 (Knative Eventing first, if it runs)
 #   status        each process with pid, up/down and RSS, and the endpoints
 #   install       the Debian packages (apt-get; waits for a running apt/dpkg)
 #   build         the Kubernetes, etcd and kwok binaries (see k8s.sh)
@@ -208,6 +210,9 @@ up() {
   wait "$k8s_job" || die "k8s failed to start; logs in $STACK_DIR/k8s/log (make stack-down stops the rest)"
   phases+=("k8s $(cat "$k8s_time") (in parallel)")
   write_env
+  if [ "$STACK_EVENTING" = 1 ]; then
+    t=$(timer_start); "$LOCAL_DIR/eventing.sh" start || die "Knative Eventing failed to start"; phases+=("eventing $(elapsed "$t")")
+  fi
   log "phases: $(IFS=,; echo "${phases[*]}" | sed 's/,/, /g')"
   log "stack up in $(elapsed "$t0"); env: . $ENV_FILE"
   status
@@ -217,6 +222,7 @@ down() {
   local t i
   t=$(timer_start)
   rm -f "$ENV_FILE"
+  "$LOCAL_DIR/eventing.sh" stop
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do component "${COMPONENTS[i]}" stop; done
   log "stack down in $(elapsed "$t")"
 }

@@ -1,5 +1,10 @@
 // Package e2e runs podguard's end-to-end suite: every function behind the embedded
 // broker (routing by deploy/base) against the real local stack.
+//
+// With PODGUARD_BROKER=knative (make test-knative) the same suite runs behind Knative
+// Eventing's own broker, as deploy/local/eventing.sh runs it: each test installs the
+// Broker and Triggers of deploy/overlays/local-eventing into a namespace of its own and
+// waits until the broker routes to them.
 package e2e
 
 import (
@@ -9,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podguard/podguard/deploy/local/broker"
+	"github.com/podguard/podguard/deploy/local/eventing"
 	"github.com/podguard/podguard/deploy/local/runner"
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/backupvolume"
@@ -56,6 +63,11 @@ type envOptions struct {
 	cinder   *backupvolume.InstantCinder
 	volumes  *restorevolume.InstantVolumes
 	extra    map[string]string // environment of the functions
+	// deadLetters: dead letters go to the dead-letters function (recorded in the bank), not
+	// to the test's observer.
+	deadLetters bool
+	// observe: more event types the observer receives, besides observedTypes.
+	observe []string
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -89,15 +101,16 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}))
 	t.Cleanup(obs.Close)
 	var observers []broker.Trigger
-	for _, typ := range observedTypes {
+	for _, typ := range append(slices.Clone(observedTypes), o.observe...) {
 		observers = append(observers, broker.Trigger{Name: "observer-" + typ, Filter: map[string]string{"type": typ},
 			Subscriber: broker.Destination{Ref: "observer"}})
 	}
 	ctx := context.Background()
 	r, err := runner.Start(ctx, runner.Options{
 		Triggers: filepath.Join(repoRoot(t), "deploy", "base"), Tick: time.Second, Cinder: o.cinder, Volumes: o.volumes, Wrap: o.wrap,
-		Observers: observers, ObserverURLs: map[string]string{"observer": obs.URL, "dead-letters": obs.URL},
+		Observers: observers, ObserverURLs: observerURLs(obs.URL, o.deadLetters),
 		DeadLetters: filepath.Join(t.TempDir(), "dead-letters.jsonl"),
+		Knative:     knativeBroker(t, st, e.kube),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -114,6 +127,50 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.volumes, e.backups = volumes.New(sc), backups.New(sc)
 	return e
+}
+
+// observerURLs maps the observers, and the dead-letters function unless dead letters
+// are to be recorded, to the test's observer.
+func observerURLs(obs string, deadLetters bool) map[string]string {
+	m := map[string]string{"observer": obs, events.FnDeadLetters: obs}
+	if deadLetters {
+		delete(m, events.FnDeadLetters)
+	}
+	return m
+}
+
+// onKnative reports whether the suite runs behind Knative Eventing's broker
+// (PODGUARD_BROKER=knative) rather than the embedded one.
+func onKnative() bool { return os.Getenv("PODGUARD_BROKER") == "knative" }
+
+// knativeBroker, on Knative, installs the Broker and Triggers of
+// deploy/overlays/local-eventing into a new namespace (deleted when the test ends) and
+// returns the runner's options for it; nil on the embedded broker.
+func knativeBroker(t testing.TB, st *stacktest.Stack, kube kubernetes.Interface) *runner.Knative {
+	t.Helper()
+	if !onKnative() {
+		return nil
+	}
+	env, err := eventing.LoadEnv(eventing.EnvFile())
+	if err != nil {
+		t.Fatalf("PODGUARD_BROKER=knative: %v", err)
+	}
+	ns := st.Namespace(t, kube, "e2e-broker")
+	cfg, err := st.KubeConfig().RESTConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := eventing.NewClient(cfg, ns, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	broker, err := c.Install(ctx, st.Env["PODGUARD_KUBECTL"], filepath.Join(repoRoot(t), "deploy", "overlays", "local-eventing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &runner.Knative{BrokerURL: env.BrokerURL(ns, broker), Namespace: ns, Broker: broker, Addrs: env.Functions, Triggers: c}
 }
 
 func repoRoot(t testing.TB) string {

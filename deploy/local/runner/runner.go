@@ -9,6 +9,11 @@
 // broker's Recorder (Options.DeadLetters). A name in ObserverURLs takes the place of a
 // function of that name (tests watch dead letters by mapping "dead-letters" to themselves).
 //
+// With Options.Knative the functions sit behind Knative Eventing's own broker instead
+// (the local Knative mode, deploy/local/eventing.sh): each listens on its address in the
+// Triggers of deploy/overlays/local-eventing, sends to the broker's ingress, and
+// observers become Triggers of that Broker (see Knative).
+//
 //	r, err := runner.Start(ctx, runner.Options{Triggers: "deploy/base", Addr: "127.0.0.1:18500", Tick: 2 * time.Second})
 //	// send CloudEvents to r.IngressURL; read checkpoints at r.Functions["checkpoints"] + "/api/checkpoints"
 //	defer r.Close(ctx)
@@ -69,10 +74,14 @@ type Options struct {
 	// Wrap, when set, wraps each function's HTTP endpoint (tests inject duplicate,
 	// delayed or failed deliveries this way).
 	Wrap func(name string, h http.Handler) http.Handler
+	// Knative, when set, runs the functions behind a Knative Eventing broker instead of
+	// the embedded one; Triggers, Addr and DeadLetters are then not used.
+	Knative *Knative
 }
 
 // Runner is a running local deployment.
 type Runner struct {
+	// Broker is the embedded broker; nil behind a Knative broker.
 	Broker *broker.Broker
 	// IngressURL is where events are sent.
 	IngressURL string
@@ -82,6 +91,8 @@ type Runner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
+	// closeKnative removes what the runner added to a Knative broker.
+	closeKnative func(ctx context.Context) error
 }
 
 // lateSender forwards to the broker once it exists: functions are started before the
@@ -164,6 +175,9 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 	}
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
+	}
+	if o.Knative != nil {
+		return startKnative(ctx, o)
 	}
 	triggers, err := broker.LoadTriggers(o.Triggers)
 	if err != nil {
@@ -261,9 +275,16 @@ func (r *Runner) Names() []string {
 	return n
 }
 
-// Close drains the broker, then stops the functions.
+// Close drains the broker (or removes the observers' Triggers from a Knative broker),
+// then stops the functions.
 func (r *Runner) Close(ctx context.Context) error {
-	err := r.Broker.Close(ctx)
+	var err error
+	if r.Broker != nil {
+		err = r.Broker.Close(ctx)
+	}
+	if r.closeKnative != nil {
+		err = errors.Join(err, r.closeKnative(ctx))
+	}
 	r.cancel()
 	r.wg.Wait()
 	return err

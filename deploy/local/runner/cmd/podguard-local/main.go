@@ -1,6 +1,12 @@
 // Command podguard-local runs every podguard function and the embedded broker on
 // 127.0.0.1, routing by the Triggers of deploy/base, against the cluster and the cloud
 // named by the environment (KUBECONFIG, OS_CLOUD or OS_*, BANK_*).
+//
+// With -broker knative the functions sit behind Knative Eventing's own broker instead,
+// as deploy/local/eventing.sh runs it (`make eventing-up`): podguard-local installs the
+// Broker and Triggers of deploy/overlays/local-eventing into -namespace, listens where
+// they deliver (PODGUARD_FUNCTION_ADDRS of the eventing env file), waits until the broker
+// routes, and prints the broker's ingress.
 package main
 
 import (
@@ -12,11 +18,14 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
+	"github.com/podguard/podguard/deploy/local/eventing"
 	"github.com/podguard/podguard/deploy/local/runner"
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/restorevolume"
+	"github.com/podguard/podguard/shared/kube"
 )
 
 func main() {
@@ -26,6 +35,10 @@ func main() {
 	deadLetters := flag.String("dead-letters", "", "JSON-lines file of events that could not be delivered")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	instant := flag.Bool("instant-cinder", false, "back up and restore volumes with in-process Cinder doubles whose backups and volumes are available at once (benchmarks)")
+	brokerKind := flag.String("broker", "embedded", "embedded (the local broker) or knative (Knative Eventing's broker, make eventing-up)")
+	namespace := flag.String("namespace", "podguard", "with -broker knative: the namespace of the Broker and its Triggers")
+	overlay := flag.String("overlay", "deploy/overlays/local-eventing", "with -broker knative: the kustomization whose Broker and Triggers are installed")
+	kubectl := flag.String("kubectl", os.Getenv("PODGUARD_KUBECTL"), "with -broker knative: the kubectl that renders the overlay")
 	flag.Parse()
 
 	logger, _ := logging.NewLogger("", *level)
@@ -35,6 +48,19 @@ func main() {
 	if *instant {
 		o.Cinder = backupvolume.NewInstantCinder()
 		o.Volumes = restorevolume.NewInstantVolumes()
+	}
+	switch *brokerKind {
+	case "embedded":
+	case "knative":
+		k, err := knative(ctx, *namespace, *overlay, *kubectl, logger)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "podguard-local:", err)
+			os.Exit(1)
+		}
+		o.Knative = k
+	default:
+		fmt.Fprintf(os.Stderr, "podguard-local: -broker %q: want embedded or knative\n", *brokerKind)
+		os.Exit(2)
 	}
 	r, err := runner.Start(ctx, o)
 	if err != nil {
@@ -55,6 +81,35 @@ func main() {
 		fmt.Fprintln(os.Stderr, "podguard-local: close:", err)
 		os.Exit(1)
 	}
-	st := r.Broker.Stats()
-	fmt.Printf("events ingested=%d delivered=%d retried=%d dead-lettered=%d unrouted=%d\n", st.Ingested, st.Delivered, st.Retried, st.DeadLettered, st.Unrouted)
+	if r.Broker != nil {
+		st := r.Broker.Stats()
+		fmt.Printf("events ingested=%d delivered=%d retried=%d dead-lettered=%d unrouted=%d\n", st.Ingested, st.Delivered, st.Retried, st.DeadLettered, st.Unrouted)
+	}
+}
+
+// knative installs the overlay's Broker and Triggers into the namespace and returns the
+// runner's options for that broker.
+func knative(ctx context.Context, ns, overlay, kubectl string, logger *zap.SugaredLogger) (*runner.Knative, error) {
+	env, err := eventing.LoadEnv(eventing.EnvFile())
+	if err != nil {
+		return nil, err
+	}
+	if kubectl == "" {
+		return nil, fmt.Errorf("no kubectl to render %s: set -kubectl or PODGUARD_KUBECTL (the stack's env file sets it)", overlay)
+	}
+	cfg, err := kube.Config{Kubeconfig: os.Getenv("KUBECONFIG"), QPS: 50, Burst: 100}.RESTConfig(nil)
+	if err != nil {
+		return nil, err
+	}
+	c, err := eventing.NewClient(cfg, ns, logger.Named("eventing"))
+	if err != nil {
+		return nil, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	broker, err := c.Install(ictx, kubectl, overlay)
+	if err != nil {
+		return nil, err
+	}
+	return &runner.Knative{BrokerURL: env.BrokerURL(ns, broker), Namespace: ns, Broker: broker, Addrs: env.Functions, Triggers: c}, nil
 }
