@@ -63,7 +63,7 @@ test: stack-up check ## everything: unit, integration and end-to-end tests again
 
 test-knative: eventing-up ## the end-to-end suite behind Knative Eventing's own broker (PODGUARD_BROKER=knative)
 	PODGUARD_BROKER=knative PODGUARD_REQUIRE_STACK=1 PODGUARD_REQUIRE_EVENTING=1 PODGUARD_STACK_ENV=$(STACK_ENV) \
-	  go test $(GO_TEST_FLAGS) ./deploy/local/eventing/ ./deploy/local/e2e/
+	  go test -p 1 $(GO_TEST_FLAGS) ./deploy/local/eventing/ ./deploy/local/e2e/
 
 unit: check ## unit tests only (no stack; integration tests skip)
 	PODGUARD_STACK_ENV=/nonexistent go test $(GO_TEST_FLAGS) ./...
