@@ -65,13 +65,18 @@ kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" --request-timeout=30s "$@"; }
 
 # --- build ----------------------------------------------------------------------------
 
-# cache_key : hash of the tool module (go.mod, go.sum, every .go file: the patches are
-# Go) and the Go version, so a changed patch or toolchain builds anew.
+# module_files : the tool module's files a build uses (go.mod, go.sum, the non-test Go
+# files: the patches are Go), relative to it.
+module_files() {
+  (cd "$TOOL" && find . -type f \( -name go.mod -o -name go.sum -o \( -name '*.go' ! -name '*_test.go' \) \) | LC_ALL=C sort)
+}
+
+# cache_key : hash of those files and of the Go version, so a changed patch or toolchain
+# builds anew.
 cache_key() {
   (
-    cd "$TOOL"
     go version
-    find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) ! -path './vendor/*' | LC_ALL=C sort | xargs sha256sum
+    cd "$TOOL" && module_files | xargs sha256sum
   ) | sha256sum | cut -c1-12
 }
 
@@ -97,8 +102,7 @@ build() {
   mkdir -p "$LOG_DIR"
   rm -rf "$work.tmp"
   mkdir -p "$work.tmp"
-  (cd "$TOOL" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) ! -path './vendor/*' -print0 |
-    xargs -0 cp --parents -t "$work.tmp") || die "copy of the tool module failed"
+  (cd "$TOOL" && module_files | xargs cp --parents -t "$work.tmp") || die "copy of the tool module failed"
   t=$(timer_start)
   (cd "$work.tmp" && go mod vendor) >"$LOG_DIR/build.log" 2>&1 || die "go mod vendor failed, see $LOG_DIR/build.log"
   log "vendored in $(elapsed "$t")"
@@ -128,8 +132,10 @@ build() {
   grep -q EVENTING_DISPATCHER_HTTP_PORT "$BIN_DIR.tmp/imc-dispatcher" || die "imc-dispatcher was built without the patches"
   rm -rf "$BIN_DIR"
   mv "$BIN_DIR.tmp" "$BIN_DIR"
-  # Older keys' build trees (73 MB of vendored sources each) are not needed any more.
+  # Older keys' build trees (73 MB of vendored sources each) and binaries (440 MB) are
+  # not needed any more.
   find "$PODGUARD_CACHE_DIR/build" -maxdepth 1 -name "eventing-*" ! -name "eventing-$KNATIVE_VERSION-$key" -exec rm -rf {} +
+  find "$PODGUARD_CACHE_DIR/bin" -maxdepth 1 -name "eventing-$KNATIVE_VERSION-*" ! -name "eventing-$KNATIVE_VERSION-$key" -exec rm -rf {} +
   log "built $(ls "$BIN_DIR" | wc -l) binaries in $(elapsed "$t") (whole build $(elapsed "$t0")): $BIN_DIR"
   exec 9>&-
 }
@@ -282,7 +288,6 @@ export PODGUARD_EVENTING_ENV='$EVENTING_ENV'
 export PODGUARD_EVENTING_VERSION='$KNATIVE_VERSION'
 export PODGUARD_EVENTING_INGRESS='http://$L:$EVENTING_INGRESS_PORT'
 export PODGUARD_FUNCTION_ADDRS='$(IFS=,; echo "${addrs[*]}")'
-export PODGUARD_EVENTING_BIN='$BIN_DIR'
 EOF
   mv -f "$EVENTING_ENV.tmp" "$EVENTING_ENV"
 }
@@ -291,12 +296,12 @@ start() {
   [ -f "$KUBECONFIG_FILE" ] && kc get --raw /readyz >/dev/null 2>&1 || die "kube-apiserver is not running (make stack-up)"
   local t0 t
   t0=$(timer_start)
-  build
   if all_up "${PROCS[@]}"; then
     log "already running"
     write_env
     return 0
   fi
+  build
   stop_procs
   t=$(timer_start)
   system
