@@ -24,10 +24,9 @@ const canaryLabel = "podguard.dev/routing-canary"
 // WaitRouted waits until broker, in the client's namespace, routes events to every one of
 // its Triggers:
 //
-//  1. the canary Triggers of earlier calls are deleted;
-//  2. the Broker and every Trigger of it are Ready, and its channel (an InMemoryChannel)
+//  1. the Broker and every Trigger of it are Ready, and its channel (an InMemoryChannel)
 //     is Ready at its current generation with a subscriber per Trigger;
-//  3. then a canary Trigger is added, the same is waited for, and canary events are sent
+//  2. then a canary Trigger is added, the same is waited for, and canary events are sent
 //     to brokerURL until one arrives.
 //
 // Ready conditions alone are not enough: the channel dispatcher marks a new subscriber
@@ -36,21 +35,13 @@ const canaryLabel = "podguard.dev/routing-canary"
 // last one added to the channel, so once a canary arrives, every earlier Trigger is
 // routed too.
 //
-// The canary Trigger stays (its filter matches canaries of its own source only): the
-// dispatcher keeps a deleted Trigger's subscription for the same second or so, and every
-// event sent meanwhile would be retried against it and dead-lettered. The next call
-// deletes it before it waits.
+// Canary Triggers stay (each one's filter matches canaries of its own source only, so the
+// broker's filter drops every other event for it). Deleting one is worse: its
+// subscription can stay in the channel for minutes after the Trigger is gone (a busy
+// controller finalizes it late), and the in-memory channel, which delivers synchronously,
+// then answers 500 to every event sent to the broker meanwhile.
 func (c *Client) WaitRouted(ctx context.Context, broker, brokerURL string) error {
 	start := time.Now()
-	old, err := c.dyn.Resource(triggers).Namespace(c.namespace).List(ctx, metav1.ListOptions{LabelSelector: canaryLabel})
-	if err != nil {
-		return fmt.Errorf("list canary triggers: %w", err)
-	}
-	for _, t := range old.Items {
-		if err := c.DeleteTrigger(ctx, t.GetName()); err != nil {
-			return err
-		}
-	}
 	n, err := c.waitReady(ctx, broker, "")
 	if err != nil {
 		return err
