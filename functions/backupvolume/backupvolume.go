@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -113,24 +112,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	if req.Parameters != nil {
 		params = *req.Parameters
 	}
-	rec := bank.Record{Batch: req.Batch, Resources: make(map[string]bank.ResourceRecord, len(req.Resources))}
-	var (
-		mu         sync.Mutex
-		inProgress int
-	)
-	err := batch.Each(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) error {
-		rr, done, err := s.volume(ctx, req, r, params)
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !done {
-			inProgress++
-		} else {
-			rec.Resources[r.Key()] = rr
-		}
-		return nil
+	settled, inProgress, err := batch.Settle(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) (bank.ResourceRecord, bool, error) {
+		return s.volume(ctx, req, r, params)
 	})
 	if err != nil {
 		return nil, err
@@ -139,7 +122,7 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		logging.FromContext(ctx).Debugw("backups in progress", zap.String("batch", req.Batch), zap.Int("in_progress", inProgress))
 		return nil, nil
 	}
-	rec.UpdatedAt = s.now().UTC()
+	rec := bank.Record{Batch: req.Batch, Resources: settled, UpdatedAt: s.now().UTC()}
 	if err := s.records.PutRecord(ctx, req.Checkpoint, rec); err != nil {
 		return nil, err
 	}

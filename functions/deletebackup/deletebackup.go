@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -116,24 +115,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	} else if err != nil {
 		return nil, err
 	}
-	var (
-		mu         sync.Mutex
-		settled    = make(map[string]events.ResourceResult, len(req.Resources))
-		inProgress int
-	)
-	err = batch.Each(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) error {
-		res, done, err := s.volume(ctx, req, r, rec.Resources[r.Key()])
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if done {
-			settled[r.Key()] = res
-		} else {
-			inProgress++
-		}
-		return nil
+	settled, inProgress, err := batch.Settle(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) (events.ResourceResult, bool, error) {
+		return s.volume(ctx, req, r, rec.Resources[r.Key()])
 	})
 	if err != nil {
 		return nil, err

@@ -15,7 +15,6 @@ import (
 	"maps"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -123,24 +122,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	} else if err != nil {
 		return nil, err
 	}
-	rec := bank.Record{Batch: req.Batch, Resources: make(map[string]bank.ResourceRecord, len(req.Resources))}
-	var (
-		mu         sync.Mutex
-		inProgress int
-	)
-	err = batch.Each(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) error {
-		rr, done, err := s.volume(ctx, req, r, saved.Resources[r.Key()])
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !done {
-			inProgress++
-		} else {
-			rec.Resources[r.Key()] = rr
-		}
-		return nil
+	settled, inProgress, err := batch.Settle(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) (bank.ResourceRecord, bool, error) {
+		return s.volume(ctx, req, r, saved.Resources[r.Key()])
 	})
 	if err != nil {
 		return nil, err
@@ -148,7 +131,7 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	if inProgress > 0 {
 		return nil, nil
 	}
-	rec.UpdatedAt = s.now().UTC()
+	rec := bank.Record{Batch: req.Batch, Resources: settled, UpdatedAt: s.now().UTC()}
 	if err := s.restores.PutRecord(ctx, req.Restore, rec); err != nil {
 		return nil, err
 	}

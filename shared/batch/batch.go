@@ -6,6 +6,8 @@ package batch
 import (
 	"context"
 	"sync"
+
+	"github.com/podguard/podguard/shared/graph"
 )
 
 // Each calls fn for every item, at most workers at a time, and returns the first error
@@ -41,4 +43,30 @@ func Each[T any](ctx context.Context, items []T, workers int, fn func(context.Co
 	close(work)
 	wg.Wait()
 	return firstErr
+}
+
+// Settle calls fn for every resource of a batch, at most workers at a time. fn starts or
+// checks the work on one resource and reports whether it is settled. Settle returns the
+// outcomes of the settled resources, by key, and how many are still in progress.
+func Settle[R any](ctx context.Context, resources []graph.Resource, workers int, fn func(context.Context, graph.Resource) (R, bool, error)) (map[string]R, int, error) {
+	var (
+		mu         sync.Mutex
+		settled    = make(map[string]R, len(resources))
+		inProgress int
+	)
+	err := Each(ctx, resources, workers, func(ctx context.Context, r graph.Resource) error {
+		out, done, err := fn(ctx, r)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			settled[r.Key()] = out
+		} else {
+			inProgress++
+		}
+		return nil
+	})
+	return settled, inProgress, err
 }

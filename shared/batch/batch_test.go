@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+
+	"github.com/podguard/podguard/shared/graph"
 )
 
 func TestEachVisitsEveryItemAndReturnsAnError(t *testing.T) {
@@ -22,5 +24,15 @@ func TestEachVisitsEveryItemAndReturnsAnError(t *testing.T) {
 	}
 	if err := Each(context.Background(), []int{}, 4, func(context.Context, int) error { return boom }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSettleKeepsSettledOutcomesAndCountsTheRest(t *testing.T) {
+	rs := []graph.Resource{{Type: graph.VolumeType, ID: "a"}, {Type: graph.VolumeType, ID: "b"}, {Type: graph.VolumeType, ID: "c"}}
+	settled, inProgress, err := Settle(context.Background(), rs, 2, func(_ context.Context, r graph.Resource) (string, bool, error) {
+		return "done-" + r.ID, r.ID != "b", nil
+	})
+	if err != nil || inProgress != 1 || len(settled) != 2 || settled[rs[0].Key()] != "done-a" || settled[rs[2].Key()] != "done-c" {
+		t.Fatalf("settled %v, in progress %d, err %v", settled, inProgress, err)
 	}
 }
