@@ -95,8 +95,8 @@ const workers = 8
 // (202) while any is in progress: the tick sends the request again, which checks again.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	var req events.StepRequest
-	if err := e.DataAs(&req); err != nil {
-		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &req); err != nil {
+		return nil, err
 	}
 	for i, r := range req.Resources {
 		if r.Type != graph.VolumeType {

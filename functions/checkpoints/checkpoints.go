@@ -90,8 +90,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		var req struct {
 			Checkpoint string `json:"checkpoint"`
 		}
-		if err := e.DataAs(&req); err != nil {
-			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		if err := function.Decode(e, &req); err != nil {
+			return nil, err
 		}
 		v, err := checkpoint.Load(ctx, s.bank, req.Checkpoint)
 		if errors.Is(err, bank.ErrNotFound) {
@@ -107,8 +107,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 			Limit  int    `json:"limit"`
 			Marker string `json:"marker"`
 		}
-		if err := e.DataAs(&req); err != nil {
-			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		if err := function.Decode(e, &req); err != nil {
+			return nil, err
 		}
 		if req.Limit == 0 {
 			req.Limit = defaultLimit
@@ -122,8 +122,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		var req struct {
 			Restore string `json:"restore"`
 		}
-		if err := e.DataAs(&req); err != nil {
-			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		if err := function.Decode(e, &req); err != nil {
+			return nil, err
 		}
 		v, err := checkpoint.LoadRestore(ctx, s.restores, req.Restore)
 		if errors.Is(err, bank.ErrNotFound) {
@@ -138,8 +138,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 			Limit  int    `json:"limit"`
 			Marker string `json:"marker"`
 		}
-		if err := e.DataAs(&req); err != nil {
-			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		if err := function.Decode(e, &req); err != nil {
+			return nil, err
 		}
 		if req.Limit == 0 {
 			req.Limit = defaultLimit

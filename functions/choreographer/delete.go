@@ -28,8 +28,8 @@ type deletion struct {
 // error (or whose deletion failed before: it is tried again).
 func (s *Step) delete(ctx context.Context, e event.Event) error {
 	var req events.DeleteRequest
-	if err := e.DataAs(&req); err != nil {
-		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &req); err != nil {
+		return err
 	}
 	id := req.Checkpoint
 	cp, err := s.bank.Checkpoint(ctx, id)
@@ -202,8 +202,8 @@ func (s *Step) sendDeletes(ctx context.Context, d *deletion, batches []graph.Bat
 // deleteResult records a batch's outcome; the last batch completes the deletion.
 func (s *Step) deleteResult(ctx context.Context, e event.Event) error {
 	var res events.StepResult
-	if err := e.DataAs(&res); err != nil {
-		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &res); err != nil {
+		return err
 	}
 	for _, r := range res.Results {
 		if r.Status != events.StatusDeleted {

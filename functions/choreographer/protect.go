@@ -30,8 +30,8 @@ func CheckpointID(req events.ProtectRequest, e event.Event) string {
 
 func (s *Step) protect(ctx context.Context, e event.Event) error {
 	var req events.ProtectRequest
-	if err := e.DataAs(&req); err != nil {
-		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &req); err != nil {
+		return err
 	}
 	return s.protectRequest(ctx, e, req)
 }
@@ -82,8 +82,8 @@ func (s *Step) listed(ctx context.Context, e event.Event) error {
 		return function.Permanent(fmt.Errorf("%s without the %s extension: not part of a protect", e.Type(), events.ExtCheckpoint))
 	}
 	var res events.PodsListedResult
-	if err := e.DataAs(&res); err != nil {
-		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &res); err != nil {
+		return err
 	}
 	cp, err := s.bank.Checkpoint(ctx, id)
 	if errors.Is(err, bank.ErrNotFound) {
@@ -179,8 +179,8 @@ func (s *Step) sendStep(ctx context.Context, cp *bank.Checkpoint, b graph.Batch,
 
 func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) {
 	var res events.StepResult
-	if err := e.DataAs(&res); err != nil {
-		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &res); err != nil {
+		return nil, err
 	}
 	for _, r := range res.Results {
 		if r.Status == events.StatusError {

@@ -36,8 +36,8 @@ func RestoreID(e event.Event) string { return function.DerivedID("restore", e.So
 // parameters must fit it. Nothing is created for a request refused.
 func (s *Step) restore(ctx context.Context, e event.Event) error {
 	var req events.RestoreRequest
-	if err := e.DataAs(&req); err != nil {
-		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &req); err != nil {
+		return err
 	}
 	id := RestoreID(e)
 	var (
@@ -298,8 +298,8 @@ func (s *Step) restoredVolumes(ctx context.Context, id string) (map[string]strin
 // the last pod batch ends the restore.
 func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 	var res events.RestoreStepResult
-	if err := e.DataAs(&res); err != nil {
-		return function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &res); err != nil {
+		return err
 	}
 	r, err := s.bank.Restore(ctx, res.Restore)
 	if errors.Is(err, bank.ErrNotFound) {

@@ -48,8 +48,8 @@ func (s *Step) setSchedule(ctx context.Context, e event.Event) (*event.Event, er
 		return nil, errors.New("this choreographer has no schedule store")
 	}
 	var sc events.Schedule
-	if err := e.DataAs(&sc); err != nil {
-		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &sc); err != nil {
+		return nil, err
 	}
 	if err := sc.Plan.Scope.Check(); err != nil {
 		return nil, function.Permanent(fmt.Errorf("/plan%w", err))
@@ -88,8 +88,8 @@ func (s *Step) deleteSchedule(ctx context.Context, e event.Event) (*event.Event,
 		return nil, errors.New("this choreographer has no schedule store")
 	}
 	var ref events.ScheduleRef
-	if err := e.DataAs(&ref); err != nil {
-		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &ref); err != nil {
+		return nil, err
 	}
 	found, err := s.schedules.DeleteSchedule(ctx, ref.ID)
 	if err != nil {

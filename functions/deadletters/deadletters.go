@@ -126,8 +126,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	switch e.Type() {
 	case events.DeadLettersList:
 		var req events.DeadLettersListRequest
-		if err := e.DataAs(&req); err != nil {
-			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		if err := function.Decode(e, &req); err != nil {
+			return nil, err
 		}
 		if req.Limit == 0 {
 			req.Limit = defaultLimit
@@ -139,8 +139,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		return function.Reply(events.DeadLettersListed, events.DeadLettersListedResult{DeadLetters: list, Next: next})
 	default: // events.DeadLetterReplay
 		var req events.DeadLetterReplayRequest
-		if err := e.DataAs(&req); err != nil {
-			return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+		if err := function.Decode(e, &req); err != nil {
+			return nil, err
 		}
 		return s.replay(ctx, req.DeadLetter, e)
 	}

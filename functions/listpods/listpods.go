@@ -83,8 +83,8 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 
 func (s *Step) list(ctx context.Context, e event.Event) (*event.Event, error) {
 	var req events.PodsListRequest
-	if err := e.DataAs(&req); err != nil {
-		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &req); err != nil {
+		return nil, err
 	}
 	if err := req.Scope.Check(); err != nil {
 		return nil, function.Permanent(err)
@@ -121,8 +121,8 @@ func (s *Step) list(ctx context.Context, e event.Event) (*event.Event, error) {
 
 func (s *Step) show(ctx context.Context, e event.Event) (*event.Event, error) {
 	var req events.PodShowRequest
-	if err := e.DataAs(&req); err != nil {
-		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &req); err != nil {
+		return nil, err
 	}
 	g, found, err := s.resolver.Show(ctx, req.Pod)
 	if err != nil {

@@ -117,8 +117,8 @@ const workers = 8
 // is Running or failed, and with nothing (202) while any is still starting.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	var req events.RestoreStepRequest
-	if err := e.DataAs(&req); err != nil {
-		return nil, function.Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	if err := function.Decode(e, &req); err != nil {
+		return nil, err
 	}
 	if err := check(req); err != nil {
 		return nil, function.Permanent(err)

@@ -54,3 +54,12 @@ func Reply(typ string, data any) (*event.Event, error) {
 	}
 	return &r, nil
 }
+
+// Decode reads an event's data into v; data that does not decode is a permanent error
+// (400) naming the event type.
+func Decode(e event.Event, v any) error {
+	if err := e.DataAs(v); err != nil {
+		return Permanent(fmt.Errorf("decode %s data: %w", e.Type(), err))
+	}
+	return nil
+}
