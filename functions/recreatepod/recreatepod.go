@@ -110,8 +110,10 @@ func NewStep(cs kubernetes.Interface, checkpoints records, restores restoreRecor
 	return &Step{kube: cs, checkpoints: checkpoints, restores: restores, podWait: podWait, now: now}
 }
 
-// workers bounds the pods of a batch recreated at once.
-const workers = 8
+// workers bounds the pods of a batch recreated at once. Each mostly waits for the PV
+// controller (see waits), so the whole of a default batch goes at once; the client's rate
+// limit (KUBE_API_QPS) bounds the requests.
+const workers = 64
 
 // Handle recreates or checks the pods of a batch; it answers once every pod of the batch
 // is Running or failed, and with nothing (202) while any is still starting.
@@ -142,13 +144,17 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	// Waiting, for volumes to be seen and pods to start, ends at waitUntil.
 	waitUntil := time.Now().Add(s.podWait)
 	pastDeadline := s.pastDeadline(req)
+	var w *waits
 	if !pastDeadline {
 		if err := s.namespaces(ctx, req.Restore, pods); err != nil {
 			return nil, err
 		}
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		w = s.follow(wctx, req.Restore, pods)
 	}
 	err = batch.Each(ctx, pods, workers, func(ctx context.Context, p *pod) error {
-		return s.create(ctx, req.Restore, p, pastDeadline, waitUntil)
+		return s.create(ctx, req.Restore, p, w, waitUntil)
 	})
 	if err != nil {
 		return nil, err
@@ -396,13 +402,15 @@ func refused(err error) bool {
 // create makes the objects of one pod, in order: persistent volumes, claims, the pod.
 // Objects that this restore already created from the same saved objects are reused;
 // another object of the same name fails the pod, and is left as it is; the objects
-// created before the clash stay (labelled with the restore) and are recorded. Past the restore's
-// deadline nothing is created any more: only the pod is looked up.
-func (s *Step) create(ctx context.Context, restoreID string, p *pod, pastDeadline bool, waitUntil time.Time) error {
+// created before the clash stay (labelled with the restore) and are recorded. Each claim
+// waits for its volume to be seen and each pod for its claims to be bound (see waits).
+// Past the restore's deadline (w is nil) nothing is created any more: only the pod is
+// looked up.
+func (s *Step) create(ctx context.Context, restoreID string, p *pod, w *waits, waitUntil time.Time) error {
 	if p.objs == nil {
 		return nil
 	}
-	if pastDeadline {
+	if w == nil {
 		return s.lookup(ctx, restoreID, p)
 	}
 	claimAPI := s.kube.CoreV1().PersistentVolumeClaims(p.out.Namespace)
@@ -434,7 +442,7 @@ func (s *Step) create(ctx context.Context, restoreID string, p *pod, pastDeadlin
 			return err
 		}
 		p.out.PersistentVolumes = append(p.out.PersistentVolumes, pv.Name)
-		s.awaitVolumeSeen(ctx, got, waitUntil)
+		w.volumeSeen(ctx, got.Name, waitUntil)
 	}
 	for _, c := range p.objs.Claims {
 		ref := p.out.Namespace + "/" + c.Name
@@ -447,6 +455,7 @@ func (s *Step) create(ctx context.Context, restoreID string, p *pod, pastDeadlin
 			return err
 		}
 		p.out.Claims = append(p.out.Claims, ref)
+		w.claimBound(ctx, p.out.Namespace, c.Name, waitUntil)
 	}
 	pods := s.kube.CoreV1().Pods(p.out.Namespace)
 	got, reason, err := ensure(ctx, restoreID, "pod", p.ref(), p.objs.Pod, pods.Create,
@@ -494,35 +503,6 @@ func (s *Step) lookup(ctx context.Context, restoreID string, p *pod) error {
 	}
 	p.current = got
 	return nil
-}
-
-// awaitVolumeSeen waits, until the given time at most, for the PV controller to have seen
-// a new persistent volume: it moves it from Pending to Available. The controller looks a
-// claim's volume up in its own cache, so a claim created before that is bound only at its
-// next periodic sync (15s by default).
-func (s *Step) awaitVolumeSeen(ctx context.Context, pv *corev1.PersistentVolume, until time.Time) {
-	if pv.Status.Phase != corev1.VolumePending && pv.Status.Phase != "" {
-		return
-	}
-	d := time.Until(until)
-	if d <= 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	w, err := s.kube.CoreV1().PersistentVolumes().Watch(ctx, metav1.ListOptions{
-		FieldSelector: "metadata.name=" + pv.Name, ResourceVersion: pv.ResourceVersion})
-	if err != nil {
-		logging.FromContext(ctx).Warnw("watching a new persistent volume failed; its claim may be bound later", zap.String("name", pv.Name), zap.Error(err))
-		return
-	}
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		v, ok := ev.Object.(*corev1.PersistentVolume)
-		if !ok || v.Status.Phase != corev1.VolumePending {
-			return
-		}
-	}
 }
 
 // ensure creates obj, or finds the one that this restore created from the same saved

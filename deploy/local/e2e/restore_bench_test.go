@@ -72,13 +72,15 @@ func BenchmarkRestore(b *testing.B) {
 				if running := countRestoredRunning(b, cs, target, rid); running != n {
 					b.Fatalf("%d restored pods Running, want %d", running, n)
 				}
+				unschedulable := failedScheduling(b, cs, target)
 				b.ReportMetric(wall.Seconds(), "s/restore")
+				b.ReportMetric(float64(unschedulable), "failed-scheduling")
 				b.ReportMetric(float64(swift)/float64(n), "swift-req/pod")
 				b.ReportMetric(float64(api)/float64(n), "kube-api-req/pod")
 				b.ReportMetric(float64(routed), "events")
 				b.ReportMetric(float64(peak)/(1<<20), "runner-peak-MiB")
-				b.Logf("N=%d: all %d pods Running in %s after the request; %d events routed, %d Swift requests (%.1f per pod), %d Kubernetes API requests by every client (%.1f per pod), runner peak RSS %.0f MiB",
-					n, n, wall.Round(10*time.Millisecond), routed, swift, float64(swift)/float64(n), api, float64(api)/float64(n), float64(peak)/(1<<20))
+				b.Logf("N=%d: all %d pods Running in %s after the request; %d events routed, %d Swift requests (%.1f per pod), %d Kubernetes API requests by every client (%.1f per pod), %d failed scheduling attempts, runner peak RSS %.0f MiB",
+					n, n, wall.Round(10*time.Millisecond), routed, swift, float64(swift)/float64(n), api, float64(api)/float64(n), unschedulable, float64(peak)/(1<<20))
 				removeNamespace(b, cs, target)
 			}
 		})
@@ -105,6 +107,21 @@ func apiserverRequests(b *testing.B, cs kubernetes.Interface) int64 {
 		}
 	}
 	return int64(total)
+}
+
+// failedScheduling counts the scheduler's FailedScheduling events in a namespace: pods it
+// tried to place before their claims were bound.
+func failedScheduling(b *testing.B, cs kubernetes.Interface, ns string) int {
+	b.Helper()
+	evs, err := cs.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "reason=FailedScheduling"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, ev := range evs.Items {
+		n += int(max(ev.Count, 1))
+	}
+	return n
 }
 
 func countRestoredRunning(b *testing.B, cs kubernetes.Interface, ns, restore string) int {
