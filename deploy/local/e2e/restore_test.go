@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,10 +159,14 @@ func (e *env) restoredPods(ns, restore string) map[string]corev1.Pod {
 // TestRestoreAndDeleteFullCycle: two pods, one of them with two volumes (in-tree and
 // CSI), are protected, restored into a new namespace (one pod renamed), restored again
 // into their own namespace while the originals still run, then the checkpoint is
-// deleted. Every event is delivered twice, and the user sends each request twice: one
-// volume per backup per restore, one pod per restore, the same final state.
+// deleted. Every event is delivered twice, and the user sends each request twice; once
+// the first restore and the deletion have ended, every event of theirs is delivered once
+// more, last first: one volume per backup per restore, one pod per restore, the same
+// final state.
 func TestRestoreAndDeleteFullCycle(t *testing.T) {
-	e := newEnv(t, envOptions{wrap: twice})
+	rec := newRecorder(events.RestoreRequested, events.VolumeRestore, events.VolumeRestored, events.PodRecreate, events.PodRecreated,
+		events.DeleteRequested, events.BackupDelete, events.BackupDeleted)
+	e := newEnv(t, envOptions{wrap: rec.around(twice)})
 	ns := e.st.Namespace(t, e.kube, "cycle")
 	data := map[string][]byte{}
 	mk := func(name string) *volumes.Volume {
@@ -172,6 +179,7 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	e.podWithVolume(ns, "web", web, true)
 	e.podWithVolumes(ns, "db", []*volumes.Volume{db, dblog}, []bool{false, true})
 	cp, protectReq := e.protect(ns)
+	rec.take()
 
 	// Into a new namespace, web renamed.
 	target := ns + "-into" // created by the restore
@@ -242,6 +250,13 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 		}
 	}
 
+	// Every event of the restore again, late and last first: nothing changes.
+	before := e.restoreState(target, rid, data, cp)
+	t.Logf("replayed the restore's events, last first: %v", e.replayReversed(rec.take()))
+	if after := e.restoreState(target, rid, data, cp); after != before {
+		t.Fatalf("late events changed the restore:\n before %s\n after  %s", before, after)
+	}
+
 	// Into the original namespace while the originals still run: default names, claims
 	// renamed so they cannot clash.
 	rid2 := e.restore(events.RestoreRequest{Checkpoint: cp}, 1)
@@ -256,6 +271,7 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	}
 
 	// Delete the checkpoint: its backups, then its metadata.
+	rec.take()
 	del := newEvent(events.DeleteRequested, events.DeleteRequest{Checkpoint: cp})
 	e.send(del)
 	e.send(del)
@@ -284,6 +300,16 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	if ids, _, err := b.ListRestores(ctx, 10, ""); err != nil || len(ids) != 2 {
 		t.Fatalf("restores: %v %v", ids, err)
 	}
+	// Every event of the deletion again, late and last first: still deleted, nothing left.
+	t.Logf("replayed the deletion's events, last first: %v", e.replayReversed(rec.take()))
+	if _, err := b.Checkpoint(ctx, cp); err == nil {
+		t.Fatal("late deletion events brought the checkpoint back")
+	}
+	for orig := range data {
+		if bs := e.liveBackups(orig); len(bs) != 0 {
+			t.Errorf("backups of %s after late deletion events: %+v", orig, bs)
+		}
+	}
 	// Late duplicates: the protect request does not bring the checkpoint back, and the
 	// delete request announces the same outcome.
 	post(t, e.runner.Functions[events.FnChoreographer], protectReq)
@@ -298,6 +324,34 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	if err := again.DataAs(&d2); err != nil || d2.Status != events.StatusDeleted || again.ID() != first.ID() {
 		t.Fatalf("late duplicate delete: %+v %v", d2, err)
 	}
+}
+
+// restoreState describes what a restore made, for comparison: its status, each
+// resource's status and what it was restored as, every volume Cinder has under each
+// restored name, and the restored pods with their uids and phases.
+func (e *env) restoreState(ns, rid string, data map[string][]byte, cp string) string {
+	e.t.Helper()
+	var b strings.Builder
+	v := e.showRestore(rid)
+	fmt.Fprintf(&b, "status=%s", v.Status)
+	for _, r := range v.Resources {
+		fmt.Fprintf(&b, " %s=%s:%s", r.Key(), r.Status, r.Restored)
+	}
+	for _, orig := range slices.Sorted(maps.Keys(data)) {
+		vs, err := e.volumes.ListNamed(context.Background(), cp+"@"+orig)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		fmt.Fprintf(&b, " volumes(%s)=", orig)
+		for _, vol := range vs {
+			fmt.Fprintf(&b, "%s,", vol.ID)
+		}
+	}
+	pods := e.restoredPods(ns, rid)
+	for _, name := range slices.Sorted(maps.Keys(pods)) {
+		fmt.Fprintf(&b, " pod(%s)=%s:%s", name, pods[name].UID, pods[name].Status.Phase)
+	}
+	return b.String()
 }
 
 // post delivers an event straight to a function and fails unless it is accepted.
