@@ -47,6 +47,25 @@ func EnvFile() string {
 	return filepath.Join(dir, "env")
 }
 
+// RepoRoot is the checkout a test runs in: the nearest folder above it with a go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test")
+		}
+		dir = parent
+	}
+}
+
 // Load reads the stack environment and exports it into the test's environment.
 func Load(t testing.TB) *Stack {
 	t.Helper()

@@ -115,11 +115,11 @@ func launchLocal(b testing.TB, st *stacktest.Stack, bin, container string, flags
 		// takes over the same Broker); podguard-local installs the overlay there.
 		ns := "local-" + container
 		flags = append(flags, "-broker", "knative", "-namespace", ns,
-			"-overlay", filepath.Join(repoRoot(b), "deploy", "overlays", "local-eventing"), "-kubectl", st.Env["PODGUARD_KUBECTL"])
+			"-overlay", filepath.Join(stacktest.RepoRoot(b), "deploy", "overlays", "local-eventing"), "-kubectl", st.Env["PODGUARD_KUBECTL"])
 		b.Cleanup(func() { _ = st.Kube(b).CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	}
 	l.cmd = exec.Command(bin, append([]string{"-addr", strings.TrimPrefix(l.ingress, "http://"), "-tick", "1s", "-log-level", "warn",
-		"-triggers", filepath.Join(repoRoot(b), "deploy", "base")}, flags...)...)
+		"-triggers", filepath.Join(stacktest.RepoRoot(b), "deploy", "base")}, flags...)...)
 	l.cmd.Env = append(append(os.Environ(), "KUBE_API_QPS=2000", "KUBE_API_BURST=4000", "BANK_AUTH=tempauth", "ST_AUTH=http://"+ln.Addr().String()+"/auth/v1.0",
 		"BANK_CONTAINER="+container, "REDRIVE_AFTER=60s", "LOG_LEVEL=warn"), env...)
 	stdout, _ := l.cmd.StdoutPipe()

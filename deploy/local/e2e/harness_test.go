@@ -107,7 +107,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	ctx := context.Background()
 	r, err := runner.Start(ctx, runner.Options{
-		Triggers: filepath.Join(repoRoot(t), "deploy", "base"), Tick: time.Second, Cinder: o.cinder, Volumes: o.volumes, Wrap: o.wrap,
+		Triggers: filepath.Join(stacktest.RepoRoot(t), "deploy", "base"), Tick: time.Second, Cinder: o.cinder, Volumes: o.volumes, Wrap: o.wrap,
 		Observers: observers, ObserverURLs: observerURLs(obs.URL, o.deadLetters),
 		DeadLetters: filepath.Join(t.TempDir(), "dead-letters.jsonl"),
 		Knative:     knativeBroker(t, st, e.kube),
@@ -166,28 +166,11 @@ func knativeBroker(t testing.TB, st *stacktest.Stack, kube kubernetes.Interface)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	broker, err := c.Install(ctx, st.Env["PODGUARD_KUBECTL"], filepath.Join(repoRoot(t), "deploy", "overlays", "local-eventing"))
+	broker, err := c.Install(ctx, st.Env["PODGUARD_KUBECTL"], filepath.Join(stacktest.RepoRoot(t), "deploy", "overlays", "local-eventing"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &runner.Knative{BrokerURL: env.BrokerURL(ns, broker), Namespace: ns, Broker: broker, Addrs: env.Functions, Triggers: c}
-}
-
-func repoRoot(t testing.TB) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
 }
 
 // send delivers an event to the broker ingress, as a user's system would.

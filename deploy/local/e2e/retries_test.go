@@ -18,6 +18,7 @@ import (
 	"github.com/podguard/podguard/deploy/local/broker"
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/stacktest"
 )
 
 // attempt is one delivery of an event to a function, as the function saw it.
@@ -123,7 +124,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 func TestBrokerRetriesThenDeadLetters(t *testing.T) {
 	f := newFailing(events.FnCheckpoints)
 	e := newEnv(t, envOptions{wrap: f.wrap, deadLetters: true, observe: []string{events.DeadLetterReplayed}})
-	triggers, err := broker.LoadTriggers(filepath.Join(repoRoot(t), "deploy", "base"))
+	triggers, err := broker.LoadTriggers(filepath.Join(stacktest.RepoRoot(t), "deploy", "base"))
 	if err != nil {
 		t.Fatal(err)
 	}

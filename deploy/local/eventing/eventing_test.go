@@ -32,21 +32,6 @@ func running(t *testing.T) *eventing.Env {
 	return env
 }
 
-func repoRoot(t *testing.T) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for ; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if dir == filepath.Dir(dir) {
-			t.Fatal("no go.mod above the test")
-		}
-	}
-}
-
 // TestInstallRoutes installs deploy/overlays/local-eventing into a new namespace, waits
 // until the broker routes, then routes an event by its type to a Trigger of the test's
 // own, and none of another type.
@@ -65,7 +50,7 @@ func TestInstallRoutes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
-	broker, err := c.Install(ctx, st.Env["PODGUARD_KUBECTL"], filepath.Join(repoRoot(t), "deploy", "overlays", "local-eventing"))
+	broker, err := c.Install(ctx, st.Env["PODGUARD_KUBECTL"], filepath.Join(stacktest.RepoRoot(t), "deploy", "overlays", "local-eventing"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,8 @@ package runner_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -60,7 +58,7 @@ func TestDeadLettersThroughTheBroker(t *testing.T) {
 	start := time.Now()
 	ctx := context.Background()
 	r, err := runner.Start(ctx, runner.Options{
-		Triggers: filepath.Join(repoRoot(t), "deploy", "base"),
+		Triggers: filepath.Join(stacktest.RepoRoot(t), "deploy", "base"),
 		Observers: []broker.Trigger{{Name: "flaky-probe", Filter: map[string]string{"type": "com.example.probe"},
 			Subscriber: broker.Destination{Ref: "flaky"},
 			Delivery: broker.Delivery{Retry: 2, BackoffPolicy: broker.BackoffLinear, BackoffDelay: 10 * time.Millisecond,
@@ -180,22 +178,5 @@ func awaitList(t *testing.T, url string, cond func(events.DeadLettersListedResul
 			t.Fatalf("dead letters: condition not met within 30s; last %+v (%v)", last, err)
 		case <-tick.C:
 		}
-	}
-}
-
-func repoRoot(t *testing.T) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal(fmt.Errorf("no go.mod above %s", dir))
-		}
-		dir = parent
 	}
 }
