@@ -5,6 +5,7 @@
 package stacktest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -39,7 +40,7 @@ func EnvFile() string {
 	if f := os.Getenv("PODGUARD_STACK_ENV"); f != "" {
 		return f
 	}
-	dir := os.Getenv("STACK_DIR")
+	dir := cmp.Or(os.Getenv("STACK_DIR"), os.Getenv("PODGUARD_STACK_DIR")) // as deploy/local/stack.env
 	if dir == "" {
 		home, _ := os.UserHomeDir()
 		dir = filepath.Join(home, ".local", "state", "podguard", "stack")

@@ -15,6 +15,7 @@ package eventing
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,7 +41,7 @@ func EnvFile() string {
 	if f := os.Getenv("PODGUARD_EVENTING_ENV"); f != "" {
 		return f
 	}
-	dir := os.Getenv("PODGUARD_STACK_DIR")
+	dir := cmp.Or(os.Getenv("STACK_DIR"), os.Getenv("PODGUARD_STACK_DIR")) // as deploy/local/stack.env
 	if dir == "" {
 		home, _ := os.UserHomeDir()
 		dir = filepath.Join(home, ".local", "state", "podguard", "stack")
