@@ -246,22 +246,9 @@ func (o *restoreOps) Active(context.Context) ([]string, error) {
 
 func (o *restoreOps) Status(_ context.Context, id string) (string, error) { return o.status[id], nil }
 
-// sink records the events the choreographer emits.
-type sink struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (s *sink) Send(_ context.Context, e event.Event) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, e)
-	return nil
-}
-
 // deleted returns the checkpoints whose deletion was requested, in order, and checks
 // each request's id.
-func (s *sink) deleted(t *testing.T) []string {
+func (s *sent) deleted(t *testing.T) []string {
 	t.Helper()
 	var out []string
 	for _, e := range s.events {
@@ -277,11 +264,11 @@ func (s *sink) deleted(t *testing.T) []string {
 	return out
 }
 
-func newRetentionStep(t *testing.T) (*Step, *retentionBank, *restoreOps, *sink, context.Context) {
+func newRetentionStep(t *testing.T) (*Step, *retentionBank, *restoreOps, *sent, context.Context) {
 	b := &retentionBank{index: map[string]*bank.Checkpoint{}, status: map[string]string{}, records: map[string][]bank.Record{},
 		restores: map[string]*bank.Restore{}, deletions: map[string]*bank.Deletion{}}
 	r := &restoreOps{status: map[string]string{}}
-	out := &sink{}
+	out := &sent{}
 	s := NewStep(b, r, nil, out, Config{FanOutWorkers: 4}, func() time.Time { return retentionNow })
 	return s, b, r, out, logging.WithLogger(context.Background(), zaptest.NewLogger(t).Sugar())
 }
