@@ -191,6 +191,27 @@ func (b *Bank) listAll(ctx context.Context, prefix string) ([]swift.Object, erro
 	}
 }
 
+// readAll reads every JSON object under prefix, in name order; objects removed since the
+// listing (with their operation) are skipped.
+func readAll[T any](ctx context.Context, b *Bank, prefix string) ([]T, error) {
+	objs, err := b.listAll(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(objs))
+	for _, obj := range objs {
+		var v T
+		if err := b.getJSON(ctx, obj.Name, &v); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 // retry repeats an idempotent operation once when the connection broke (the Swift proxy
 // closes the connection after answering 412, and a PUT on it is not retried by the
 // client).

@@ -202,20 +202,9 @@ func (o *Ops) Fail(ctx context.Context, id, key, reason string) error {
 
 // Failures lists the resources of an operation that ended in error, with reasons.
 func (o *Ops) Failures(ctx context.Context, id string) ([]Failure, error) {
-	objs, err := o.b.listAll(ctx, o.b.layout.FailurePrefix(o.op(id)))
+	out, err := readAll[Failure](ctx, o.b, o.b.layout.FailurePrefix(o.op(id)))
 	if err != nil {
 		return nil, err
-	}
-	out := make([]Failure, 0, len(objs))
-	for _, obj := range objs {
-		var f Failure
-		if err := o.b.getJSON(ctx, obj.Name, &f); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			return nil, err
-		}
-		out = append(out, f)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil

@@ -2,7 +2,6 @@ package bank
 
 import (
 	"context"
-	"errors"
 )
 
 // Deletion is the index of the deletion of a checkpoint: the plan the checkpoint was made
@@ -31,20 +30,5 @@ func (b *Bank) Deletion(ctx context.Context, checkpoint string) (*Deletion, erro
 // RecordsOf reads the records of the batches of an operation whose names start with
 // prefix (such as "volumes-"), and only those; records removed meanwhile are skipped.
 func (o *Ops) RecordsOf(ctx context.Context, id, prefix string) ([]Record, error) {
-	objs, err := o.b.listAll(ctx, o.b.layout.RecordPrefix(o.op(id))+EscapeKey(prefix))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Record, 0, len(objs))
-	for _, obj := range objs {
-		var r Record
-		if err := o.b.getJSON(ctx, obj.Name, &r); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				continue // removed meanwhile, with its operation
-			}
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return readAll[Record](ctx, o.b, o.b.layout.RecordPrefix(o.op(id))+EscapeKey(prefix))
 }
