@@ -89,14 +89,9 @@ func startKnative(ctx context.Context, o Options) (*Runner, error) {
 		if !ok {
 			return fail(fmt.Errorf("knative: no address for function %s", f.name))
 		}
-		h, err := f.build(ctx, sink)
+		endpoint, err := f.endpoint(ctx, sink, v, log, o.Wrap)
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", f.name, err))
-		}
-		opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters}
-		var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, opts), h)
-		if o.Wrap != nil {
-			endpoint = o.Wrap(f.name, endpoint)
 		}
 		if target, ok := o.ObserverURLs[f.name]; ok {
 			proxy, err := forward(target)

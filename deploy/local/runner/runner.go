@@ -112,6 +112,23 @@ type fn struct {
 	build   func(ctx context.Context, sink function.Sender) (function.Handler, error)
 }
 
+// endpoint builds the function and serves it as its main does, wrapped when asked.
+func (f fn) endpoint(ctx context.Context, sink function.Sender, v function.Validator, log *zap.SugaredLogger,
+	wrap func(string, http.Handler) http.Handler,
+) (http.Handler, error) {
+	h, err := f.build(ctx, sink)
+	if err != nil {
+		return nil, err
+	}
+	// The dead-letter sink takes every event, whatever its type and data.
+	opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters}
+	var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, opts), h)
+	if wrap != nil {
+		endpoint = wrap(f.name, endpoint)
+	}
+	return endpoint, nil
+}
+
 func load[C any](build func(ctx context.Context, cfg *C, sink function.Sender) (function.Handler, error)) func(context.Context, function.Sender) (function.Handler, error) {
 	return func(ctx context.Context, sink function.Sender) (function.Handler, error) {
 		var cfg C
@@ -197,15 +214,9 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 	sink := &lateSender{}
 	for _, f := range functions(o) {
 		log := o.Logger.Named(f.name)
-		h, err := f.build(ctx, sink)
+		endpoint, err := f.endpoint(ctx, sink, v, log, o.Wrap)
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", f.name, err))
-		}
-		// The dead-letter sink takes every event, whatever its type and data.
-		opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters}
-		var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, opts), h)
-		if o.Wrap != nil {
-			endpoint = o.Wrap(f.name, endpoint)
 		}
 		addr, err := r.serve(ctx, "127.0.0.1:0", endpoint, log)
 		if err != nil {
