@@ -146,9 +146,9 @@ func TestShow(t *testing.T) {
 	}
 }
 
-func TestBackendFailureIsRetried(t *testing.T) {
+// listEverything delivers a binary-mode pods.list of every namespace to the step's server.
+func listEverything(s *Step) *httptest.ResponseRecorder {
 	v, _ := events.NewValidator()
-	s := NewStep(&fakeResolver{err: fmt.Errorf("list pods: %w", context.DeadlineExceeded)}, nil, 1024)
 	srv := function.NewServer(events.FnListPods, Accepts, s, v, function.ServerOptions{})
 	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"scope":{"allNamespaces":true}}`))
 	r.Header.Set("Content-Type", "application/json")
@@ -157,6 +157,11 @@ func TestBackendFailureIsRetried(t *testing.T) {
 	}
 	w := httptest.NewRecorder()
 	srv.ServeHTTP(w, r)
+	return w
+}
+
+func TestBackendFailureIsRetried(t *testing.T) {
+	w := listEverything(NewStep(&fakeResolver{err: fmt.Errorf("list pods: %w", context.DeadlineExceeded)}, nil, 1024))
 	if w.Code < 500 {
 		t.Fatalf("status %d, want 5xx", w.Code)
 	}
@@ -176,17 +181,8 @@ func TestExclusiveScopeIs400(t *testing.T) {
 }
 
 func TestForbiddenScopeIs400(t *testing.T) {
-	v, _ := events.NewValidator()
 	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New(`User "system:serviceaccount:podguard:podguard-list-pods" cannot list resource "pods" at the cluster scope`))
-	s := NewStep(&fakeResolver{err: fmt.Errorf("list pods of every namespace: %w", forbidden)}, nil, 1024)
-	srv := function.NewServer(events.FnListPods, Accepts, s, v, function.ServerOptions{})
-	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"scope":{"allNamespaces":true}}`))
-	r.Header.Set("Content-Type", "application/json")
-	for k, val := range map[string]string{"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": events.PodsList} {
-		r.Header.Set(k, val)
-	}
-	w := httptest.NewRecorder()
-	srv.ServeHTTP(w, r)
+	w := listEverything(NewStep(&fakeResolver{err: fmt.Errorf("list pods of every namespace: %w", forbidden)}, nil, 1024))
 	if w.Code != 400 || !strings.Contains(w.Body.String(), "beyond what podguard may read") {
 		t.Fatalf("status %d body %q, want 400 with the reason", w.Code, w.Body.String())
 	}
