@@ -284,14 +284,8 @@ func TestList(t *testing.T) {
 		}
 		return out
 	}
-	ids := func(p events.DeadLettersListedResult) (out []string) {
-		for _, d := range p.DeadLetters {
-			out = append(out, d.Event.ID)
-		}
-		return out
-	}
 	first := list(`{"limit":2}`)
-	if got := ids(first); !slices.Equal(got, []string{"e4", "e3"}) || first.Next == "" {
+	if got := listedIDs(first); !slices.Equal(got, []string{"e4", "e3"}) || first.Next == "" {
 		t.Fatalf("first page %v next %q", got, first.Next)
 	}
 	d := first.DeadLetters[0]
@@ -300,13 +294,13 @@ func TestList(t *testing.T) {
 	}
 	second := list(`{"limit":2,"marker":"` + first.Next + `"}`)
 	third := list(`{"limit":2,"marker":"` + second.Next + `"}`)
-	if got := append(ids(second), ids(third)...); !slices.Equal(got, []string{"e2", "e1", "e0"}) || third.Next != "" {
+	if got := append(listedIDs(second), listedIDs(third)...); !slices.Equal(got, []string{"e2", "e1", "e0"}) || third.Next != "" {
 		t.Fatalf("next pages %v, last next %q", got, third.Next)
 	}
-	if got := ids(list(`{"type":"` + events.MetadataSnapshot + `"}`)); !slices.Equal(got, []string{"e3", "e1"}) {
+	if got := listedIDs(list(`{"type":"` + events.MetadataSnapshot + `"}`)); !slices.Equal(got, []string{"e3", "e1"}) {
 		t.Fatalf("of one type: %v", got)
 	}
-	if got := ids(list(`{}`)); len(got) != 5 {
+	if got := listedIDs(list(`{}`)); len(got) != 5 {
 		t.Fatalf("default page: %v", got)
 	}
 }
@@ -449,4 +443,12 @@ func TestOverHTTP(t *testing.T) {
 	if len(st.order) != 1 {
 		t.Fatalf("requests were recorded as dead letters: %d records", len(st.order))
 	}
+}
+
+// listedIDs are the event ids of a page of dead letters, in order.
+func listedIDs(p events.DeadLettersListedResult) (out []string) {
+	for _, d := range p.DeadLetters {
+		out = append(out, d.Event.ID)
+	}
+	return out
 }

@@ -92,22 +92,16 @@ func TestDeadLettersOnStack(t *testing.T) {
 		}
 		return out
 	}
-	ids := func(p events.DeadLettersListedResult) (out []string) {
-		for _, d := range p.DeadLetters {
-			out = append(out, d.Event.ID)
-		}
-		return out
-	}
 	first := list(`{"limit":2}`)
 	second := list(`{"limit":2,"marker":"` + first.Next + `"}`)
 	timed("list 2 pages", start)
-	if got := append(ids(first), ids(second)...); !slices.Equal(got, []string{"e-malformed", "e-binary", "e-backup"}) || second.Next != "" {
+	if got := append(listedIDs(first), listedIDs(second)...); !slices.Equal(got, []string{"e-malformed", "e-binary", "e-backup"}) || second.Next != "" {
 		t.Fatalf("pages %v, then next %q", got, second.Next)
 	}
 	if s := second.DeadLetters[0]; s.Failures != 2 || s.Code != 503 || s.LastFailedAt.IsZero() {
 		t.Fatalf("backup summary %+v", s)
 	}
-	if got := ids(list(`{"type":"` + events.PodShow + `"}`)); !slices.Equal(got, []string{"e-binary"}) {
+	if got := listedIDs(list(`{"type":"` + events.PodShow + `"}`)); !slices.Equal(got, []string{"e-binary"}) {
 		t.Fatalf("dead letters of %s: %v", events.PodShow, got)
 	}
 
@@ -125,7 +119,7 @@ func TestDeadLettersOnStack(t *testing.T) {
 	}
 	wg.Wait()
 	timed("record 4 racing first deliveries", start)
-	if got := ids(list(`{"type":"com.example.race"}`)); !slices.Equal(got, []string{"e-race"}) {
+	if got := listedIDs(list(`{"type":"com.example.race"}`)); !slices.Equal(got, []string{"e-race"}) {
 		t.Fatalf("racing deliveries listed as %v", got)
 	}
 	d, err = b.DeadLetter(ctx, bank.DeadLetterID(race.Source(), race.ID(), "http://x"))
