@@ -22,12 +22,11 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
-	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
-	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/openstack"
 	"github.com/podguard/podguard/shared/openstack/backups"
+	"github.com/podguard/podguard/shared/step"
 )
 
 // Accepts are the event types back-up-volume handles.
@@ -56,17 +55,11 @@ type cinder interface {
 	IncrementalParent(ctx context.Context, volumeID string) (*backups.Backup, error)
 }
 
-// records reads and writes the records of a checkpoint.
-type records interface {
-	Record(ctx context.Context, checkpoint, key string) (*bank.Record, error)
-	PutRecord(ctx context.Context, checkpoint string, r bank.Record) error
-}
-
 // Step is the back-up-volume step.
 type Step struct {
-	cinder  cinder
-	records records
-	now     func() time.Time
+	cinder cinder
+	runner *step.Runner
+	now    func() time.Time
 }
 
 // New builds the step from its configuration (Keystone, the catalog's Cinder endpoint).
@@ -83,67 +76,39 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 }
 
 // NewStep builds the step from its dependencies.
-func NewStep(c cinder, r records, now func() time.Time) *Step {
-	return &Step{cinder: c, records: r, now: now}
+func NewStep(c cinder, b *bank.Bank, now func() time.Time) *Step {
+	return &Step{cinder: c, runner: step.New(b, now), now: now}
 }
 
 // workers bounds the volumes of a batch handled at once.
 const workers = 8
 
-// Handle starts or checks the backups of a batch of volumes. It answers with
-// VolumeBackedUp once every backup of the batch is available or failed, and with nothing
-// (202) while any is in progress: the tick sends the request again, which checks again.
+// kind: back-up-volume takes batches of volumes of a checkpoint being protected.
+var kind = step.Kind{Step: events.FnBackupVolume, Type: graph.VolumeType, Reply: events.VolumeBackedUp}
+
+// Handle starts or checks the backups of a batch of the checkpoint's volumes, with the
+// options the checkpoint recorded. It answers with VolumeBackedUp once every backup of
+// the batch is available or failed, and with nothing (202) while any is in progress: the
+// tick sends the request again, which checks again.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	var req events.StepRequest
-	if err := function.Decode(e, &req); err != nil {
-		return nil, err
-	}
-	for i, r := range req.Resources {
-		if r.Type != graph.VolumeType {
-			return nil, function.Permanent(fmt.Errorf("/resources/%d/type: back-up-volume backs up %s, not %s", i, graph.VolumeType, r.Type))
-		}
-	}
-	if r, err := s.records.Record(ctx, req.Checkpoint, req.Batch); err == nil {
-		return result(req, r) // already finished: same outcome
-	} else if !errors.Is(err, bank.ErrNotFound) {
-		return nil, err
-	}
-	params := events.VolumeParameters{}
-	if req.Parameters != nil {
-		params = *req.Parameters
-	}
-	settled, inProgress, err := batch.Settle(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) (bank.ResourceRecord, bool, error) {
-		return s.volume(ctx, req, r, params)
-	})
-	if err != nil {
-		return nil, err
-	}
-	if inProgress > 0 {
-		logging.FromContext(ctx).Debugw("backups in progress", zap.String("batch", req.Batch), zap.Int("in_progress", inProgress))
-		return nil, nil
-	}
-	rec := bank.Record{Batch: req.Batch, Resources: settled, UpdatedAt: s.now().UTC()}
-	if err := s.records.PutRecord(ctx, req.Checkpoint, rec); err != nil {
-		return nil, err
-	}
-	return result(req, &rec)
+	return s.runner.Protect(ctx, e, kind, step.Each(workers, s.volume))
 }
 
 // volume starts or checks the backup of one volume; done is false while it is in
 // progress.
-func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resource, params events.VolumeParameters) (bank.ResourceRecord, bool, error) {
-	key, volumeID := r.Key(), r.ID
-	tag := map[string]string{MetaCheckpoint: req.Checkpoint, MetaResource: key}
+func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.ResourceRecord, bool, error) {
+	key, volumeID, params := r.Key(), r.ID, j.Checkpoint.Parameters.Volume
+	tag := map[string]string{MetaCheckpoint: j.Checkpoint.ID, MetaResource: key}
 	tagged, err := s.tagged(ctx, volumeID, tag)
 	if err != nil {
 		return bank.ResourceRecord{}, false, err
 	}
-	pastDeadline := !req.Deadline.IsZero() && s.now().After(req.Deadline)
+	pastDeadline := j.PastDeadline(s.now())
 	if len(tagged) == 0 {
 		if pastDeadline {
 			return failed("the checkpoint's deadline passed before the backup was started", nil)
 		}
-		b, reason, err := s.start(ctx, req.Checkpoint, r, params, tag)
+		b, reason, err := s.start(ctx, j.Checkpoint.ID, r, params, tag)
 		if errors.Is(err, errVolumeBusy) {
 			// A backup of the volume (a racing delivery of this request, or another
 			// plan's) or a restore onto it is under way: check again later, until the
@@ -182,7 +147,7 @@ func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resou
 		return failed(fmt.Sprintf("Cinder backup %s failed: %s", b.ID, orUnknown(b.FailReason)), info)
 	}
 	if pastDeadline {
-		return failed(fmt.Sprintf("Cinder backup %s still %s at the checkpoint's deadline %s", b.ID, b.Status, req.Deadline.UTC().Format(time.RFC3339)), info)
+		return failed(fmt.Sprintf("Cinder backup %s still %s at the checkpoint's deadline %s", b.ID, b.Status, j.Deadline.UTC().Format(time.RFC3339)), info)
 	}
 	return bank.ResourceRecord{}, false, nil
 }
@@ -300,10 +265,6 @@ func (s *Step) converge(ctx context.Context, tagged []backups.Backup) (keep *bac
 		logging.FromContext(ctx).Infow("deleted a duplicate backup", zap.String("backup", extra.ID), zap.String("kept", tagged[0].ID))
 	}
 	return &tagged[0], settling
-}
-
-func result(req events.StepRequest, rec *bank.Record) (*event.Event, error) {
-	return function.Reply(events.VolumeBackedUp, rec.Result(req))
 }
 
 func mode(b *backups.Backup) string {

@@ -55,7 +55,8 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 		if err := s.restoring(ctx, id); err != nil {
 			return err
 		}
-		if err := s.noteDeletion(ctx, cp); err != nil {
+		at := s.eventTime(e)
+		if err := s.noteDeletion(ctx, cp, at.Add(s.cfg.DeleteTimeout)); err != nil {
 			return err
 		}
 		if status == events.StatusErrorDeleting {
@@ -64,7 +65,6 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 				return err
 			}
 		}
-		at := s.eventTime(e)
 		if err := s.deletions.SetStatusAt(ctx, id, events.StatusDeleting, at); err != nil {
 			return err
 		}
@@ -199,18 +199,20 @@ func (s *Step) sendDeletes(ctx context.Context, d *deletion, batches []graph.Bat
 	})
 }
 
-// deleteResult records a batch's outcome; the last batch completes the deletion.
+// deleteResult takes delete-backup's result for a batch (its outcome is the deletion's
+// record of the batch); the last batch completes the deletion.
 func (s *Step) deleteResult(ctx context.Context, e event.Event) error {
 	var res events.StepResult
 	if err := function.Decode(e, &res); err != nil {
 		return err
 	}
-	for _, r := range res.Results {
-		if r.Status != events.StatusDeleted {
-			if err := s.deletions.Fail(ctx, res.Checkpoint, r.Key, r.Reason); err != nil {
-				return err
-			}
-		}
+	v, err := s.accept(ctx, s.deletions, claim{kind: "deletion of checkpoint", id: res.Checkpoint, batch: res.Batch,
+		running: events.StatusDeleting, ok: events.StatusDeleted})
+	switch {
+	case err != nil || v == late:
+		return err
+	case v == ended:
+		return s.completeDeletion(ctx, res.Checkpoint)
 	}
 	more, err := s.deletions.Done(ctx, res.Checkpoint, res.Batch)
 	if err != nil || more {

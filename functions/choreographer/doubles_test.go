@@ -1,140 +1,22 @@
 package choreographer
 
 import (
-	"archive/tar"
 	"context"
-	"errors"
-	"io"
-	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
-	"github.com/ncw/swift/v2"
 	"go.uber.org/zap/zaptest"
 	"knative.dev/pkg/logging"
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/graph"
 )
-
-// memSwift is an in-memory Swift container store with the behaviour the bank relies on:
-// create-only writes (If-None-Match: *) refused with 412, 404s as swift.ObjectNotFound,
-// listings sorted by name with prefix, marker and limit, bulk upload of a tar archive
-// and bulk delete. Objects are stamped with the test's clock, which the choreographer
-// compares with when it decides that a request waited long enough.
-type memSwift struct {
-	mu   sync.Mutex
-	objs map[string]memObject // container/name
-	now  func() time.Time
-}
-
-type memObject struct {
-	data []byte
-	mod  time.Time
-}
-
-func newMemSwift(now func() time.Time) *memSwift {
-	return &memSwift{objs: map[string]memObject{}, now: now}
-}
-
-func (m *memSwift) ContainerCreate(context.Context, string, swift.Headers) error { return nil }
-
-func (m *memSwift) ObjectPut(_ context.Context, container, name string, r io.Reader, _ bool, _, _ string, h swift.Headers) (swift.Headers, error) {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	key := container + "/" + name
-	if _, ok := m.objs[key]; ok && h["If-None-Match"] == "*" {
-		return nil, &swift.Error{StatusCode: http.StatusPreconditionFailed, Text: "Precondition Failed"}
-	}
-	m.objs[key] = memObject{data: data, mod: m.now()}
-	return swift.Headers{}, nil
-}
-
-func (m *memSwift) ObjectGetBytes(_ context.Context, container, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	o, ok := m.objs[container+"/"+name]
-	if !ok {
-		return nil, swift.ObjectNotFound
-	}
-	return append([]byte(nil), o.data...), nil
-}
-
-func (m *memSwift) ObjectDelete(_ context.Context, container, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	key := container + "/" + name
-	if _, ok := m.objs[key]; !ok {
-		return swift.ObjectNotFound
-	}
-	delete(m.objs, key)
-	return nil
-}
-
-func (m *memSwift) Objects(_ context.Context, container string, opts *swift.ObjectsOpts) ([]swift.Object, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []swift.Object
-	for key, o := range m.objs {
-		name, ok := strings.CutPrefix(key, container+"/")
-		if !ok || !strings.HasPrefix(name, opts.Prefix) || name <= opts.Marker {
-			continue
-		}
-		out = append(out, swift.Object{Name: name, Bytes: int64(len(o.data)), LastModified: o.mod})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	if opts.Limit > 0 && len(out) > opts.Limit {
-		out = out[:opts.Limit]
-	}
-	return out, nil
-}
-
-func (m *memSwift) BulkUpload(_ context.Context, container string, data io.Reader, _ string, _ swift.Headers) (swift.BulkUploadResult, error) {
-	var res swift.BulkUploadResult
-	tr := tar.NewReader(data)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return res, nil
-		}
-		if err != nil {
-			return res, err
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			return res, err
-		}
-		m.mu.Lock()
-		m.objs[container+"/"+hdr.Name] = memObject{data: body, mod: m.now()}
-		m.mu.Unlock()
-		res.NumberCreated++
-	}
-}
-
-func (m *memSwift) BulkDelete(_ context.Context, container string, names []string) (swift.BulkDeleteResult, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var res swift.BulkDeleteResult
-	for _, name := range names {
-		if _, ok := m.objs[container+"/"+name]; ok {
-			delete(m.objs, container+"/"+name)
-			res.NumberDeleted++
-		} else {
-			res.NumberNotFound++
-		}
-	}
-	return res, nil
-}
 
 // sent records the events the choreographer emits.
 type sent struct {
@@ -176,7 +58,7 @@ var testConfig = Config{ProtectTimeout: time.Hour, ListTimeout: 10 * time.Minute
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{t: t, clock: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), out: &sent{}, cfg: testConfig}
-	b, err := bank.New(context.Background(), newMemSwift(w.now), "bank")
+	b, err := bank.New(context.Background(), banktest.NewSwift(w.now), "bank")
 	if err != nil {
 		t.Fatal(err)
 	}

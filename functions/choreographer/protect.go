@@ -177,23 +177,36 @@ func (s *Step) sendStep(ctx context.Context, cp *bank.Checkpoint, b graph.Batch,
 	return s.emit(ctx, events.FlowProtect, cp.ID, typ, function.DerivedID(events.FlowProtect, cp.ID, b.Name, typ, attempt), req)
 }
 
+// result takes a step's result for a batch of a checkpoint; the last batch finishes it.
 func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) {
 	var res events.StepResult
 	if err := function.Decode(e, &res); err != nil {
 		return nil, err
 	}
-	for _, r := range res.Results {
-		if r.Status == events.StatusError {
-			if err := s.bank.Fail(ctx, res.Checkpoint, r.Key, r.Reason); err != nil {
-				return nil, err
-			}
-		}
+	v, err := s.accept(ctx, s.bank, claim{kind: "checkpoint", id: res.Checkpoint, batch: res.Batch,
+		running: events.StatusProtecting, ok: events.StatusAvailable, gone: s.deleted(res.Checkpoint)})
+	switch {
+	case err != nil || v == late:
+		return nil, err
+	case v == ended:
+		return nil, s.finish(ctx, res.Checkpoint)
 	}
 	remaining, err := s.bank.Done(ctx, res.Checkpoint, res.Batch)
 	if err != nil || remaining {
 		return nil, err
 	}
 	return nil, s.finish(ctx, res.Checkpoint)
+}
+
+// deleted reports whether a checkpoint that has no status any more was deleted.
+func (s *Step) deleted(id string) func(context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		_, err := s.deletions.Status(ctx, id)
+		if errors.Is(err, bank.ErrNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 }
 
 // finish records the terminal status and announces it. A redelivered last result

@@ -2,7 +2,6 @@ package choreographer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
-	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 )
@@ -174,7 +172,7 @@ func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Che
 			return err
 		}
 		resend := pendingBatches(batches, pending, s.stale(s.now()))
-		return s.resend(ctx, s.restores, r.ID, resend, func() error { return s.sendRestore(ctx, r, cp, g, resend, "") })
+		return s.resend(ctx, s.restores, r.ID, resend, func() error { return s.sendRestore(ctx, r, cp, resend, "") })
 	}
 	if len(batches) > 0 {
 		if err := s.restores.AddPending(ctx, r.ID, names(batches)); err != nil {
@@ -189,7 +187,7 @@ func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Che
 	if len(batches) == 0 {
 		return s.restorePods(ctx, r, loaded(cp, g))
 	}
-	return s.sendRestore(ctx, r, cp, g, batches, "")
+	return s.sendRestore(ctx, r, cp, batches, "")
 }
 
 // restorePods fans out the pod phase once no volume batch is pending, or, when it was
@@ -235,63 +233,22 @@ func (s *Step) restorePods(ctx context.Context, r *bank.Restore, source func() (
 		return s.finishRestore(ctx, r)
 	}
 	logging.FromContext(ctx).Infow("restoring pods", zap.String("restore", r.ID), zap.Int("batches", len(batches)))
-	return s.sendRestore(ctx, r, cp, g, batches, "")
+	return s.sendRestore(ctx, r, cp, batches, "")
 }
 
 // sendRestore sends the request of each batch: volume.restore for volumes, pod.recreate
-// for pods.
-func (s *Step) sendRestore(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, g *graph.Graph, batches []graph.Batch, attempt string) error {
-	var restored map[string]string
-	if len(ofType(batches, graph.PodType)) > 0 {
-		var err error
-		if restored, err = s.restoredVolumes(ctx, r.ID); err != nil {
-			return err
-		}
-	}
-	children := map[string][]string{}
-	for _, n := range g.Nodes {
-		if n.Type == graph.PodType {
-			children[n.Key()] = n.Children
-		}
-	}
+// for pods. The steps read what they restore from the bank (recreate-pod reads the
+// restored volumes from the volume records), so a request only names the batch.
+func (s *Step) sendRestore(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, batches []graph.Batch, attempt string) error {
 	return s.sendBatches(ctx, batches, func(ctx context.Context, b graph.Batch) error {
 		req := events.RestoreStepRequest{Restore: r.ID, Checkpoint: cp.ID, Batch: b.Name, Resources: b.Resources,
 			Parameters: r.Parameters, Deadline: r.Deadline}
 		typ := events.VolumeRestore
 		if b.Type == graph.PodType {
 			typ = events.PodRecreate
-			req.Volumes = map[string]string{}
-			for _, pod := range b.Resources {
-				for _, child := range children[pod.Key()] {
-					orig := strings.TrimPrefix(child, graph.VolumeType+"#")
-					if v, ok := restored[orig]; ok {
-						req.Volumes[orig] = v
-					}
-				}
-			}
 		}
 		return s.emit(ctx, events.FlowRestore, r.ID, typ, function.DerivedID(events.FlowRestore, r.ID, b.Name, typ, attempt), req)
 	})
-}
-
-// restoredVolumes maps each original volume to the volume restored from its backup, for
-// the volumes restored.
-func (s *Step) restoredVolumes(ctx context.Context, id string) (map[string]string, error) {
-	recs, err := s.restores.Records(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, rec := range recs {
-		for _, rr := range rec.Resources {
-			var v checkpoint.RestoredVolume
-			if rr.Status != events.StatusAvailable || json.Unmarshal(rr.Data, &v) != nil || v.VolumeID == "" || v.OriginalID == "" {
-				continue // a pod record, or a volume not restored
-			}
-			out[v.OriginalID] = v.VolumeID
-		}
-	}
-	return out, nil
 }
 
 // restoreResult records a step's results; the last volume batch starts the pod phase,
@@ -308,12 +265,13 @@ func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return err
 	}
-	for _, rr := range res.Results {
-		if rr.Status == events.StatusError {
-			if err := s.restores.Fail(ctx, r.ID, rr.Key, rr.Reason); err != nil {
-				return err
-			}
-		}
+	v, err := s.accept(ctx, s.restores, claim{kind: "restore", id: r.ID, batch: res.Batch,
+		running: events.RestoreInProgress, ok: events.StatusAvailable})
+	switch {
+	case err != nil || v == late:
+		return err
+	case v == ended:
+		return s.finishRestore(ctx, r)
 	}
 	more, err := s.restores.Done(ctx, r.ID, res.Batch)
 	if err != nil {
@@ -406,7 +364,7 @@ func (s *Step) checkRestore(ctx context.Context, id string) error {
 	if len(resend) > 0 {
 		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("restore", id), zap.Int("batches", len(resend)))
 	}
-	return s.resend(ctx, s.restores, id, resend, func() error { return s.sendRestore(ctx, r, cp, g, resend, now.UTC().Format(time.RFC3339)) })
+	return s.resend(ctx, s.restores, id, resend, func() error { return s.sendRestore(ctx, r, cp, resend, now.UTC().Format(time.RFC3339)) })
 }
 
 // failRestore fails every resource not finished past the deadline, those of a phase never

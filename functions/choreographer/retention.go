@@ -410,13 +410,11 @@ func (s *Step) restoringCheckpoints(ctx context.Context) (map[string]bool, error
 	return out, nil
 }
 
-// noteDeletion records the plan of a checkpoint whose deletion starts, so that the plan's
-// retention runs again once the deletion has ended (the checkpoint's index is gone then).
-func (s *Step) noteDeletion(ctx context.Context, cp *bank.Checkpoint) error {
-	if cp.Plan.ID == "" {
-		return nil
-	}
-	return s.bank.PutDeletion(ctx, bank.Deletion{Checkpoint: cp.ID, Plan: cp.Plan})
+// noteDeletion records the deletion of a checkpoint as it starts: the deadline the
+// delete-backup step works to, and the checkpoint's plan, so that the plan's retention
+// runs again once the deletion has ended (the checkpoint's index is gone then).
+func (s *Step) noteDeletion(ctx context.Context, cp *bank.Checkpoint, deadline time.Time) error {
+	return s.bank.PutDeletion(ctx, bank.Deletion{Checkpoint: cp.ID, Plan: cp.Plan, Deadline: deadline})
 }
 
 // retainAfterDeletion runs the retention of the plan of a checkpoint whose deletion
@@ -426,8 +424,8 @@ func (s *Step) retainAfterDeletion(ctx context.Context, checkpoint string) error
 	if errors.Is(err, bank.ErrNotFound) {
 		return nil // not of a plan
 	}
-	if err != nil {
-		return err
+	if err != nil || d.Plan.ID == "" {
+		return err // "": not of a plan
 	}
 	return s.retain(ctx, d.Plan.ID)
 }

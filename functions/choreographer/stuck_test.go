@@ -38,16 +38,32 @@ func (w *world) listed(id string, g *graph.Graph) []event.Event {
 	return w.out.take()
 }
 
-// result delivers the result of a batch: every resource of it with status.
+// result delivers the result of a batch: every resource of it with status, which the
+// step recorded first (as steps do) unless a record of the batch exists already.
 func (w *world) result(typ, op, batch, status string, keys ...string) []event.Event {
 	w.t.Helper()
+	ops := w.bank.Checkpoints()
+	switch typ {
+	case events.VolumeRestored, events.PodRecreated:
+		ops = w.bank.Restores()
+	case events.BackupDeleted:
+		ops = w.bank.Deletions()
+	}
 	var rs []events.ResourceResult
+	rec := bank.Record{Batch: batch, UpdatedAt: w.now(), Resources: map[string]bank.ResourceRecord{}}
 	for _, k := range keys {
 		r := events.ResourceResult{Key: k, Status: status}
 		if status == events.StatusError {
 			r.Reason = "failed by the test"
 		}
 		rs = append(rs, r)
+		rec.Resources[k] = bank.ResourceRecord{Status: r.Status, Reason: r.Reason}
+	}
+	ctx := context.Background()
+	if _, err := ops.Record(ctx, op, batch); errors.Is(err, bank.ErrNotFound) {
+		if err := ops.PutRecord(ctx, op, rec); err != nil {
+			w.t.Fatal(err)
+		}
 	}
 	var data any = events.StepResult{Checkpoint: op, Batch: batch, Results: rs}
 	if typ == events.VolumeRestored || typ == events.PodRecreated {
@@ -288,10 +304,11 @@ func TestTickRedrivesBothPhasesOfARestore(t *testing.T) {
 	}
 	w.volumeRestored(rid, vol, "new-1")
 	only(t, w.result(events.VolumeRestored, rid, "volumes-0000", events.StatusAvailable, vol.Key()), events.PodRecreate)
-	// The pod.recreate is lost: the tick sends it again, with the restored volume.
+	// The pod.recreate is lost: the tick sends it again (recreate-pod reads the restored
+	// volume from the restore's record).
 	w.advance(31 * time.Second)
 	req := decode[events.RestoreStepRequest](t, only(t, w.tick(), events.PodRecreate))
-	if req.Batch != "pods-0000" || req.Volumes[vol.ID] != "new-1" || len(req.Resources) != 1 || req.Resources[0].Key() != pod.Key() {
+	if req.Batch != "pods-0000" || len(req.Volumes) != 0 || len(req.Resources) != 1 || req.Resources[0].Key() != pod.Key() {
 		t.Fatalf("re-sent %+v", req)
 	}
 	fin := decode[events.RestoreFinishedResult](t, only(t, w.result(events.PodRecreated, rid, "pods-0000", events.StatusAvailable, pod.Key()), events.RestoreFinished))
@@ -326,7 +343,7 @@ func TestTickStartsThePodPhaseWhenTheLastVolumeResultWasCutShort(t *testing.T) {
 	if _, err := w.bank.Restores().Done(context.Background(), rid, "volumes-0000"); err != nil {
 		t.Fatal(err)
 	}
-	if req := decode[events.RestoreStepRequest](t, only(t, w.tick(), events.PodRecreate)); req.Volumes[vol.ID] != "new-1" {
+	if req := decode[events.RestoreStepRequest](t, only(t, w.tick(), events.PodRecreate)); req.Batch != "pods-0000" || req.Restore != rid {
 		t.Fatalf("pod phase %+v", req)
 	}
 }
@@ -348,10 +365,13 @@ func TestTickFailsARestoreStuckInItsVolumePhase(t *testing.T) {
 			t.Fatalf("%s: %q", key, r)
 		}
 	}
-	// The volume's result, late, must not start the pod phase of a restore that ended.
+	// The volume's result, late, must not start the pod phase of a restore that ended; at
+	// most it announces the same end again (the same event).
 	w.volumeRestored(rid, vol, "new-1")
-	if out := w.result(events.VolumeRestored, rid, "volumes-0000", events.StatusAvailable, vol.Key()); len(out) != 0 {
-		t.Fatalf("a late volume result sent %v", types(out))
+	for _, e := range w.result(events.VolumeRestored, rid, "volumes-0000", events.StatusAvailable, vol.Key()) {
+		if again := decode[events.RestoreFinishedResult](t, e); e.Type() != events.RestoreFinished || again.Status != events.RestoreFail {
+			t.Fatalf("a late volume result sent %s %+v", e.Type(), again)
+		}
 	}
 	if out, err := w.bank.Restores().FannedOut(context.Background(), rid, phasePods); err != nil || out {
 		t.Fatalf("pod phase of an ended restore fanned out: %v", err)

@@ -3,9 +3,11 @@
 // deletes asynchronously, so the same request, sent again by the tick, checks the
 // deletions until every backup of the batch is gone or failed, or the deadline passes.
 //
-// The state is Cinder's, not the bank's: the step only reads the checkpoint's record of
-// the batch to learn the backup ids, and asks Cinder. A redelivered request finds a
-// backup already gone (404) and reports it deleted.
+// The step works only for a checkpoint whose deletion is recorded and which is deleting,
+// on a batch of its graph, and deletes only the backups the checkpoint's record of the
+// batch names. The state is Cinder's: a redelivered request finds a backup already gone
+// (404) and reports it deleted. The outcome is recorded in the deletion's record of the
+// batch, which the choreographer reads.
 //
 // Cinder refuses to delete a backup that newer incremental backups depend on; the
 // volume's result is then an error saying to delete the checkpoints holding those first,
@@ -32,12 +34,11 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
-	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
-	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/openstack"
 	"github.com/podguard/podguard/shared/openstack/backups"
+	"github.com/podguard/podguard/shared/step"
 )
 
 // Accepts are the event types delete-backup handles.
@@ -61,16 +62,11 @@ type cinder interface {
 	Delete(ctx context.Context, id string) error
 }
 
-// records reads the checkpoint's records.
-type records interface {
-	Record(ctx context.Context, checkpoint, batch string) (*bank.Record, error)
-}
-
 // Step is the delete-backup step.
 type Step struct {
-	cinder  cinder
-	records records
-	now     func() time.Time
+	cinder cinder
+	runner *step.Runner
+	now    func() time.Time
 }
 
 // New builds the step from its configuration (Keystone, the catalog's Cinder endpoint,
@@ -88,69 +84,44 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 }
 
 // NewStep builds the step from its dependencies.
-func NewStep(c cinder, r records, now func() time.Time) *Step {
-	return &Step{cinder: c, records: r, now: now}
+func NewStep(c cinder, b *bank.Bank, now func() time.Time) *Step {
+	return &Step{cinder: c, runner: step.New(b, now), now: now}
 }
 
 // workers bounds the volumes of a batch handled at once.
 const workers = 8
 
-// Handle deletes, or checks the deletion of, the backups of a batch of volumes. It
-// answers with BackupDeleted once every volume of the batch is settled (deleted, or
-// error with the reason), and with nothing (202) while any backup is still being
-// deleted: the request comes again later, which checks again.
+// kind: delete-backup takes batches of volumes of a checkpoint being deleted.
+var kind = step.Kind{Step: events.FnDeleteBackup, Type: graph.VolumeType, Reply: events.BackupDeleted}
+
+// Handle deletes, or checks the deletion of, the backups the checkpoint recorded for a
+// batch of its volumes. It answers with BackupDeleted once every volume of the batch is
+// settled (deleted, or error with the reason), recorded in the deletion's record of the
+// batch, and with nothing (202) while any backup is still being deleted: the request
+// comes again later, which checks again.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	var req events.StepRequest
-	if err := function.Decode(e, &req); err != nil {
-		return nil, err
-	}
-	for i, r := range req.Resources {
-		if r.Type != graph.VolumeType {
-			return nil, function.Permanent(fmt.Errorf("/resources/%d/type: delete-backup deletes backups of %s, not %s", i, graph.VolumeType, r.Type))
-		}
-	}
-	rec, err := s.records.Record(ctx, req.Checkpoint, req.Batch)
-	if errors.Is(err, bank.ErrNotFound) {
-		rec = &bank.Record{} // nothing was recorded: nothing to delete
-	} else if err != nil {
-		return nil, err
-	}
-	settled, inProgress, err := batch.Settle(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) (events.ResourceResult, bool, error) {
-		return s.volume(ctx, req, r, rec.Resources[r.Key()])
-	})
-	if err != nil {
-		return nil, err
-	}
-	if inProgress > 0 {
-		logging.FromContext(ctx).Debugw("backups being deleted", zap.String("batch", req.Batch), zap.Int("in_progress", inProgress))
-		return nil, nil
-	}
-	out := events.StepResult{Checkpoint: req.Checkpoint, Batch: req.Batch, Results: make([]events.ResourceResult, 0, len(req.Resources))}
-	for _, r := range req.Resources {
-		out.Results = append(out.Results, settled[r.Key()])
-	}
-	return function.Reply(events.BackupDeleted, out)
+	return s.runner.Delete(ctx, e, kind, step.Each(workers, s.volume))
 }
 
 // volume deletes, or checks the deletion of, the recorded backup of one volume; done is
 // false while Cinder is deleting it.
-func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resource, saved bank.ResourceRecord) (events.ResourceResult, bool, error) {
-	key := r.Key()
-	deleted := func(reason string) (events.ResourceResult, bool, error) {
-		return events.ResourceResult{Key: key, Status: events.StatusDeleted, Reason: reason}, true, nil
+func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.ResourceRecord, bool, error) {
+	saved, checkpointID := j.Saved.Resources[r.Key()], j.Checkpoint.ID
+	deleted := func(reason string) (bank.ResourceRecord, bool, error) {
+		return bank.ResourceRecord{Status: events.StatusDeleted, Reason: reason}, true, nil
 	}
-	failed := func(format string, args ...any) (events.ResourceResult, bool, error) {
-		return events.ResourceResult{Key: key, Status: events.StatusError, Reason: fmt.Sprintf(format, args...)}, true, nil
+	failed := func(format string, args ...any) (bank.ResourceRecord, bool, error) {
+		return bank.ResourceRecord{Status: events.StatusError, Reason: fmt.Sprintf(format, args...)}, true, nil
 	}
 
 	var info checkpoint.VolumeInfo
 	if len(saved.Data) > 0 {
 		if err := json.Unmarshal(saved.Data, &info); err != nil {
-			return failed("the record of volume %s in checkpoint %s cannot be read: %v", r.ID, req.Checkpoint, err)
+			return failed("the record of volume %s in checkpoint %s cannot be read: %v", r.ID, checkpointID, err)
 		}
 	}
 	if info.BackupID == "" {
-		reason := fmt.Sprintf("no backup was recorded for volume %s in checkpoint %s", r.ID, req.Checkpoint)
+		reason := fmt.Sprintf("no backup was recorded for volume %s in checkpoint %s", r.ID, checkpointID)
 		if saved.Reason != "" {
 			reason += " (" + saved.Reason + ")"
 		}
@@ -163,19 +134,19 @@ func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resou
 	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
 		return deleted("")
 	case err != nil:
-		return events.ResourceResult{}, false, err
+		return bank.ResourceRecord{}, false, err
 	}
-	pastDeadline := !req.Deadline.IsZero() && s.now().After(req.Deadline)
+	pastDeadline := j.PastDeadline(s.now())
 	switch {
 	case b.Status == backups.StatusDeleting && pastDeadline:
-		return failed("backup %s of volume %s still deleting at the deadline %s", id, r.ID, req.Deadline.UTC().Format(time.RFC3339))
+		return failed("backup %s of volume %s still deleting at the deadline %s", id, r.ID, j.Deadline.UTC().Format(time.RFC3339))
 	case b.Status == backups.StatusDeleting:
-		return events.ResourceResult{}, false, nil
+		return bank.ResourceRecord{}, false, nil
 	case b.Status == backups.StatusErrorDeleting:
 		return failed("Cinder could not delete backup %s of volume %s (status %s): %s", id, r.ID, b.Status, orUnknown(b.FailReason))
 	case pastDeadline:
 		return failed("the deadline %s passed before backup %s of volume %s was deleted (status %s%s)",
-			req.Deadline.UTC().Format(time.RFC3339), id, r.ID, b.Status, prefixed(": ", b.FailReason))
+			j.Deadline.UTC().Format(time.RFC3339), id, r.ID, b.Status, prefixed(": ", b.FailReason))
 	}
 
 	// Available, or in error (a backup that failed, or a deletion that failed and is
@@ -186,7 +157,7 @@ func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resou
 		// Cinder counts dependents until it has deleted them: a chain deleted newest
 		// first meets this between two links. Check again later.
 		logging.FromContext(ctx).Infow("backup waits for its dependent incremental backups to be deleted", zap.String("backup", id), zap.String("volume", r.ID))
-		return events.ResourceResult{}, false, nil
+		return bank.ResourceRecord{}, false, nil
 	case errors.Is(err, backups.ErrHasDependents):
 		logging.FromContext(ctx).Infow("Cinder refused to delete a backup newer incremental backups depend on", zap.String("backup", id), zap.String("volume", r.ID))
 		return failed("backup %s of volume %s has newer incremental backups depending on it; delete the checkpoints holding them first (newest first)", id, r.ID)
@@ -198,9 +169,9 @@ func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resou
 		}
 		return failed("Cinder refused to delete backup %s of volume %s (status %s): %s", id, r.ID, b.Status, cinderMessage(err))
 	case err != nil:
-		return events.ResourceResult{}, false, err
+		return bank.ResourceRecord{}, false, err
 	}
-	logging.FromContext(ctx).Infow("deleting backup", zap.String("backup", id), zap.String("volume", r.ID), zap.String("checkpoint", req.Checkpoint))
+	logging.FromContext(ctx).Infow("deleting backup", zap.String("backup", id), zap.String("volume", r.ID), zap.String("checkpoint", checkpointID))
 
 	// Look again: a small backup may be gone already, and a deletion may fail at once.
 	b, err = s.cinder.Get(ctx, id)
@@ -208,11 +179,11 @@ func (s *Step) volume(ctx context.Context, req events.StepRequest, r graph.Resou
 	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
 		return deleted("")
 	case err != nil:
-		return events.ResourceResult{}, false, err
+		return bank.ResourceRecord{}, false, err
 	case b.Status == backups.StatusError, b.Status == backups.StatusErrorDeleting:
 		return failed("Cinder could not delete backup %s of volume %s (status %s): %s", id, r.ID, b.Status, orUnknown(b.FailReason))
 	}
-	return events.ResourceResult{}, false, nil
+	return bank.ResourceRecord{}, false, nil
 }
 
 // cinderMessage is the message of Cinder's fault in err's response body (such as

@@ -20,6 +20,7 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
@@ -116,22 +117,6 @@ func (c *fakeCinder) exists(id string) bool {
 	return ok
 }
 
-type memRecords struct {
-	m   map[string]bank.Record
-	err error
-}
-
-func (r *memRecords) Record(_ context.Context, cp, batch string) (*bank.Record, error) {
-	if r.err != nil {
-		return nil, r.err
-	}
-	rec, ok := r.m[cp+"/"+batch]
-	if !ok {
-		return nil, fmt.Errorf("record %s/%s: %w", cp, batch, bank.ErrNotFound)
-	}
-	return &rec, nil
-}
-
 const (
 	cp        = "cp-1"
 	batchName = "volumes-0000"
@@ -141,23 +126,40 @@ func vol(id string) graph.Resource {
 	return graph.Resource{Type: graph.VolumeType, ID: id, Name: "ns/" + id}
 }
 
-// recorded is a checkpoint record of the batch: each volume's backup, as back-up-volume
-// saves it ("" for a volume whose backup never started).
-func recorded(t *testing.T, backupOf map[string]string) *memRecords {
+// recorded is a bank holding checkpoint cp-1 being deleted (to the deadline), whose
+// graph holds the volumes named in pairs ("volume", "backup", ...), in that order, and
+// whose record of the batch holds each volume's backup as back-up-volume saves it (""
+// for a volume whose backup never started).
+func recorded(t *testing.T, pairs ...string) *bank.Bank {
+	return stored(t, banktest.New(t, nil), deadline, true, pairs...)
+}
+
+// stored is recorded on a given bank, to a given deadline, with or without the record.
+func stored(t *testing.T, b *bank.Bank, until time.Time, withRecord bool, pairs ...string) *bank.Bank {
 	t.Helper()
+	g := &graph.Graph{}
 	rec := bank.Record{Batch: batchName, Resources: map[string]bank.ResourceRecord{}}
-	for v, b := range backupOf {
-		if b == "" {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		v, bk := pairs[i], pairs[i+1]
+		g.Nodes = append(g.Nodes, graph.Node{Resource: vol(v)})
+		if bk == "" {
 			rec.Resources[vol(v).Key()] = bank.ResourceRecord{Status: events.StatusError, Reason: "Cinder volume " + v + " does not exist"}
 			continue
 		}
-		data, err := json.Marshal(checkpoint.VolumeInfo{VolumeID: v, BackupID: b, Mode: "full", BackupStatus: backups.StatusAvailable})
+		data, err := json.Marshal(checkpoint.VolumeInfo{VolumeID: v, BackupID: bk, Mode: "full", BackupStatus: backups.StatusAvailable})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rec.Resources[vol(v).Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
 	}
-	return &memRecords{m: map[string]bank.Record{cp + "/" + batchName: rec}}
+	banktest.Protecting(t, b, bank.Checkpoint{ID: cp}, g)
+	if withRecord {
+		if err := b.Checkpoints().PutRecord(context.Background(), cp, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	banktest.Deleting(t, b, cp, until)
+	return b
 }
 
 func request(deadline time.Time, vols ...string) event.Event {
@@ -229,7 +231,7 @@ var (
 
 func TestDeletesTheRecordedBackup(t *testing.T) {
 	c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusAvailable})
-	s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+	s := NewStep(c, recorded(t, "v1", "b1"), now)
 	r := settled(t, s, request(deadline, "v1"))
 	want(t, r.Results[0], "v1", events.StatusDeleted, "")
 	if c.exists("b1") || c.deletes["b1"] != 1 {
@@ -239,7 +241,7 @@ func TestDeletesTheRecordedBackup(t *testing.T) {
 
 func TestBackupAlreadyGoneIsDeleted(t *testing.T) {
 	c := newFakeCinder()
-	s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+	s := NewStep(c, recorded(t, "v1", "b1"), now)
 	want(t, settled(t, s, request(deadline, "v1")).Results[0], "v1", events.StatusDeleted, "")
 	if c.deletes["b1"] != 0 {
 		t.Errorf("asked Cinder to delete a backup it does not know")
@@ -248,7 +250,7 @@ func TestBackupAlreadyGoneIsDeleted(t *testing.T) {
 
 func TestStillDeletingAnswers202ThenDeletedOnRedelivery(t *testing.T) {
 	c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusAvailable, deletingGets: 2})
-	s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+	s := NewStep(c, recorded(t, "v1", "b1"), now)
 	e := request(deadline, "v1")
 	if r := handle(t, s, e); r != nil {
 		t.Fatalf("first delivery: %+v, want 202 while Cinder deletes", r)
@@ -266,7 +268,7 @@ func TestStillDeletingAnswers202ThenDeletedOnRedelivery(t *testing.T) {
 
 func TestBackupWithDependentsIsAnError(t *testing.T) {
 	c := newFakeCinder(&fakeBackup{id: "full", status: backups.StatusAvailable}, &fakeBackup{id: "inc", status: backups.StatusAvailable, parent: "full"})
-	s := NewStep(c, recorded(t, map[string]string{"v1": "full"}), now)
+	s := NewStep(c, recorded(t, "v1", "full"), now)
 	r := settled(t, s, request(deadline, "v1"))
 	want(t, r.Results[0], "v1", events.StatusError,
 		"backup full of volume v1 has newer incremental backups depending on it; delete the checkpoints holding them first (newest first)")
@@ -278,7 +280,7 @@ func TestBackupWithDependentsIsAnError(t *testing.T) {
 func TestFailedDeletionIsAnError(t *testing.T) {
 	t.Run("error_deleting", func(t *testing.T) {
 		c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusErrorDeleting, failReason: "Delete backup is aborted due to backup service is down."})
-		s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+		s := NewStep(c, recorded(t, "v1", "b1"), now)
 		want(t, settled(t, s, request(deadline, "v1")).Results[0], "v1", events.StatusError,
 			"Cinder could not delete backup b1 of volume v1 (status error_deleting): Delete backup is aborted due to backup service is down.")
 		if c.deletes["b1"] != 0 {
@@ -288,7 +290,7 @@ func TestFailedDeletionIsAnError(t *testing.T) {
 	t.Run("driver error", func(t *testing.T) {
 		// Cinder's backup manager puts a backup whose deletion failed in status error.
 		c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusAvailable, deleteFails: "backup directory is read-only"})
-		s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+		s := NewStep(c, recorded(t, "v1", "b1"), now)
 		want(t, settled(t, s, request(deadline, "v1")).Results[0], "v1", events.StatusError,
 			"Cinder could not delete backup b1 of volume v1 (status error): backup directory is read-only")
 	})
@@ -296,7 +298,7 @@ func TestFailedDeletionIsAnError(t *testing.T) {
 
 func TestBackupThatFailedAtProtectTimeIsDeleted(t *testing.T) {
 	c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusError, failReason: "volume detached"})
-	s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+	s := NewStep(c, recorded(t, "v1", "b1"), now)
 	want(t, settled(t, s, request(deadline, "v1")).Results[0], "v1", events.StatusDeleted, "")
 	if c.exists("b1") {
 		t.Fatal("the backup in error is still there")
@@ -306,7 +308,7 @@ func TestBackupThatFailedAtProtectTimeIsDeleted(t *testing.T) {
 func TestBusyBackupIsRefusedNotRetried(t *testing.T) {
 	// A protect racing the deletion: the backup is still being created.
 	c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusCreating})
-	s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+	s := NewStep(c, recorded(t, "v1", "b1"), now)
 	want(t, settled(t, s, request(deadline, "v1")).Results[0], "v1", events.StatusError,
 		"backup b1 of volume v1 is creating: Cinder deletes a backup only when it is available or in error; delete again once it is (Cinder: Invalid backup: Backup status must be available or error)")
 	if !c.exists("b1") {
@@ -317,14 +319,14 @@ func TestBusyBackupIsRefusedNotRetried(t *testing.T) {
 func TestNothingRecordedIsDeleted(t *testing.T) {
 	t.Run("no record of the batch", func(t *testing.T) {
 		c := newFakeCinder()
-		s := NewStep(c, &memRecords{m: map[string]bank.Record{}}, now)
+		s := NewStep(c, stored(t, banktest.New(t, nil), deadline, false, "v1", "", "v2", ""), now)
 		r := settled(t, s, request(deadline, "v1", "v2"))
 		want(t, r.Results[0], "v1", events.StatusDeleted, "no backup was recorded for volume v1 in checkpoint cp-1")
 		want(t, r.Results[1], "v2", events.StatusDeleted, "no backup was recorded for volume v2 in checkpoint cp-1")
 	})
 	t.Run("backup failed at protect time", func(t *testing.T) {
 		c := newFakeCinder()
-		s := NewStep(c, recorded(t, map[string]string{"v1": ""}), now)
+		s := NewStep(c, recorded(t, "v1", ""), now)
 		want(t, settled(t, s, request(deadline, "v1")).Results[0], "v1", events.StatusDeleted,
 			"no backup was recorded for volume v1 in checkpoint cp-1 (Cinder volume v1 does not exist)")
 	})
@@ -333,7 +335,7 @@ func TestNothingRecordedIsDeleted(t *testing.T) {
 func TestDeadline(t *testing.T) {
 	t.Run("still deleting", func(t *testing.T) {
 		c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusAvailable, deletingGets: 10})
-		recs := recorded(t, map[string]string{"v1": "b1"})
+		recs := recorded(t, "v1", "b1")
 		if r := handle(t, NewStep(c, recs, now), request(deadline, "v1")); r != nil {
 			t.Fatalf("before the deadline: %+v, want 202", r)
 		}
@@ -343,7 +345,7 @@ func TestDeadline(t *testing.T) {
 	})
 	t.Run("not started", func(t *testing.T) {
 		c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusAvailable})
-		s := NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now)
+		s := NewStep(c, stored(t, banktest.New(t, nil), earlier, true, "v1", "b1"), now)
 		want(t, settled(t, s, request(earlier, "v1")).Results[0], "v1", events.StatusError,
 			"passed before backup b1 of volume v1 was deleted (status available)")
 		if c.deletes["b1"] != 0 {
@@ -351,7 +353,7 @@ func TestDeadline(t *testing.T) {
 		}
 	})
 	t.Run("gone", func(t *testing.T) {
-		s := NewStep(newFakeCinder(), recorded(t, map[string]string{"v1": "b1"}), now)
+		s := NewStep(newFakeCinder(), stored(t, banktest.New(t, nil), earlier, true, "v1", "b1"), now)
 		want(t, settled(t, s, request(earlier, "v1")).Results[0], "v1", events.StatusDeleted, "")
 	})
 }
@@ -362,7 +364,7 @@ func TestBatchAnswersOnceEveryVolumeIsSettled(t *testing.T) {
 		&fakeBackup{id: "b-full", status: backups.StatusAvailable},
 		&fakeBackup{id: "b-inc", status: backups.StatusAvailable, parent: "b-full"},
 	)
-	s := NewStep(c, recorded(t, map[string]string{"v-gone": "b-gone", "v-slow": "b-slow", "v-full": "b-full", "v-none": ""}), now)
+	s := NewStep(c, recorded(t, "v-slow", "b-slow", "v-gone", "b-gone", "v-full", "b-full", "v-none", ""), now)
 	e := request(deadline, "v-slow", "v-gone", "v-full", "v-none")
 	if r := handle(t, s, e); r != nil {
 		t.Fatalf("first delivery: %+v, want 202 while b-slow is deleted", r)
@@ -378,7 +380,7 @@ func TestBatchAnswersOnceEveryVolumeIsSettled(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	recs := recorded(t, map[string]string{"v1": "b1"})
+	recs := recorded(t, "v1", "b1")
 	t.Run("Cinder down is transient", func(t *testing.T) {
 		c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusAvailable})
 		c.getErr = cinderFault(503, "Service Unavailable")
@@ -388,7 +390,10 @@ func TestErrors(t *testing.T) {
 		}
 	})
 	t.Run("bank down is transient", func(t *testing.T) {
-		_, err := NewStep(newFakeCinder(), &memRecords{err: errors.New("swift: 503")}, now).Handle(testContext(t), request(deadline, "v1"))
+		sw := banktest.NewSwift(time.Now)
+		b := stored(t, banktest.NewOn(t, sw, time.Now), deadline, true, "v1", "b1")
+		sw.Down(errors.New("swift: 503"))
+		_, err := NewStep(newFakeCinder(), b, now).Handle(testContext(t), request(deadline, "v1"))
 		if err == nil || function.IsPermanent(err) {
 			t.Fatalf("err = %v, want a transient error", err)
 		}
@@ -398,8 +403,8 @@ func TestErrors(t *testing.T) {
 		_ = e.SetData(event.ApplicationJSON, events.StepRequest{Checkpoint: cp, Batch: "pods-0000", Deadline: deadline,
 			Resources: []graph.Resource{{Type: graph.PodType, ID: "p1"}}})
 		_, err := NewStep(newFakeCinder(), recs, now).Handle(testContext(t), e)
-		if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/resources/0/type") {
-			t.Fatalf("err = %v, want a permanent error naming /resources/0/type", err)
+		if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/batch") {
+			t.Fatalf("err = %v, want a permanent error naming /batch", err)
 		}
 	})
 	t.Run("undecodable", func(t *testing.T) {
@@ -415,7 +420,7 @@ func TestErrors(t *testing.T) {
 // the broker reaches it: 202 while deleting, 200 with the reply once settled.
 func TestOverHTTP(t *testing.T) {
 	c := newFakeCinder(&fakeBackup{id: "b1", status: backups.StatusAvailable, deletingGets: 1})
-	srv := function.NewServer(events.FnDeleteBackup, Accepts, NewStep(c, recorded(t, map[string]string{"v1": "b1"}), now), stepSchemas(t), function.ServerOptions{})
+	srv := function.NewServer(events.FnDeleteBackup, Accepts, NewStep(c, recorded(t, "v1", "b1"), now), stepSchemas(t), function.ServerOptions{})
 	post := func() *httptest.ResponseRecorder {
 		body, _ := json.Marshal(events.StepRequest{Checkpoint: cp, Batch: batchName, Resources: []graph.Resource{vol("v1")}, Deadline: deadline})
 		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(string(body)))

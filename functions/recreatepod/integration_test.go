@@ -20,6 +20,7 @@ import (
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/recreatepod"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
@@ -38,6 +39,8 @@ type env struct {
 	vols       map[string][]string
 	bank       *bank.Bank
 	checkpoint string
+	// saved is the checkpoint's record of the pods, stored with the next request.
+	saved bank.Record
 }
 
 // sources are the pods of the source namespace and how many Cinder volumes each has.
@@ -81,16 +84,14 @@ func TestRecreatePod(t *testing.T) {
 	}
 }
 
-// save writes the checkpoint's record of the batch with the given saved pods.
+// save keeps the checkpoint's record of the batch with the given saved pods.
 func (e *env) save(t *testing.T, infos ...checkpoint.PodInfo) {
 	t.Helper()
-	if err := e.bank.PutRecord(context.Background(), e.checkpoint, stacktest.PodRecord(t, batchName, infos...)); err != nil {
-		t.Fatal(err)
-	}
+	e.saved = stacktest.PodRecord(t, batchName, infos...)
 }
 
 func (e *env) step(podWait time.Duration, now func() time.Time) *recreatepod.Step {
-	return recreatepod.NewStep(e.cs, e.bank, e.bank.Restores(), podWait, now)
+	return recreatepod.NewStep(e.cs, e.bank, podWait, now)
 }
 
 // restore is a new restore id whose cluster-scoped objects are removed after the test.
@@ -100,13 +101,19 @@ func (e *env) restore(t *testing.T) string {
 	return id
 }
 
-func (e *env) request(restore string, pods []graph.Resource, params events.RestoreParameters, volumes map[string]string, deadline time.Time) event.Event {
+// request stores, in a new checkpoint of its own, what the steps before recreate-pod
+// leave for the restore of pods (the saved pods, the restore with params and deadline,
+// the volumes restored: original id -> restored id), and returns its request.
+func (e *env) request(t *testing.T, restore string, pods []graph.Resource, params events.RestoreParameters, volumes map[string]string, deadline time.Time) event.Event {
+	t.Helper()
+	e.checkpoint = uuid.NewString()
+	req := banktest.RestoringPods(t, e.bank, bank.Checkpoint{ID: e.checkpoint}, pods, e.saved,
+		bank.Restore{ID: restore, Parameters: params, Deadline: deadline}, volumes)
 	ev := event.New()
 	ev.SetID(restore + "/" + batchName)
 	ev.SetSource("recreatepod-test")
 	ev.SetType(events.PodRecreate)
-	_ = ev.SetData(event.ApplicationJSON, events.RestoreStepRequest{Restore: restore, Checkpoint: e.checkpoint, Batch: batchName,
-		Resources: pods, Parameters: params, Deadline: deadline, Volumes: volumes})
+	_ = ev.SetData(event.ApplicationJSON, req)
 	return ev
 }
 
@@ -192,7 +199,7 @@ func testIntoNewNamespace(t *testing.T, e *env) {
 	restore, dst := e.restore(t), uniqueNS("rp-dst")
 	restored := map[string]string{orig[0]: uuid.NewString(), orig[1]: uuid.NewString()}
 	res := graph.PodResource(src, "web")
-	ev := e.request(restore, []graph.Resource{res},
+	ev := e.request(t, restore, []graph.Resource{res},
 		events.RestoreParameters{Namespace: dst, Names: map[string]string{res.Name: "web-restored"}}, restored, time.Now().Add(time.Hour))
 	s := e.step(10*time.Second, time.Now)
 
@@ -259,7 +266,7 @@ func testBesideOriginal(t *testing.T, e *env) {
 	if name != recreatepod.DefaultName(restore, res.Key()) || !strings.HasPrefix(name, "podguard-restored-pod-") {
 		t.Fatalf("default name %q", name)
 	}
-	ev := e.request(restore, []graph.Resource{res}, events.RestoreParameters{}, map[string]string{orig: uuid.NewString()}, time.Now().Add(time.Hour))
+	ev := e.request(t, restore, []graph.Resource{res}, events.RestoreParameters{}, map[string]string{orig: uuid.NewString()}, time.Now().Add(time.Hour))
 	r := handleUntilReply(t, e, e.step(10*time.Second, time.Now), ev, ns, name)
 	wantResult(t, r, res.Key(), events.StatusAvailable, "")
 
@@ -298,7 +305,7 @@ func testNameClash(t *testing.T, e *env) {
 	restore := e.restore(t)
 	a, b := graph.PodResource(src, "a"), graph.PodResource(src, "b")
 	restored := map[string]string{vols[0]: uuid.NewString(), vols[1]: uuid.NewString()}
-	ev := e.request(restore, []graph.Resource{a, b}, events.RestoreParameters{Namespace: dst, Names: map[string]string{a.Name: "taken"}},
+	ev := e.request(t, restore, []graph.Resource{a, b}, events.RestoreParameters{Namespace: dst, Names: map[string]string{a.Name: "taken"}},
 		restored, time.Now().Add(time.Hour))
 	r := handle(t, e.step(10*time.Second, time.Now), ev)
 	if r == nil {
@@ -338,13 +345,11 @@ func testWithoutWhatItNeeds(t *testing.T, e *env) {
 	rec.Resources[broken.Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: json.RawMessage(`{"pod": 42}`)}
 	failed := graph.PodResource(src, "gone")
 	rec.Resources[failed.Key()] = bank.ResourceRecord{Status: events.StatusError, Reason: "pod gone no longer exists"}
-	if err := e.bank.PutRecord(context.Background(), e.checkpoint, rec); err != nil {
-		t.Fatal(err)
-	}
+	e.saved = rec
 
 	restore := e.restore(t)
 	app, unsaved := graph.PodResource(src, "app"), graph.PodResource(src, "never")
-	ev := e.request(restore, []graph.Resource{app, unsaved, broken, failed}, events.RestoreParameters{Namespace: uniqueNS("rp-missing-dst")},
+	ev := e.request(t, restore, []graph.Resource{app, unsaved, broken, failed}, events.RestoreParameters{Namespace: uniqueNS("rp-missing-dst")},
 		map[string]string{vols[0]: uuid.NewString()}, time.Now().Add(time.Hour))
 	r := handle(t, e.step(10*time.Second, time.Now), ev)
 	if r == nil {
@@ -367,7 +372,7 @@ func testPodFails(t *testing.T, e *env) {
 
 	restore := e.restore(t)
 	res := graph.PodResource(ns, "job")
-	ev := e.request(restore, []graph.Resource{res}, events.RestoreParameters{Names: map[string]string{res.Name: "job-restored"}},
+	ev := e.request(t, restore, []graph.Resource{res}, events.RestoreParameters{Names: map[string]string{res.Name: "job-restored"}},
 		map[string]string{orig: uuid.NewString()}, time.Now().Add(time.Hour))
 	s := e.step(0, time.Now) // look once, never wait
 	if r := handle(t, s, ev); r != nil {
@@ -404,7 +409,7 @@ func testDeadline(t *testing.T, e *env) {
 		restore := e.restore(t)
 		res := graph.PodResource(ns, "stuck")
 		deadline := time.Now().Add(time.Hour)
-		ev := e.request(restore, []graph.Resource{res}, events.RestoreParameters{}, restored, deadline)
+		ev := e.request(t, restore, []graph.Resource{res}, events.RestoreParameters{}, restored, deadline)
 		if r := handle(t, e.step(0, time.Now), ev); r != nil {
 			t.Fatalf("before the deadline: %+v", r)
 		}
@@ -423,7 +428,7 @@ func testDeadline(t *testing.T, e *env) {
 	t.Run("not created", func(t *testing.T) {
 		restore := e.restore(t)
 		res := graph.PodResource(ns, "late")
-		ev := e.request(restore, []graph.Resource{res}, events.RestoreParameters{Namespace: uniqueNS("rp-late-dst")}, restored, time.Now().Add(-time.Minute))
+		ev := e.request(t, restore, []graph.Resource{res}, events.RestoreParameters{Namespace: uniqueNS("rp-late-dst")}, restored, time.Now().Add(-time.Minute))
 		r := handle(t, e.step(10*time.Second, time.Now), ev)
 		if r == nil {
 			t.Fatal("no reply past the deadline")

@@ -30,7 +30,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"knative.dev/pkg/logging"
@@ -39,10 +38,10 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
-	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack"
+	"github.com/podguard/podguard/shared/step"
 )
 
 // Accepts are the event types recreate-pod handles.
@@ -70,24 +69,12 @@ func (c *Config) Validate() error {
 	return c.Bank.Validate()
 }
 
-// records reads one operation's batch records (the checkpoint's, or the restore's).
-type records interface {
-	Record(ctx context.Context, id, batch string) (*bank.Record, error)
-}
-
-// restoreRecords reads and writes the restore's records.
-type restoreRecords interface {
-	records
-	PutRecord(ctx context.Context, id string, r bank.Record) error
-}
-
 // Step is the recreate-pod step.
 type Step struct {
-	kube        kubernetes.Interface
-	checkpoints records
-	restores    restoreRecords
-	podWait     time.Duration
-	now         func() time.Time
+	kube    kubernetes.Interface
+	runner  *step.Runner
+	podWait time.Duration
+	now     func() time.Time
 }
 
 // New builds the step from its configuration.
@@ -100,14 +87,14 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewStep(cs, b, b.Restores(), cfg.PodWait, time.Now), nil
+	return NewStep(cs, b, cfg.PodWait, time.Now), nil
 }
 
-// NewStep builds the step from its dependencies: the cluster, the checkpoints' records
-// (where the pods were saved), the restores' records, how long a request watches the new
-// pods, and the clock that deadlines are compared with.
-func NewStep(cs kubernetes.Interface, checkpoints records, restores restoreRecords, podWait time.Duration, now func() time.Time) *Step {
-	return &Step{kube: cs, checkpoints: checkpoints, restores: restores, podWait: podWait, now: now}
+// NewStep builds the step from its dependencies: the cluster, the bank (where the pods
+// were saved, and the restore is recorded), how long a request watches the new pods, and
+// the clock that deadlines are compared with.
+func NewStep(cs kubernetes.Interface, b *bank.Bank, podWait time.Duration, now func() time.Time) *Step {
+	return &Step{kube: cs, runner: step.New(b, now), podWait: podWait, now: now}
 }
 
 // workers bounds the pods of a batch recreated at once. Each mostly waits for the PV
@@ -115,100 +102,56 @@ func NewStep(cs kubernetes.Interface, checkpoints records, restores restoreRecor
 // limit (KUBE_API_QPS) bounds the requests.
 const workers = 64
 
+// kind: recreate-pod takes batches of pods of a restore in progress.
+var kind = step.Kind{Step: events.FnRecreatePod, Type: graph.PodType, Reply: events.PodRecreated}
+
 // Handle recreates or checks the pods of a batch; it answers once every pod of the batch
-// is Running or failed, and with nothing (202) while any is still starting.
+// is Running or failed, and with nothing (202) while any is still starting. Where each
+// pod goes (namespace, name) is the restore's recorded parameters; the volumes it mounts
+// are those the restore-volume records name.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	var req events.RestoreStepRequest
-	if err := function.Decode(e, &req); err != nil {
-		return nil, err
+	return s.runner.Restore(ctx, e, kind, s.batch)
+}
+
+// batch recreates, or checks, the pods of a job.
+func (s *Step) batch(ctx context.Context, j *step.Job) (map[string]bank.ResourceRecord, bool, error) {
+	pods := make([]*pod, len(j.Batch.Resources))
+	for i, r := range j.Batch.Resources {
+		pods[i] = plan(j, r)
 	}
-	if err := check(req); err != nil {
-		return nil, function.Permanent(err)
-	}
-	// A late duplicate finds the batch done and reports the same outcome.
-	if rec, err := s.restores.Record(ctx, req.Restore, req.Batch); err == nil {
-		return result(req, rec)
-	} else if !errors.Is(err, bank.ErrNotFound) {
-		return nil, err
-	}
-	saved, err := s.checkpoints.Record(ctx, req.Checkpoint, req.Batch)
-	if errors.Is(err, bank.ErrNotFound) {
-		saved = nil // every pod of the batch fails below, with the reason
-	} else if err != nil {
-		return nil, err
-	}
-	pods := make([]*pod, len(req.Resources))
-	for i, r := range req.Resources {
-		pods[i] = plan(req, r, saved)
-	}
+	restore := j.Restore.ID
 	// Waiting, for volumes to be seen and pods to start, ends at waitUntil.
 	waitUntil := time.Now().Add(s.podWait)
-	pastDeadline := s.pastDeadline(req)
 	var w *waits
-	if !pastDeadline {
-		if err := s.namespaces(ctx, req.Restore, pods); err != nil {
-			return nil, err
+	if !j.PastDeadline(s.now()) {
+		if err := s.namespaces(ctx, restore, pods); err != nil {
+			return nil, false, err
 		}
 		wctx, stop := context.WithCancel(ctx)
 		defer stop()
-		w = s.follow(wctx, req.Restore, pods)
+		w = s.follow(wctx, restore, pods)
 	}
-	err = batch.Each(ctx, pods, workers, func(ctx context.Context, p *pod) error {
-		return s.create(ctx, req.Restore, p, w, waitUntil)
+	err := batch.Each(ctx, pods, workers, func(ctx context.Context, p *pod) error {
+		return s.create(ctx, restore, p, w, waitUntil)
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if err := s.wait(ctx, req, pods, waitUntil); err != nil {
-		return nil, err
+	if err := s.wait(ctx, j, pods, waitUntil); err != nil {
+		return nil, false, err
 	}
-	rec := bank.Record{Batch: req.Batch, Resources: make(map[string]bank.ResourceRecord, len(pods))}
+	out := make(map[string]bank.ResourceRecord, len(pods))
 	for _, p := range pods {
 		if p.status == "" {
-			return nil, nil // still starting: the next request checks again
+			return nil, false, nil // still starting: the next request checks again
 		}
 		data, err := json.Marshal(p.out)
 		if err != nil {
-			return nil, fmt.Errorf("encode restored pod %s: %w", p.res.Name, err)
+			return nil, false, fmt.Errorf("encode restored pod %s: %w", p.res.Name, err)
 		}
-		rec.Resources[p.res.Key()] = bank.ResourceRecord{Status: p.status, Reason: p.reason, Data: data}
+		out[p.res.Key()] = bank.ResourceRecord{Status: p.status, Reason: p.reason, Data: data}
 	}
-	rec.UpdatedAt = s.now().UTC()
-	if err := s.restores.PutRecord(ctx, req.Restore, rec); err != nil {
-		return nil, err
-	}
-	return result(req, &rec)
-}
-
-// check rejects a request that can never be handled.
-func check(req events.RestoreStepRequest) error {
-	if req.Restore == "" {
-		return errors.New("/restore: empty")
-	}
-	if errs := validation.IsValidLabelValue(req.Restore); len(errs) > 0 {
-		return fmt.Errorf("/restore: %q cannot label the restored objects: %s", req.Restore, strings.Join(errs, "; "))
-	}
-	if len(req.Resources) == 0 {
-		return errors.New("/resources: no pod to recreate")
-	}
-	seen := map[string]int{}
-	for i, r := range req.Resources {
-		if j, dup := seen[r.Key()]; dup {
-			return fmt.Errorf("/resources/%d: %s is listed twice (also /resources/%d)", i, r.Key(), j)
-		}
-		seen[r.Key()] = i
-		if r.Type != graph.PodType {
-			return fmt.Errorf("/resources/%d/type: recreate-pod recreates %s, not %s", i, graph.PodType, r.Type)
-		}
-		if ns, name, ok := strings.Cut(r.Name, ":"); !ok || ns == "" || name == "" {
-			return fmt.Errorf("/resources/%d/name: %q is not namespace:name", i, r.Name)
-		}
-	}
-	return nil
-}
-
-func (s *Step) pastDeadline(req events.RestoreStepRequest) bool {
-	return !req.Deadline.IsZero() && s.now().After(req.Deadline)
+	return out, true, nil
 }
 
 // pod is the work on one pod of the batch.
@@ -240,26 +183,23 @@ func (p *pod) ref() string { return p.out.Namespace + "/" + p.out.Name }
 
 // plan decides where pod r goes and builds its objects from the saved definition; what
 // cannot be restored fails the pod before anything is created.
-func plan(req events.RestoreStepRequest, r graph.Resource, saved *bank.Record) *pod {
-	ns, name, _ := strings.Cut(r.Name, ":")
-	p := &pod{res: r, out: checkpoint.RestoredPod{Original: ns + "/" + name, Namespace: ns, Name: req.Parameters.Names[r.Name]}}
+func plan(j *step.Job, r graph.Resource) *pod {
+	restore, cp, params := j.Restore.ID, j.Checkpoint.ID, j.Restore.Parameters
+	ns, name, _ := graph.SplitPodName(r.Name)
+	p := &pod{res: r, out: checkpoint.RestoredPod{Original: ns + "/" + name, Namespace: ns, Name: params.Names[r.Name]}}
 	if p.out.Name == "" {
-		p.out.Name = DefaultName(req.Restore, r.Key())
+		p.out.Name = DefaultName(restore, r.Key())
 	}
-	if req.Parameters.Namespace != "" {
-		p.out.Namespace = req.Parameters.Namespace
+	if params.Namespace != "" {
+		p.out.Namespace = params.Namespace
 	}
-	var rr bank.ResourceRecord
-	ok := false
-	if saved != nil {
-		rr, ok = saved.Resources[r.Key()]
-	}
+	rr, ok := j.Saved.Resources[r.Key()]
 	switch {
 	case !ok:
-		p.fail(fmt.Sprintf("checkpoint %s has no saved definition of pod %s", req.Checkpoint, r.Name))
+		p.fail(fmt.Sprintf("checkpoint %s has no saved definition of pod %s", cp, r.Name))
 		return p
 	case rr.Status != events.StatusAvailable:
-		reason := fmt.Sprintf("pod %s was not saved in checkpoint %s (status %q)", r.Name, req.Checkpoint, rr.Status)
+		reason := fmt.Sprintf("pod %s was not saved in checkpoint %s (status %q)", r.Name, cp, rr.Status)
 		if rr.Reason != "" {
 			reason += ": " + rr.Reason
 		}
@@ -271,16 +211,16 @@ func plan(req events.RestoreStepRequest, r graph.Resource, saved *bank.Record) *
 		if err == nil {
 			err = errors.New("it holds no pod")
 		}
-		p.fail(fmt.Sprintf("the saved definition of pod %s in checkpoint %s cannot be read: %v", r.Name, req.Checkpoint, err))
+		p.fail(fmt.Sprintf("the saved definition of pod %s in checkpoint %s cannot be read: %v", r.Name, cp, err))
 		return p
 	}
-	if req.Parameters.Namespace == "" && info.Pod.Namespace != "" {
+	if params.Namespace == "" && info.Pod.Namespace != "" {
 		p.out.Namespace = info.Pod.Namespace
 	}
 	volumes := map[string]string{}
 	var missing []string
 	for _, id := range cinderVolumes(info) {
-		if v := req.Volumes[id]; v != "" {
+		if v := j.Volumes[id]; v != "" {
 			volumes[id] = v
 		} else {
 			missing = append(missing, fmt.Sprintf("volume %s was not restored", id))
@@ -290,7 +230,7 @@ func plan(req events.RestoreStepRequest, r graph.Resource, saved *bank.Record) *
 		p.fail(strings.Join(missing, "; "))
 		return p
 	}
-	objs, err := kube.RestoredPod(info, kube.RestoreOptions{RestoreID: req.Restore, Namespace: p.out.Namespace, PodName: p.out.Name, Volumes: volumes})
+	objs, err := kube.RestoredPod(info, kube.RestoreOptions{RestoreID: restore, Namespace: p.out.Namespace, PodName: p.out.Name, Volumes: volumes})
 	if err != nil {
 		p.fail(err.Error())
 		return p
@@ -651,10 +591,10 @@ func nonEmpty(ss ...string) []string {
 // wait settles the pods: it looks at each created pod once, then, while any is starting,
 // watches them for at most the configured wait (and no later than the restore's
 // deadline). Pods still starting past the deadline fail.
-func (s *Step) wait(ctx context.Context, req events.RestoreStepRequest, pods []*pod, until time.Time) error {
+func (s *Step) wait(ctx context.Context, j *step.Job, pods []*pod, until time.Time) error {
 	pending := map[string]*pod{}
 	for _, p := range pods {
-		if !p.settle(s.pastDeadline(req)) {
+		if !p.settle(j.PastDeadline(s.now())) {
 			pending[p.ref()] = p
 		}
 	}
@@ -662,15 +602,15 @@ func (s *Step) wait(ctx context.Context, req events.RestoreStepRequest, pods []*
 		return nil
 	}
 	wait := time.Until(until)
-	if !req.Deadline.IsZero() {
-		wait = min(wait, req.Deadline.Sub(s.now()))
+	if !j.Deadline.IsZero() {
+		wait = min(wait, j.Deadline.Sub(s.now()))
 	}
 	if wait > 0 {
-		if err := s.watch(ctx, req.Restore, wait, pending); err != nil {
+		if err := s.watch(ctx, j.Restore.ID, wait, pending); err != nil {
 			return err
 		}
 	}
-	past := s.pastDeadline(req)
+	past := j.PastDeadline(s.now())
 	for _, p := range pending {
 		p.settle(past)
 	}
@@ -774,13 +714,4 @@ func watchPods(ctx context.Context, cs kubernetes.Interface, ns, restoreID strin
 		w.Stop()
 	}
 	return nil
-}
-
-func result(req events.RestoreStepRequest, rec *bank.Record) (*event.Event, error) {
-	out := events.RestoreStepResult{Restore: req.Restore, Batch: req.Batch}
-	for _, r := range req.Resources {
-		rr := rec.Resources[r.Key()]
-		out.Results = append(out.Results, events.ResourceResult{Key: r.Key(), Status: rr.Status, Reason: rr.Reason})
-	}
-	return function.Reply(events.PodRecreated, out)
 }

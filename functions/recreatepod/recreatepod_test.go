@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,26 +20,12 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 )
-
-type memRecords struct{ m map[string]bank.Record }
-
-func (r *memRecords) Record(_ context.Context, id, batch string) (*bank.Record, error) {
-	rec, ok := r.m[id+"/"+batch]
-	if !ok {
-		return nil, fmt.Errorf("record %s/%s: %w", id, batch, bank.ErrNotFound)
-	}
-	return &rec, nil
-}
-
-func (r *memRecords) PutRecord(_ context.Context, id string, rec bank.Record) error {
-	r.m[id+"/"+rec.Batch] = rec
-	return nil
-}
 
 func request(t *testing.T, req events.RestoreStepRequest) event.Event {
 	t.Helper()
@@ -53,18 +39,38 @@ func request(t *testing.T, req events.RestoreStepRequest) event.Event {
 	return e
 }
 
+// A request that disagrees with the bank is refused before anything is created.
 func TestBadRequestsArePermanent(t *testing.T) {
 	pod := graph.PodResource("ns", "web")
-	for name, req := range map[string]events.RestoreStepRequest{
-		"volume":     {Restore: "r1", Resources: []graph.Resource{{Type: graph.VolumeType, ID: "v1", Name: "v1"}}},
-		"name":       {Restore: "r1", Resources: []graph.Resource{{Type: graph.PodType, ID: "p1", Name: "web"}}},
-		"twice":      {Restore: "r1", Resources: []graph.Resource{pod, pod}},
-		"no pods":    {Restore: "r1"},
-		"restore":    {Restore: "not a label value!", Resources: []graph.Resource{pod}},
-		"no restore": {Resources: []graph.Resource{pod}},
+	b := banktest.New(t, nil)
+	data, _ := json.Marshal(savedPod("ns", "web", "v1"))
+	good := banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{pod},
+		bank.Record{Resources: map[string]bank.ResourceRecord{pod.Key(): {Status: events.StatusAvailable, Data: data}}},
+		bank.Restore{ID: "r1"}, map[string]string{"v1": "n1"})
+	cs := fake.NewClientset()
+	s := NewStep(cs, b, 0, time.Now)
+	for name, change := range map[string]func(*events.RestoreStepRequest){
+		"volume": func(r *events.RestoreStepRequest) {
+			r.Resources = []graph.Resource{{Type: graph.VolumeType, ID: "v1", Name: "v1"}}
+		},
+		"volume batch": func(r *events.RestoreStepRequest) { r.Batch = "volumes-0000" },
+		"other pod": func(r *events.RestoreStepRequest) {
+			r.Resources = []graph.Resource{graph.PodResource("kube-system", "web")}
+		},
+		"twice":            func(r *events.RestoreStepRequest) { r.Resources = []graph.Resource{pod, pod} },
+		"no pods":          func(r *events.RestoreStepRequest) { r.Resources = nil },
+		"unknown restore":  func(r *events.RestoreStepRequest) { r.Restore = "r2" },
+		"no restore":       func(r *events.RestoreStepRequest) { r.Restore = "" },
+		"other checkpoint": func(r *events.RestoreStepRequest) { r.Checkpoint = "c2" },
+		"other namespace":  func(r *events.RestoreStepRequest) { r.Parameters.Namespace = "kube-system" },
+		"other names":      func(r *events.RestoreStepRequest) { r.Parameters.Names = map[string]string{pod.Name: "admin"} },
+		"other volumes":    func(r *events.RestoreStepRequest) { r.Volumes = map[string]string{"v1": "production"} },
+		"other deadline":   func(r *events.RestoreStepRequest) { r.Deadline = r.Deadline.Add(time.Hour) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			s := NewStep(nil, nil, nil, 0, time.Now) // nothing is read for a bad request
+			req := good
+			req.Parameters.Names = maps.Clone(good.Parameters.Names)
+			change(&req)
 			out, err := s.Handle(context.Background(), request(t, req))
 			if out != nil || !function.IsPermanent(err) || function.StatusOf(err) != 400 {
 				t.Fatalf("want a permanent error, got %v, %v", out, err)
@@ -72,12 +78,18 @@ func TestBadRequestsArePermanent(t *testing.T) {
 			t.Log(err)
 		})
 	}
+	if objs, _ := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{}); len(objs.Items) != 0 {
+		t.Fatalf("%d pods created by refused requests", len(objs.Items))
+	}
+	if ns, _ := cs.CoreV1().Namespaces().List(context.Background(), metav1.ListOptions{}); len(ns.Items) != 0 {
+		t.Fatalf("%d namespaces created by refused requests", len(ns.Items))
+	}
 	e := event.New()
 	e.SetID("x")
 	e.SetSource("x")
 	e.SetType(events.PodRecreate)
 	_ = e.SetData(event.ApplicationJSON, "not an object")
-	if _, err := NewStep(nil, nil, nil, 0, time.Now).Handle(context.Background(), e); !function.IsPermanent(err) {
+	if _, err := s.Handle(context.Background(), e); !function.IsPermanent(err) {
 		t.Fatalf("undecodable data: %v", err)
 	}
 }
@@ -202,17 +214,16 @@ func savedPod(ns, name, volumeID string) checkpoint.PodInfo {
 // namespace: the second does not take over the first one's claim.
 func TestSameNamesFromTwoNamespaces(t *testing.T) {
 	cs := fake.NewClientset()
-	checkpoints, restores := &memRecords{m: map[string]bank.Record{}}, &memRecords{m: map[string]bank.Record{}}
+	b := banktest.New(t, nil)
 	x, y := graph.PodResource("x", "web"), graph.PodResource("y", "web")
-	rec := bank.Record{Batch: "pods-0000", Resources: map[string]bank.ResourceRecord{}}
+	rec := bank.Record{Resources: map[string]bank.ResourceRecord{}}
 	for _, info := range []checkpoint.PodInfo{savedPod("x", "web", "vx"), savedPod("y", "web", "vy")} {
 		data, _ := json.Marshal(info)
 		rec.Resources[graph.PodResource(info.Pod.Namespace, info.Pod.Name).Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
 	}
-	checkpoints.m["c1/pods-0000"] = rec
-	ev := request(t, events.RestoreStepRequest{Restore: "r1", Checkpoint: "c1", Batch: "pods-0000", Resources: []graph.Resource{x, y},
-		Parameters: events.RestoreParameters{Namespace: "t"}, Volumes: map[string]string{"vx": "nx", "vy": "ny"}, Deadline: time.Now().Add(time.Hour)})
-	s := NewStep(cs, checkpoints, restores, 0, time.Now)
+	ev := request(t, banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{x, y}, rec,
+		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{Namespace: "t"}}, map[string]string{"vx": "nx", "vy": "ny"}))
+	s := NewStep(cs, b, 0, time.Now)
 	ctx := context.Background()
 	if out, err := s.Handle(ctx, ev); out != nil || err != nil {
 		t.Fatalf("first delivery: %v %v (a new pod is starting)", out, err)
@@ -258,8 +269,8 @@ func TestSameNamesFromTwoNamespaces(t *testing.T) {
 		t.Fatalf("%d claims", len(claims.Items))
 	}
 	// The batch is recorded: a late duplicate is answered from the record.
-	if _, ok := restores.m["r1/pods-0000"]; !ok {
-		t.Fatal("no record")
+	if _, err := b.Restores().Record(ctx, "r1", "pods-0000"); err != nil {
+		t.Fatalf("no record: %v", err)
 	}
 	again, err := s.Handle(ctx, ev)
 	if err != nil || again == nil || string(again.Data()) != string(out.Data()) {
@@ -274,12 +285,13 @@ func TestOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkpoints := &memRecords{m: map[string]bank.Record{}}
+	b := banktest.New(t, nil)
 	data, _ := json.Marshal(savedPod("x", "web", "vx"))
 	web := graph.PodResource("x", "web")
-	checkpoints.m["c1/pods-0000"] = bank.Record{Batch: "pods-0000", Resources: map[string]bank.ResourceRecord{
-		web.Key(): {Status: events.StatusAvailable, Data: data}}}
-	s := NewStep(fake.NewClientset(), checkpoints, &memRecords{m: map[string]bank.Record{}}, 0, time.Now)
+	req := banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{web},
+		bank.Record{Resources: map[string]bank.ResourceRecord{web.Key(): {Status: events.StatusAvailable, Data: data}}},
+		bank.Restore{ID: "r1"}, map[string]string{"vx": "nx"})
+	s := NewStep(fake.NewClientset(), b, 0, time.Now)
 	srv := function.NewServer(events.FnRecreatePod, Accepts, s, v, function.ServerOptions{})
 	post := func(req events.RestoreStepRequest) *httptest.ResponseRecorder {
 		body, _ := json.Marshal(req)
@@ -293,13 +305,11 @@ func TestOverHTTP(t *testing.T) {
 		srv.ServeHTTP(w, r)
 		return w
 	}
-	req := events.RestoreStepRequest{Restore: "r1", Checkpoint: "c1", Batch: "pods-0000", Resources: []graph.Resource{web},
-		Volumes: map[string]string{"vx": "nx"}, Deadline: time.Now().Add(time.Hour)}
 	if w := post(req); w.Code != http.StatusAccepted || w.Body.Len() != 0 || w.Header().Get("ce-type") != "" {
 		t.Fatalf("pod starting: %d %q %v", w.Code, w.Body, w.Header())
 	}
 	req.Resources = []graph.Resource{{Type: graph.VolumeType, ID: "v1", Name: "v1"}}
-	if w := post(req); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "/resources/0/type") {
+	if w := post(req); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "/resources/0") {
 		t.Fatalf("a volume: %d %q", w.Code, w.Body)
 	}
 }

@@ -24,12 +24,11 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
-	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
-	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/openstack"
 	"github.com/podguard/podguard/shared/openstack/volumes"
+	"github.com/podguard/podguard/shared/step"
 )
 
 // Accepts are the event types restore-volume handles.
@@ -60,23 +59,11 @@ type cinder interface {
 	Delete(ctx context.Context, id string) error
 }
 
-// records reads one operation's batch records (the checkpoint's, or the restore's).
-type records interface {
-	Record(ctx context.Context, id, batch string) (*bank.Record, error)
-}
-
-// restoreRecords reads and writes the restore's records.
-type restoreRecords interface {
-	records
-	PutRecord(ctx context.Context, id string, r bank.Record) error
-}
-
 // Step is the restore-volume step.
 type Step struct {
-	cinder      cinder
-	checkpoints records
-	restores    restoreRecords
-	now         func() time.Time
+	cinder cinder
+	runner *step.Runner
+	now    func() time.Time
 }
 
 // New builds the step from its configuration.
@@ -89,79 +76,50 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewStep(volumes.New(sc), b, b.Restores(), time.Now), nil
+	return NewStep(volumes.New(sc), b, time.Now), nil
 }
 
 // NewStep builds the step from its dependencies.
-func NewStep(c cinder, checkpoints records, restores restoreRecords, now func() time.Time) *Step {
-	return &Step{cinder: c, checkpoints: checkpoints, restores: restores, now: now}
+func NewStep(c cinder, b *bank.Bank, now func() time.Time) *Step {
+	return &Step{cinder: c, runner: step.New(b, now), now: now}
 }
 
 const workers = 8
 
-// Handle restores or checks the volumes of a batch; it answers once every volume of the
-// batch is available or failed, and with nothing (202) while any is in progress.
+// kind: restore-volume takes batches of volumes of a restore in progress.
+var kind = step.Kind{Step: events.FnRestoreVolume, Type: graph.VolumeType, Reply: events.VolumeRestored}
+
+// Handle restores or checks the volumes of a batch from the backups the checkpoint
+// recorded; it answers once every volume of the batch is available or failed, and with
+// nothing (202) while any is in progress.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	var req events.RestoreStepRequest
-	if err := function.Decode(e, &req); err != nil {
-		return nil, err
-	}
-	for i, r := range req.Resources {
-		if r.Type != graph.VolumeType {
-			return nil, function.Permanent(fmt.Errorf("/resources/%d/type: restore-volume restores %s, not %s", i, graph.VolumeType, r.Type))
-		}
-	}
-	if rec, err := s.restores.Record(ctx, req.Restore, req.Batch); err == nil {
-		return result(req, rec)
-	} else if !errors.Is(err, bank.ErrNotFound) {
-		return nil, err
-	}
-	saved, err := s.checkpoints.Record(ctx, req.Checkpoint, req.Batch)
-	if errors.Is(err, bank.ErrNotFound) {
-		saved = &bank.Record{} // every volume of the batch fails below, with the reason
-	} else if err != nil {
-		return nil, err
-	}
-	settled, inProgress, err := batch.Settle(ctx, req.Resources, workers, func(ctx context.Context, r graph.Resource) (bank.ResourceRecord, bool, error) {
-		return s.volume(ctx, req, r, saved.Resources[r.Key()])
-	})
-	if err != nil {
-		return nil, err
-	}
-	if inProgress > 0 {
-		return nil, nil
-	}
-	rec := bank.Record{Batch: req.Batch, Resources: settled, UpdatedAt: s.now().UTC()}
-	if err := s.restores.PutRecord(ctx, req.Restore, rec); err != nil {
-		return nil, err
-	}
-	return result(req, &rec)
+	return s.runner.Restore(ctx, e, kind, step.Each(workers, s.volume))
 }
 
-// volume restores or checks one volume; done is false while it is in progress.
-func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r graph.Resource, saved bank.ResourceRecord) (bank.ResourceRecord, bool, error) {
+func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.ResourceRecord, bool, error) {
+	restore, cp, saved := j.Restore.ID, j.Checkpoint.ID, j.Saved.Resources[r.Key()]
 	var info checkpoint.VolumeInfo
 	if saved.Status != events.StatusAvailable || json.Unmarshal(saved.Data, &info) != nil || info.BackupID == "" {
-		return failed(fmt.Sprintf("checkpoint %s has no available backup of volume %s", req.Checkpoint, r.ID), checkpoint.RestoredVolume{OriginalID: r.ID})
+		return failed(fmt.Sprintf("checkpoint %s has no available backup of volume %s", cp, r.ID), checkpoint.RestoredVolume{OriginalID: r.ID})
 	}
-	out := checkpoint.RestoredVolume{OriginalID: r.ID, BackupID: info.BackupID, Name: req.Checkpoint + "@" + r.ID}
-	tag := map[string]string{MetaRestore: req.Restore, MetaResource: r.Key()}
-	v, settling, err := s.find(ctx, out.Name, description(req.Restore))
+	out := checkpoint.RestoredVolume{OriginalID: r.ID, BackupID: info.BackupID, Name: cp + "@" + r.ID}
+	tag := map[string]string{MetaRestore: restore, MetaResource: r.Key()}
+	v, settling, err := s.find(ctx, out.Name, description(restore))
 	if err != nil {
 		return bank.ResourceRecord{}, false, err
 	}
 	if settling {
 		return bank.ResourceRecord{}, false, nil // duplicates still being restored: the next check deletes them
 	}
-	pastDeadline := !req.Deadline.IsZero() && s.now().After(req.Deadline)
+	pastDeadline := j.PastDeadline(s.now())
 	if v == nil {
 		if pastDeadline {
 			return failed("the restore's deadline passed before the volume was created", out)
 		}
 		md := maps.Clone(tag)
-		md[MetaCheckpoint] = req.Checkpoint
+		md[MetaCheckpoint] = cp
 		v, err = s.cinder.CreateFromBackup(ctx, volumes.CreateFromBackupOpts{Name: out.Name, BackupID: info.BackupID,
-			Description: description(req.Restore), Metadata: md})
+			Description: description(restore), Metadata: md})
 		switch {
 		case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
 			return failed(fmt.Sprintf("backup %s of volume %s no longer exists", info.BackupID, r.ID), out)
@@ -183,9 +141,9 @@ func (s *Step) volume(ctx context.Context, req events.RestoreStepRequest, r grap
 	case volumes.StatusAvailable:
 		// Cinder replaces a restored volume's metadata with the original's: tag it again,
 		// so that it is found by its metadata too.
-		if v.Metadata[MetaRestore] != req.Restore {
+		if v.Metadata[MetaRestore] != restore {
 			md := maps.Clone(tag)
-			md[MetaCheckpoint] = req.Checkpoint
+			md[MetaCheckpoint] = cp
 			if err := s.cinder.SetMetadata(ctx, v.ID, md); err != nil {
 				return bank.ResourceRecord{}, false, err
 			}
@@ -261,15 +219,6 @@ func (s *Step) find(ctx context.Context, name, desc string) (keep *volumes.Volum
 func failed(reason string, v checkpoint.RestoredVolume) (bank.ResourceRecord, bool, error) {
 	data, err := json.Marshal(v)
 	return bank.ResourceRecord{Status: events.StatusError, Reason: reason, Data: data}, true, err
-}
-
-func result(req events.RestoreStepRequest, rec *bank.Record) (*event.Event, error) {
-	out := events.RestoreStepResult{Restore: req.Restore, Batch: req.Batch}
-	for _, r := range req.Resources {
-		rr := rec.Resources[r.Key()]
-		out.Results = append(out.Results, events.ResourceResult{Key: r.Key(), Status: rr.Status, Reason: rr.Reason})
-	}
-	return function.Reply(events.VolumeRestored, out)
 }
 
 // backupBusy reports whether Cinder refused a restore because the backup is not available

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
@@ -29,58 +29,63 @@ const (
 	batchName = "volumes-0000"
 )
 
-// memRecords is a bank of records in memory, for one kind of operation.
-type memRecords struct {
-	mu   sync.Mutex
-	m    map[string]bank.Record
-	puts int
-	err  error // returned by Record when set
-}
-
-func newRecords() *memRecords { return &memRecords{m: map[string]bank.Record{}} }
-
-func (r *memRecords) Record(_ context.Context, id, batch string) (*bank.Record, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.err != nil {
-		return nil, r.err
-	}
-	rec, ok := r.m[id+"/"+batch]
-	if !ok {
-		return nil, fmt.Errorf("record %s/%s: %w", id, batch, bank.ErrNotFound)
-	}
-	return &rec, nil
-}
-
-func (r *memRecords) PutRecord(_ context.Context, id string, rec bank.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.m[id+"/"+rec.Batch] = rec
-	r.puts++
-	return nil
-}
-
-// fixture is a step on an instant Cinder, with a checkpoint whose record holds one
-// available backup per volume ("backup-<volume id>").
+// fixture is a step on an instant Cinder and an in-memory bank, with a restore r-1 in
+// progress of an available checkpoint whose graph holds the volumes, and whose record
+// holds one available backup per volume ("backup-<volume id>").
 type fixture struct {
-	t        *testing.T
-	cinder   *InstantVolumes
-	saved    *memRecords
-	restores *memRecords
-	now      time.Time
-	step     *Step
+	t      *testing.T
+	cinder *InstantVolumes
+	swift  *banktest.Swift
+	bank   *bank.Bank
+	bs     *bank.Batches
+	r      *bank.Restore
+	now    time.Time
+	step   *Step
 }
 
 func newFixture(t *testing.T, vols ...graph.Resource) *fixture {
-	f := &fixture{t: t, cinder: NewInstantVolumes(), saved: newRecords(), restores: newRecords(),
-		now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	f := build(t, vols)
 	rec := bank.Record{Batch: batchName, Resources: map[string]bank.ResourceRecord{}}
 	for _, v := range vols {
 		rec.Resources[v.Key()] = savedBackup(t, v.ID, backupOf(v.ID))
 	}
-	f.saved.m[cpID+"/"+batchName] = rec
-	f.step = NewStep(f.cinder, f.saved, f.restores, func() time.Time { return f.now })
+	f.save(rec)
 	return f
+}
+
+// build is the fixture without the checkpoint's record of the batch.
+func build(t *testing.T, vols []graph.Resource) *fixture {
+	f := &fixture{t: t, cinder: NewInstantVolumes(), now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	f.swift = banktest.NewSwift(time.Now)
+	f.bank = banktest.NewOn(t, f.swift, time.Now)
+	g := &graph.Graph{}
+	for _, v := range vols {
+		g.Nodes = append(g.Nodes, graph.Node{Resource: v})
+	}
+	f.bs, f.r = banktest.Restoring(t, f.bank, bank.Checkpoint{ID: cpID, CreatedAt: f.now}, g, bank.Restore{ID: restoreID, CreatedAt: f.now})
+	f.step = NewStep(f.cinder, f.bank, func() time.Time { return f.now })
+	return f
+}
+
+// save writes the checkpoint's record of the batch.
+func (f *fixture) save(rec bank.Record) {
+	f.t.Helper()
+	if err := f.bank.Checkpoints().PutRecord(context.Background(), cpID, rec); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// record is the restore's record of the batch; nil when there is none.
+func (f *fixture) record() *bank.Record {
+	f.t.Helper()
+	rec, err := f.bank.Restores().Record(context.Background(), restoreID, batchName)
+	if errors.Is(err, bank.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rec
 }
 
 func backupOf(volumeID string) string { return "backup-" + volumeID }
@@ -99,8 +104,9 @@ func volume(id string) graph.Resource {
 }
 
 func (f *fixture) request(vols []graph.Resource) events.RestoreStepRequest {
-	return events.RestoreStepRequest{Restore: restoreID, Checkpoint: cpID, Batch: batchName, Resources: vols,
-		Deadline: f.now.Add(time.Hour)}
+	req := banktest.RestoreRequest(f.bs, f.r, batchName)
+	req.Resources = vols
+	return req
 }
 
 func restoreEvent(t *testing.T, req events.RestoreStepRequest) event.Event {
@@ -140,8 +146,8 @@ func (f *fixture) deliver(req events.RestoreStepRequest) *events.RestoreStepResu
 // restored is what the restore recorded for a volume.
 func (f *fixture) restored(key string) (bank.ResourceRecord, checkpoint.RestoredVolume) {
 	f.t.Helper()
-	rec, ok := f.restores.m[restoreID+"/"+batchName]
-	if !ok {
+	rec := f.record()
+	if rec == nil {
 		f.t.Fatalf("no restore record for batch %s", batchName)
 	}
 	rr, ok := rec.Resources[key]
@@ -242,16 +248,18 @@ func TestRestoresABatch(t *testing.T) {
 	}
 
 	// A redelivered request answers the same and creates nothing.
-	puts := f.restores.puts
+	writes := f.swift.Writes()
 	if again := f.deliver(req); !equal(again, r) {
 		t.Fatalf("redelivery answered %+v, want %+v", again, r)
 	}
-	if f.cinder.Count() != len(vols) || f.restores.puts != puts {
-		t.Fatalf("redelivery: %d volumes, %d record writes; want %d and %d", f.cinder.Count(), f.restores.puts, len(vols), puts)
+	if f.cinder.Count() != len(vols) || f.swift.Writes() != writes {
+		t.Fatalf("redelivery: %d volumes, %d bank writes; want %d and none", f.cinder.Count(), f.swift.Writes()-writes, len(vols))
 	}
 
 	// A delivery racing the first, before its record was written, finds the volumes.
-	delete(f.restores.m, restoreID+"/"+batchName)
+	if err := f.swift.ObjectDelete(context.Background(), f.bank.Container(), f.bank.Layout().Record(bank.RestoreOp(restoreID), batchName)); err != nil {
+		t.Fatal(err)
+	}
 	if again := f.deliver(req); !equal(again, r) {
 		t.Fatalf("delivery without the record answered %+v, want %+v", again, r)
 	}
@@ -284,8 +292,8 @@ func TestInProgressAnswers202ThenResult(t *testing.T) {
 		if f.cinder.Count() != 2 {
 			t.Fatalf("delivery %d: %d volumes, want 2", i+1, f.cinder.Count())
 		}
-		if len(f.restores.m) != 0 {
-			t.Fatalf("delivery %d wrote a record while a volume is in progress: %+v", i+1, f.restores.m)
+		if rec := f.record(); rec != nil {
+			t.Fatalf("delivery %d wrote a record while a volume is in progress: %+v", i+1, rec)
 		}
 	}
 	f.cinder.Complete() // Cinder replaces the metadata: the volume is found by its backup
@@ -306,11 +314,13 @@ func TestInProgressAnswers202ThenResult(t *testing.T) {
 
 func TestVolumeWithoutBackupInCheckpointFails(t *testing.T) {
 	good, failedBackup, absent, noID := volume("good"), volume("failed"), volume("absent"), volume("noid")
-	f := newFixture(t, good)
-	rec := f.saved.m[cpID+"/"+batchName]
-	rec.Resources[failedBackup.Key()] = bank.ResourceRecord{Status: events.StatusError, Reason: "backup failed"}
+	f := build(t, []graph.Resource{good, failedBackup, absent, noID})
 	data, _ := json.Marshal(checkpoint.VolumeInfo{VolumeID: noID.ID, Mode: "full"})
-	rec.Resources[noID.Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
+	f.save(bank.Record{Batch: batchName, Resources: map[string]bank.ResourceRecord{
+		good.Key():         savedBackup(t, good.ID, backupOf(good.ID)),
+		failedBackup.Key(): {Status: events.StatusError, Reason: "backup failed"},
+		noID.Key():         {Status: events.StatusAvailable, Data: data},
+	}})
 
 	r := f.deliver(f.request([]graph.Resource{good, failedBackup, absent, noID}))
 	if r == nil || r.Results[0].Status != events.StatusAvailable {
@@ -331,8 +341,7 @@ func TestVolumeWithoutBackupInCheckpointFails(t *testing.T) {
 	}
 
 	// Without any record of the batch in the checkpoint, every volume fails with the reason.
-	f = newFixture(t)
-	delete(f.saved.m, cpID+"/"+batchName)
+	f = build(t, []graph.Resource{good})
 	r = f.deliver(f.request([]graph.Resource{good}))
 	if r == nil || r.Results[0].Status != events.StatusError || !strings.Contains(r.Results[0].Reason, "no available backup of volume good") {
 		t.Fatalf("without a checkpoint record: %+v", r)
@@ -407,10 +416,10 @@ func TestDeadline(t *testing.T) {
 }
 
 func TestBadRequestsArePermanent(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, volume("v"))
 	req := f.request([]graph.Resource{{Type: graph.PodType, ID: "p", Name: "ns:p"}})
 	_, err := f.step.Handle(context.Background(), restoreEvent(t, req))
-	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/resources/0/type") {
+	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/resources/0") {
 		t.Fatalf("a pod in a volume batch: err = %v, want a permanent error naming the field", err)
 	}
 	e := event.New()
@@ -426,7 +435,7 @@ func TestBadRequestsArePermanent(t *testing.T) {
 func TestBankTroubleIsRetried(t *testing.T) {
 	v := volume("v")
 	f := newFixture(t, v)
-	f.restores.err = errors.New("swift is down")
+	f.swift.Down(errors.New("swift is down"))
 	_, err := f.step.Handle(context.Background(), restoreEvent(t, f.request([]graph.Resource{v})))
 	if err == nil || function.IsPermanent(err) || function.StatusOf(err) < 500 {
 		t.Fatalf("err = %v, want a transient error", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/openstack/backups"
@@ -68,22 +69,20 @@ func TestRestoreVolumeOnStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.RemoveContainerAtEnd(t, "keystone", container)
-	cp, restore := uuid.NewString(), uuid.NewString()
+	cp := uuid.NewString()
 	res := graph.Resource{Type: graph.VolumeType, ID: orig.ID, Name: "ns/data"}
+	bs, r := banktest.Restoring(t, b, bank.Checkpoint{ID: cp}, &graph.Graph{Nodes: []graph.Node{{Resource: res}}}, bank.Restore{ID: uuid.NewString()})
+	restore := r.ID
 	info, _ := json.Marshal(checkpoint.VolumeInfo{VolumeID: orig.ID, BackupID: bk.ID, Mode: "full", SizeGiB: 1,
 		BackupStatus: backups.StatusAvailable, StartedAt: time.Now().UTC()})
-	if err := b.PutRecord(ctx, cp, bank.Record{Batch: batchName, UpdatedAt: time.Now().UTC(),
+	if err := b.Checkpoints().PutRecord(ctx, cp, bank.Record{Batch: batchName, UpdatedAt: time.Now().UTC(),
 		Resources: map[string]bank.ResourceRecord{res.Key(): {Status: events.StatusAvailable, Data: info}}}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(time.Hour).UTC()
-	if _, err := b.CreateRestore(ctx, bank.Restore{ID: restore, Checkpoint: cp, CreatedAt: time.Now().UTC(), Deadline: deadline}); err != nil {
 		t.Fatal(err)
 	}
 
 	// Deliver the request until the step answers; between deliveries, wait for the volume.
-	step := NewStep(vc, b, b.Restores(), time.Now)
-	req := events.RestoreStepRequest{Restore: restore, Checkpoint: cp, Batch: batchName, Resources: []graph.Resource{res}, Deadline: deadline}
+	step := NewStep(vc, b, time.Now)
+	req := banktest.RestoreRequest(bs, r, batchName)
 	tag := map[string]string{MetaRestore: restore, MetaResource: res.Key()}
 	start = time.Now()
 	var (
@@ -156,8 +155,10 @@ func TestRestoreVolumeOnStack(t *testing.T) {
 	}
 
 	// A redelivery that finds no record (one racing the first) finds the volume again.
-	lost := NewStep(vc, b, newRecords(), time.Now)
-	out, err := lost.Handle(ctx, restoreEvent(t, req))
+	if err := b.Restores().Reset(ctx, restore); err != nil {
+		t.Fatal(err)
+	}
+	out, err := step.Handle(ctx, restoreEvent(t, req))
 	if err != nil || out == nil {
 		t.Fatalf("redelivery without the record: %v, %v", out, err)
 	}

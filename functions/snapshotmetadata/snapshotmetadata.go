@@ -6,10 +6,7 @@ package snapshotmetadata
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -18,12 +15,11 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
-	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/checkpoint"
-	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack"
+	"github.com/podguard/podguard/shared/step"
 )
 
 // Accepts are the event types snapshot-metadata handles.
@@ -46,16 +42,10 @@ type cluster interface {
 	GetPV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
 }
 
-// records reads and writes the records of a checkpoint.
-type records interface {
-	Record(ctx context.Context, checkpoint, key string) (*bank.Record, error)
-	PutRecord(ctx context.Context, checkpoint string, r bank.Record) error
-}
-
 // Step is the snapshot-metadata step.
 type Step struct {
 	cluster cluster
-	records records
+	runner  *step.Runner
 	now     func() time.Time
 }
 
@@ -73,68 +63,45 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 }
 
 // NewStep builds the step from its dependencies.
-func NewStep(c cluster, r records, now func() time.Time) *Step {
-	return &Step{cluster: c, records: r, now: now}
+func NewStep(c cluster, b *bank.Bank, now func() time.Time) *Step {
+	return &Step{cluster: c, runner: step.New(b, now), now: now}
 }
 
 // Workers bounds the pods of a batch read at once.
 const workers = 8
 
-// Handle saves the definitions of a batch of pods. A pod that no longer exists, or a
-// request past its deadline, ends that resource in error (answered 200: the request
-// itself was fine); an unreachable API server or bank is answered 5xx so the whole
-// batch is redelivered.
+// kind: snapshot-metadata takes batches of pods of a checkpoint being protected.
+var kind = step.Kind{Step: events.FnSnapshotMetadata, Type: graph.PodType, Reply: events.MetadataSnapshotted}
+
+// Handle saves the definitions of a batch of the checkpoint's pods (the pod, its claims
+// and their persistent volumes) in the batch's record. A redelivered request finds the
+// work done and reports the same outcome.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	var req events.StepRequest
-	if err := function.Decode(e, &req); err != nil {
-		return nil, err
-	}
-	for i, r := range req.Resources {
-		if r.Type != graph.PodType {
-			return nil, function.Permanent(fmt.Errorf("/resources/%d/type: snapshot-metadata saves %s, not %s", i, graph.PodType, r.Type))
-		}
-		if _, _, ok := strings.Cut(r.Name, ":"); !ok {
-			return nil, function.Permanent(fmt.Errorf("/resources/%d/name: %q is not namespace:name", i, r.Name))
-		}
-	}
-	// A redelivered request finds the work done and reports the same outcome.
-	if r, err := s.records.Record(ctx, req.Checkpoint, req.Batch); err == nil {
-		return result(req, r)
-	} else if !errors.Is(err, bank.ErrNotFound) {
-		return nil, err
-	}
-	rec := bank.Record{Batch: req.Batch, UpdatedAt: s.now().UTC(), Resources: make(map[string]bank.ResourceRecord, len(req.Resources))}
-	if !req.Deadline.IsZero() && s.now().After(req.Deadline) {
-		reason := fmt.Sprintf("deadline %s passed before the pod's metadata was saved", req.Deadline.UTC().Format(time.RFC3339))
-		for _, r := range req.Resources {
-			rec.Resources[r.Key()] = bank.ResourceRecord{Status: events.StatusError, Reason: reason}
-		}
-	} else if err := s.snapshot(ctx, req.Resources, &rec); err != nil {
-		return nil, err
-	}
-	if err := s.records.PutRecord(ctx, req.Checkpoint, rec); err != nil {
-		return nil, err
-	}
-	return result(req, &rec)
+	return s.runner.Protect(ctx, e, kind, step.Each(workers, s.pod))
 }
 
-// snapshot saves each pod of the batch into rec, a few at a time.
-func (s *Step) snapshot(ctx context.Context, pods []graph.Resource, rec *bank.Record) error {
-	var mu sync.Mutex
-	return batch.Each(ctx, pods, workers, func(ctx context.Context, r graph.Resource) error {
-		ns, name, _ := strings.Cut(r.Name, ":")
-		info, reason, err := s.collect(ctx, ns, name)
-		rr := bank.ResourceRecord{Status: events.StatusAvailable}
-		if reason != "" {
-			rr = bank.ResourceRecord{Status: events.StatusError, Reason: reason}
-		} else if err == nil {
-			rr.Data, err = json.Marshal(info)
-		}
-		mu.Lock()
-		rec.Resources[r.Key()] = rr
-		mu.Unlock()
-		return err
-	})
+// pod saves one pod's definition; a pod that can never be saved (gone, or past the
+// deadline) is an error with the reason.
+func (s *Step) pod(ctx context.Context, j *step.Job, r graph.Resource) (bank.ResourceRecord, bool, error) {
+	if j.PastDeadline(s.now()) {
+		return bank.ResourceRecord{Status: events.StatusError, Reason: fmt.Sprintf("deadline %s passed before the pod's metadata was saved", j.Deadline.UTC().Format(time.RFC3339))}, true, nil
+	}
+	ns, name, ok := graph.SplitPodName(r.Name)
+	if !ok {
+		return bank.ResourceRecord{Status: events.StatusError, Reason: fmt.Sprintf("%q is not namespace:name", r.Name)}, true, nil
+	}
+	info, reason, err := s.collect(ctx, ns, name)
+	if err != nil {
+		return bank.ResourceRecord{}, false, err
+	}
+	if reason != "" {
+		return bank.ResourceRecord{Status: events.StatusError, Reason: reason}, true, nil
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return bank.ResourceRecord{}, false, fmt.Errorf("encode pod %s: %w", r.Name, err)
+	}
+	return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, nil
 }
 
 // collect reads the pod, its claims and their volumes. A reason is returned for what can
@@ -179,8 +146,4 @@ func (s *Step) collect(ctx context.Context, ns, name string) (*checkpoint.PodInf
 		info.Volumes = append(info.Volumes, kube.SavedVolume(pv))
 	}
 	return info, "", nil
-}
-
-func result(req events.StepRequest, rec *bank.Record) (*event.Event, error) {
-	return function.Reply(events.MetadataSnapshotted, rec.Result(req))
 }

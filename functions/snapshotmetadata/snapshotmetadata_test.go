@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,41 +16,30 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 )
 
-type memRecords struct {
-	m    map[string]bank.Record
-	puts int
-	err  error
+// protecting stores checkpoint cp1 being protected, its graph holding pods.
+func protecting(t *testing.T, b *bank.Bank, deadline time.Time, pods ...graph.Resource) *bank.Batches {
+	t.Helper()
+	g := &graph.Graph{}
+	for _, p := range pods {
+		g.Nodes = append(g.Nodes, graph.Node{Resource: p})
+	}
+	return banktest.Protecting(t, b, bank.Checkpoint{ID: "cp1", Deadline: deadline}, g)
 }
 
-func (r *memRecords) Record(_ context.Context, cp, batch string) (*bank.Record, error) {
-	if r.err != nil {
-		return nil, r.err
-	}
-	rec, ok := r.m[cp+batch]
-	if !ok {
-		return nil, fmt.Errorf("record: %w", bank.ErrNotFound)
-	}
-	return &rec, nil
-}
-func (r *memRecords) PutRecord(_ context.Context, cp string, rec bank.Record) error {
-	r.puts++
-	r.m[cp+rec.Batch] = rec
-	return nil
-}
-
-func request(t *testing.T, deadline time.Time, res ...graph.Resource) event.Event {
+func request(t *testing.T, req events.StepRequest) event.Event {
 	t.Helper()
 	e := event.New()
 	e.SetID("1")
 	e.SetSource("test")
 	e.SetType(events.MetadataSnapshot)
-	if err := e.SetData(event.ApplicationJSON, events.StepRequest{Checkpoint: "cp1", Batch: "pods-0000", Resources: res, Deadline: deadline}); err != nil {
+	if err := e.SetData(event.ApplicationJSON, req); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -81,22 +69,27 @@ func objects() []runtime.Object {
 }
 
 func TestSavesPodClaimsAndVolumesOnce(t *testing.T) {
-	recs := &memRecords{m: map[string]bank.Record{}}
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, recs, time.Now)
+	b := banktest.New(t, nil)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
 	pod, gone := graph.PodResource("ns", "web"), graph.PodResource("ns", "gone")
+	bs := protecting(t, b, time.Time{}, pod, gone)
+	var first time.Time
 	for i := 0; i < 2; i++ { // the second delivery is a duplicate
-		r := resultOf(t, must(s.Handle(context.Background(), request(t, time.Now().Add(time.Hour), pod, gone))))
+		r := resultOf(t, must(s.Handle(context.Background(), request(t, banktest.Request(bs, "pods-0000")))))
 		if r.Checkpoint != "cp1" || r.Batch != "pods-0000" || len(r.Results) != 2 ||
 			r.Results[0].Key != pod.Key() || r.Results[0].Status != events.StatusAvailable ||
 			r.Results[1].Status != events.StatusError || r.Results[1].Reason != "pod ns/gone no longer exists" {
 			t.Fatalf("result %+v", r)
 		}
-	}
-	if recs.puts != 1 {
-		t.Fatalf("%d writes for one batch delivered twice", recs.puts)
+		rec := record(t, b)
+		if i == 0 {
+			first = rec.UpdatedAt
+		} else if !rec.UpdatedAt.Equal(first) {
+			t.Fatalf("the duplicate wrote the record again (%s, then %s)", first, rec.UpdatedAt)
+		}
 	}
 	var info checkpoint.PodInfo
-	if err := json.Unmarshal(recs.m["cp1pods-0000"].Resources[pod.Key()].Data, &info); err != nil {
+	if err := json.Unmarshal(record(t, b).Resources[pod.Key()].Data, &info); err != nil {
 		t.Fatal(err)
 	}
 	if info.Pod.Name != "web" || info.Pod.UID != "" || info.Pod.Spec.NodeName != "" || len(info.Claims) != 1 || len(info.Volumes) != 1 || info.Volumes[0].Spec.CSI.VolumeHandle != "vol-1" {
@@ -111,32 +104,53 @@ func must(e *event.Event, err error) *event.Event {
 	return e
 }
 
+func record(t *testing.T, b *bank.Bank) *bank.Record {
+	t.Helper()
+	rec, err := b.Checkpoints().Record(context.Background(), "cp1", "pods-0000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
 func TestPastDeadlineEndsEveryResource(t *testing.T) {
-	recs := &memRecords{m: map[string]bank.Record{}}
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, recs, time.Now)
-	r := resultOf(t, must(s.Handle(context.Background(), request(t, time.Now().Add(-time.Minute), graph.PodResource("ns", "web")))))
+	b := banktest.New(t, nil)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
+	bs := protecting(t, b, time.Now().Add(-time.Minute), graph.PodResource("ns", "web"))
+	r := resultOf(t, must(s.Handle(context.Background(), request(t, banktest.Request(bs, "pods-0000")))))
 	if r.Results[0].Status != events.StatusError || !strings.Contains(r.Results[0].Reason, "deadline") {
 		t.Fatalf("result %+v", r)
 	}
-	if recs.m["cp1pods-0000"].Resources[graph.PodResource("ns", "web").Key()].Status != events.StatusError {
+	if record(t, b).Resources[graph.PodResource("ns", "web").Key()].Status != events.StatusError {
 		t.Fatal("the error must be recorded in the bank")
 	}
 }
 
 func TestBankDownIsRetried(t *testing.T) {
-	recs := &memRecords{m: map[string]bank.Record{}, err: errors.New("swift: 503")}
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, recs, time.Now)
-	_, err := s.Handle(context.Background(), request(t, time.Now().Add(time.Hour), graph.PodResource("ns", "web")))
+	sw := banktest.NewSwift(time.Now)
+	b := banktest.NewOn(t, sw, time.Now)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
+	req := banktest.Request(protecting(t, b, time.Time{}, graph.PodResource("ns", "web")), "pods-0000")
+	sw.Down(errors.New("swift: 503"))
+	_, err := s.Handle(context.Background(), request(t, req))
 	if err == nil || function.IsPermanent(err) {
 		t.Fatalf("want a transient error, got %v", err)
 	}
 }
 
-func TestWrongResourceTypeIsPermanent(t *testing.T) {
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset()}, &memRecords{m: map[string]bank.Record{}}, time.Now)
-	_, err := s.Handle(context.Background(), request(t, time.Time{}, graph.Resource{Type: graph.VolumeType, ID: "v", Name: "v"}))
-	if !function.IsPermanent(err) {
-		t.Fatalf("want permanent, got %v", err)
+// A request for pods the checkpoint does not hold (another namespace's, say) saves
+// nothing: the pods of a batch are the checkpoint's graph's.
+func TestPodsOutsideTheBatchAreRefused(t *testing.T) {
+	b := banktest.New(t, nil)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
+	req := banktest.Request(protecting(t, b, time.Time{}, graph.PodResource("ns", "gone")), "pods-0000")
+	req.Resources = []graph.Resource{graph.PodResource("ns", "web")}
+	_, err := s.Handle(context.Background(), request(t, req))
+	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "not in batch pods-0000") {
+		t.Fatalf("want a permanent refusal, got %v", err)
+	}
+	if _, err := b.Checkpoints().Record(context.Background(), "cp1", "pods-0000"); !errors.Is(err, bank.ErrNotFound) {
+		t.Fatalf("a refused request recorded the batch: %v", err)
 	}
 }
 

@@ -89,6 +89,7 @@ type Bank struct {
 	container string
 	layout    Layout
 	now       func() time.Time
+	batches   batchCache
 }
 
 // Open connects to Swift and makes sure the bank's container exists.

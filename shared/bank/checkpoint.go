@@ -81,17 +81,6 @@ type ResourceRecord struct {
 	Data   json.RawMessage `json:"data,omitempty"`
 }
 
-// Result is the step result a record answers for a request: each resource of the
-// request's batch, in the request's order.
-func (r *Record) Result(req events.StepRequest) events.StepResult {
-	out := events.StepResult{Checkpoint: req.Checkpoint, Batch: req.Batch, Results: make([]events.ResourceResult, 0, len(req.Resources))}
-	for _, res := range req.Resources {
-		rr := r.Resources[res.Key()]
-		out.Results = append(out.Results, events.ResourceResult{Key: res.Key(), Status: rr.Status, Reason: rr.Reason})
-	}
-	return out
-}
-
 // Pending is a batch that has not finished.
 type Pending struct {
 	Batch string

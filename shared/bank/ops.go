@@ -130,6 +130,16 @@ func (o *Ops) Done(ctx context.Context, id, batch string) (remaining bool, err e
 	return o.Remaining(ctx, id, "")
 }
 
+// Pending reports whether a batch of an operation is still unfinished.
+func (o *Ops) Pending(ctx context.Context, id, batch string) (bool, error) {
+	name := o.b.layout.Pending(o.op(id), batch)
+	objs, err := o.b.list(ctx, &swift.ObjectsOpts{Prefix: name, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	return len(objs) > 0 && objs[0].Name == name, nil
+}
+
 // Remaining reports whether batches whose names start with prefix are still pending.
 func (o *Ops) Remaining(ctx context.Context, id, prefix string) (bool, error) {
 	objs, err := o.b.list(ctx, &swift.ObjectsOpts{Prefix: o.b.layout.PendingPrefix(o.op(id)) + prefix, Limit: 1})

@@ -2,6 +2,7 @@ package bank
 
 import (
 	"context"
+	"time"
 )
 
 // Deletion is the index of the deletion of a checkpoint: the plan the checkpoint was made
@@ -10,6 +11,8 @@ import (
 type Deletion struct {
 	Checkpoint string  `json:"checkpoint"`
 	Plan       PlanRef `json:"plan"`
+	// Deadline is when the current attempt must be done by; delete-backup works to it.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
 
 // PutDeletion writes the index of a deletion; a redelivered request writes the same.

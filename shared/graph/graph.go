@@ -9,6 +9,7 @@ package graph
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -94,6 +95,13 @@ func (g *Graph) Counts() (pods, volumes int) {
 
 // PodName is Karbor's name of a pod: "namespace:name".
 func PodName(namespace, name string) string { return namespace + ":" + name }
+
+// SplitPodName reads a pod's name as PodName wrote it; false when it is not
+// "namespace:name" with both parts.
+func SplitPodName(podName string) (namespace, name string, ok bool) {
+	namespace, name, ok = strings.Cut(podName, ":")
+	return namespace, name, ok && namespace != "" && name != ""
+}
 
 // PodID is Karbor's id of a pod: UUIDv5(NAMESPACE_OID, "namespace:name").
 func PodID(namespace, name string) string {

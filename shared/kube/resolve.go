@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -174,7 +173,7 @@ func (r *Resolver) Show(ctx context.Context, ref string) (g *graph.Graph, found 
 func (r *Resolver) explicitPods(ctx context.Context, refs []string, each func(*corev1.Pod)) (missing []string, err error) {
 	byID := map[string]bool{}
 	for _, ref := range refs {
-		ns, name, ok := strings.Cut(ref, ":")
+		ns, name, ok := graph.SplitPodName(ref)
 		if !ok {
 			byID[ref] = true
 			continue

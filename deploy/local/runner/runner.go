@@ -171,7 +171,7 @@ func functions(o Options) []fn {
 			if err != nil {
 				return nil, err
 			}
-			return restorevolume.NewStep(o.Volumes, b, b.Restores(), time.Now), nil
+			return restorevolume.NewStep(o.Volumes, b, time.Now), nil
 		})},
 		{events.FnRecreatePod, recreatepod.Accepts, load(func(ctx context.Context, c *recreatepod.Config, _ function.Sender) (function.Handler, error) {
 			return recreatepod.New(ctx, c)
