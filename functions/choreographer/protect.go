@@ -233,6 +233,11 @@ func (s *Step) finish(ctx context.Context, id string) error {
 	if err := s.emit(ctx, events.FlowProtect, id, events.CheckpointFinished, function.DerivedID(events.FlowProtect, id, "finished"), out); err != nil {
 		return err
 	}
+	// A protect that failed deletes nothing: retention runs only once a new checkpoint of
+	// the plan is available.
+	if status != events.StatusAvailable {
+		return nil
+	}
 	return s.retain(ctx, cp.Plan.ID)
 }
 
