@@ -149,6 +149,9 @@ type Step struct {
 	cfg       Config
 	now       func() time.Time
 	workers   int
+
+	// plans is where stored plans are found (retention.go); nil when the store keeps none.
+	plans storedPlans
 }
 
 // New builds the choreographer from its configuration; it emits to the runtime's sink.
@@ -173,7 +176,8 @@ func NewStep(b store, restores, deletions ops, sink function.Sender, cfg Config,
 		cfg.BatchSize = 50
 	}
 	sched, _ := b.(scheduleStore)
-	return &Step{bank: b, restores: restores, deletions: deletions, schedules: sched, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers}
+	plans, _ := b.(storedPlans)
+	return &Step{bank: b, restores: restores, deletions: deletions, schedules: sched, plans: plans, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers}
 }
 
 // Handle routes an event to its handler.

@@ -42,7 +42,9 @@ func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.Pro
 	if err := req.Plan.Scope.Check(); err != nil {
 		return function.Permanent(fmt.Errorf("/plan%w", err))
 	}
-	if err := checkRetention(req.Plan); err != nil {
+	// The policy recorded is the plan's as stored; a request that disagrees is refused.
+	retention, err := s.planRetention(ctx, req.Plan)
+	if err != nil {
 		return err
 	}
 	// Racing duplicates of the request must write the same index: take the time from
@@ -60,7 +62,7 @@ func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.Pro
 		return err
 	}
 	cp, err := s.bank.CreateCheckpoint(ctx, bank.Checkpoint{
-		ID: id, Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name, Retention: req.Plan.Retention},
+		ID: id, Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name, Retention: retention},
 		Project: s.cfg.Project, Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(s.cfg.ProtectTimeout),
 		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters, BatchSize: s.cfg.BatchSize,
 	})

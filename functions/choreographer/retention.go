@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +28,16 @@ import (
 // ends available (never after a protect that ended in error), when the deletion of one
 // ends, and when a restore of one ends; each run reads the plan from the bank and
 // decides again, so a run repeated is harmless.
+//
+// The policy in force is the plan as stored, never what a request says: the retention of
+// the schedules that store the plan (schedule.set), found through the index of the
+// plan's schedules. A plan no schedule stores has no policy in force, whatever its
+// protect requests carry: a request can add checkpoints to a plan, never make retention
+// delete any. A protect request of a stored plan whose retention differs from the stored
+// one is refused (400, with the stored policy): the request claims a policy the bank
+// does not hold. Schedules that store one plan with different policies (saved in a
+// race, as schedule.set refuses it) leave the plan without a policy in force until one
+// of them is saved again.
 //
 // Incremental chains. Cinder bases an incremental backup on the volume's backup before
 // it and refuses to delete a backup that a newer one depends on. Walking the plan's
@@ -72,8 +81,8 @@ type verdict struct {
 }
 
 // limited reports whether a policy limits anything (Karbor: a value <= 0 is no limit).
-func limited(p *events.Retention) bool {
-	return p != nil && (p.MaxBackups > 0 || p.RetentionDuration > 0)
+func limited(p events.Retention) bool {
+	return p.MaxBackups > 0 || p.RetentionDuration > 0
 }
 
 // kept is how many of the newest available checkpoints a policy keeps whatever their age:
@@ -196,49 +205,30 @@ func expiry(byCount, byAge bool, p events.Retention) string {
 	return strings.Join(parts, " and ")
 }
 
-// retain applies the retention policy of a plan: the policy of its newest checkpoint.
-// It reads the plan's checkpoints (index and status; the volume records only when the
-// plan has incremental checkpoints), decides, logs each decision, and requests the
-// deletion of each checkpoint to delete now. Deletions go through the delete flow, which
-// announces them as any other.
+// retain applies the retention policy in force for a plan: that of the plan as stored
+// (storedPolicy). It reads the plan's checkpoints (index and status; the volume records
+// only when the plan has incremental checkpoints), decides, logs each decision, and
+// requests the deletion of each checkpoint to delete now. Deletions go through the delete
+// flow, which announces them as any other.
 func (s *Step) retain(ctx context.Context, plan string) error {
 	if plan == "" {
 		return nil
 	}
-	// The policy in force is that of the newest checkpoint: read it before listing the
-	// rest of the plan, so that a plan without a policy costs a page and an index.
-	l := &planList{plan: plan, seen: map[string]bool{}}
-	var newest *bank.Checkpoint
-	for newest == nil && !l.done {
-		page, err := l.next(ctx, s.bank)
-		if err != nil {
-			return err
-		}
-		for _, id := range page {
-			cp, err := s.bank.Checkpoint(ctx, id)
-			if errors.Is(err, bank.ErrNotFound) {
-				continue // removed meanwhile
-			}
-			if err != nil {
-				return fmt.Errorf("retention of plan %s: %w", plan, err)
-			}
-			newest = cp
-			break
-		}
+	// The policy first, so that a plan without one costs no listing of its checkpoints.
+	policy, err := s.storedPolicy(ctx, plan)
+	if err != nil {
+		return fmt.Errorf("retention of plan %s: %w", plan, err)
 	}
-	if newest == nil || !limited(newest.Plan.Retention) {
+	if !limited(policy) {
 		return nil
 	}
-	policy := *newest.Plan.Retention
+	l := &planList{plan: plan, seen: map[string]bool{}}
 	for !l.done {
 		if _, err := l.next(ctx, s.bank); err != nil {
 			return err
 		}
 	}
-	ids := l.ids[slices.Index(l.ids, newest.ID):]
-	indexes := make([]*bank.Checkpoint, len(ids))
-	indexes[0] = newest
-	cps, err := s.readPlan(ctx, ids, indexes)
+	cps, err := s.readPlan(ctx, l.ids)
 	if err != nil {
 		return fmt.Errorf("retention of plan %s: %w", plan, err)
 	}
@@ -320,25 +310,22 @@ func (l *planList) next(ctx context.Context, b interface {
 	return added, nil
 }
 
-// readPlan reads what deciding needs of each checkpoint, a few at a time: its index
-// (those already read are given) and status, then the volume records of the checkpoints
+// readPlan reads what deciding needs of each checkpoint, a few at a time: its index and
+// status, then the volume records of the checkpoints
 // whose backups an incremental chain may involve: an incremental checkpoint and every
 // older one. Checkpoints removed meanwhile are left out.
-func (s *Step) readPlan(ctx context.Context, ids []string, indexes []*bank.Checkpoint) ([]planCheckpoint, error) {
+func (s *Step) readPlan(ctx context.Context, ids []string) ([]planCheckpoint, error) {
 	cps := make([]*planCheckpoint, len(ids))
 	at := make([]int, len(ids))
 	for i := range at {
 		at[i] = i
 	}
 	err := batch.Each(ctx, at, s.workers, func(ctx context.Context, i int) error {
-		cp := indexes[i]
-		if cp == nil {
-			var err error
-			if cp, err = s.bank.Checkpoint(ctx, ids[i]); errors.Is(err, bank.ErrNotFound) {
-				return nil
-			} else if err != nil {
-				return err
-			}
+		cp, err := s.bank.Checkpoint(ctx, ids[i])
+		if errors.Is(err, bank.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
 		}
 		status, err := s.bank.Status(ctx, cp.ID)
 		if errors.Is(err, bank.ErrNotFound) {
@@ -454,11 +441,121 @@ func (s *Step) retainAfterRestore(ctx context.Context, r *bank.Restore) error {
 	return s.retain(ctx, cp.Plan.ID)
 }
 
-// checkRetention refuses a retention policy without a plan id: retention applies to the
-// checkpoints of a plan.
-func checkRetention(p events.Plan) error {
-	if p.Retention != nil && p.ID == "" {
-		return function.Permanent(errors.New("/plan/retention: retention applies to the checkpoints of a plan: set /plan/id"))
+// storedPlans is where plans are stored: the schedules, indexed by the plan they store.
+type storedPlans interface {
+	PlanSchedules(ctx context.Context, plan string) ([]string, error)
+	Schedule(ctx context.Context, id string) (*bank.ScheduleRecord, error)
+}
+
+// planSchedule is a schedule that stores a plan, and the plan's retention policy there.
+type planSchedule struct {
+	schedule string
+	policy   events.Retention
+}
+
+// planSchedules returns the schedules that store a plan, in id order; none when the
+// store keeps no schedules. An index entry whose schedule is gone, or stores another
+// plan since, is left out.
+func (s *Step) planSchedules(ctx context.Context, plan string) ([]planSchedule, error) {
+	if s.plans == nil {
+		return nil, nil
 	}
-	return nil
+	ids, err := s.plans.PlanSchedules(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	var out []planSchedule
+	for _, id := range ids {
+		sc, err := s.plans.Schedule(ctx, id)
+		if errors.Is(err, bank.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if sc.Plan.ID == plan {
+			out = append(out, planSchedule{schedule: id, policy: policyOf(sc.Plan.Retention)})
+		}
+	}
+	return out, nil
+}
+
+// policyOf is a policy as compared and applied: none is no limit.
+func policyOf(p *events.Retention) events.Retention {
+	if p == nil {
+		return events.Retention{}
+	}
+	return events.Retention{MaxBackups: max(p.MaxBackups, 0), RetentionDuration: max(p.RetentionDuration, 0)}
+}
+
+// storedPolicy is the retention policy in force for a plan: that of the schedules that
+// store it. A plan no schedule stores, or whose schedules disagree, has none (no limit):
+// retention deletes nothing of it.
+func (s *Step) storedPolicy(ctx context.Context, plan string) (events.Retention, error) {
+	stored, err := s.planSchedules(ctx, plan)
+	if err != nil {
+		return events.Retention{}, err
+	}
+	return agreed(ctx, plan, stored), nil
+}
+
+// agreed is the policy the schedules of a plan agree on; none when there are none, or
+// when they disagree.
+func agreed(ctx context.Context, plan string, stored []planSchedule) events.Retention {
+	if len(stored) == 0 {
+		return events.Retention{}
+	}
+	for _, o := range stored[1:] {
+		if o.policy != stored[0].policy {
+			logging.FromContext(ctx).Warnw("schedules of one plan disagree on its retention: none is applied until they agree", zap.String("plan", plan),
+				zap.String("schedule", stored[0].schedule), zap.String("other", o.schedule))
+			return events.Retention{}
+		}
+	}
+	return stored[0].policy
+}
+
+// planRetention checks a protect request's retention against the plan as stored and
+// returns the policy to record in the checkpoint (nil when the plan has none stored).
+// A policy without a plan id is refused: retention applies to the checkpoints of a plan.
+// A policy that differs from the stored one is refused with the stored one. A policy for
+// a plan no schedule stores is not applied: the checkpoint is made, and retention deletes
+// nothing because of it.
+func (s *Step) planRetention(ctx context.Context, p events.Plan) (*events.Retention, error) {
+	if p.Retention != nil && p.ID == "" {
+		return nil, function.Permanent(errors.New("/plan/retention: retention applies to the checkpoints of a plan: set /plan/id"))
+	}
+	if p.ID == "" {
+		return nil, nil
+	}
+	stored, err := s.planSchedules(ctx, p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("retention of plan %s: %w", p.ID, err)
+	}
+	if len(stored) == 0 {
+		if p.Retention != nil && limited(policyOf(p.Retention)) {
+			logging.FromContext(ctx).Warnw("retention of a plan no schedule stores is not applied: save the plan with schedule.set",
+				zap.String("plan", p.ID), zap.Int("max_backups", p.Retention.MaxBackups), zap.Int("retention_duration", p.Retention.RetentionDuration))
+		}
+		return nil, nil
+	}
+	if p.Retention != nil {
+		asked := policyOf(p.Retention)
+		for _, o := range stored {
+			if o.policy != asked {
+				return nil, function.Permanent(fmt.Errorf("/plan/retention: plan %s is stored by schedule %s with retention %s, not %s: change the schedule (schedule.set), not the request",
+					p.ID, o.schedule, describePolicy(o.policy), describePolicy(asked)))
+			}
+		}
+	}
+	policy := agreed(ctx, p.ID, stored)
+	if !limited(policy) {
+		return nil, nil
+	}
+	return &policy, nil
+}
+
+// describePolicy is a policy in a reason.
+func describePolicy(p events.Retention) string {
+	return fmt.Sprintf("{max_backups: %d, retention_duration: %d}", p.MaxBackups, p.RetentionDuration)
 }

@@ -158,6 +158,7 @@ type retentionBank struct {
 	records     map[string][]bank.Record
 	restores    map[string]*bank.Restore
 	deletions   map[string]*bank.Deletion
+	schedules   map[string]*bank.ScheduleRecord
 	indexReads  int
 	lists       int
 	recordReads []string
@@ -224,7 +225,32 @@ func (b *retentionBank) Deletion(_ context.Context, id string) (*bank.Deletion, 
 	return nil, bank.ErrNotFound
 }
 
-// add puts a checkpoint of plan "shop", made age ago, at the oldest end of the plan.
+// PlanSchedules answers the schedules that store a plan, as the bank's index does.
+func (b *retentionBank) PlanSchedules(_ context.Context, plan string) ([]string, error) {
+	var ids []string
+	for id, sc := range b.schedules {
+		if sc.Plan.ID == plan {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func (b *retentionBank) Schedule(_ context.Context, id string) (*bank.ScheduleRecord, error) {
+	if sc, ok := b.schedules[id]; ok {
+		return sc, nil
+	}
+	return nil, bank.ErrNotFound
+}
+
+// storePlan stores plan "shop" in a schedule, with a retention policy.
+func (b *retentionBank) storePlan(schedule string, retention *events.Retention) {
+	b.schedules[schedule] = &bank.ScheduleRecord{Schedule: events.Schedule{ID: schedule, Plan: events.Plan{ID: "shop", Retention: retention}}}
+}
+
+// add puts a checkpoint of plan "shop", made age ago, at the oldest end of the plan; it
+// records retention as its plan's policy (which retention never reads).
 func (b *retentionBank) add(id, status string, age time.Duration, mode string, retention *events.Retention, volumes ...string) {
 	b.ids = append(b.ids, id)
 	b.index[id] = &bank.Checkpoint{ID: id, Plan: bank.PlanRef{ID: "shop", Retention: retention}, CreatedAt: retentionNow.Add(-age),
@@ -275,7 +301,7 @@ func (s *sent) deleted(t *testing.T) []string {
 
 func newRetentionStep(t *testing.T) (*Step, *retentionBank, *restoreOps, *sent, context.Context) {
 	b := &retentionBank{index: map[string]*bank.Checkpoint{}, status: map[string]string{}, records: map[string][]bank.Record{},
-		restores: map[string]*bank.Restore{}, deletions: map[string]*bank.Deletion{}}
+		restores: map[string]*bank.Restore{}, deletions: map[string]*bank.Deletion{}, schedules: map[string]*bank.ScheduleRecord{}}
 	r := &restoreOps{status: map[string]string{}}
 	out := &sent{}
 	s := NewStep(b, r, nil, out, Config{FanOutWorkers: 4}, func() time.Time { return retentionNow })
@@ -285,9 +311,10 @@ func newRetentionStep(t *testing.T) (*Step, *retentionBank, *restoreOps, *sent, 
 func TestRetainRequestsDeletions(t *testing.T) {
 	s, b, restores, out, ctx := newRetentionStep(t)
 	keep2 := &events.Retention{MaxBackups: 2}
-	// The policy in force is the newest checkpoint's: max_backups 2, although the older
-	// ones were made with another.
-	b.add("f", events.StatusAvailable, 1*time.Hour, "full", keep2, "v")
+	// The policy in force is the stored plan's, max_backups 2, whatever the checkpoints
+	// recorded (the newest one says max_backups 1).
+	b.storePlan("shop-daily", keep2)
+	b.add("f", events.StatusAvailable, 1*time.Hour, "full", &events.Retention{MaxBackups: 1}, "v")
 	b.add("e", events.StatusAvailable, 2*time.Hour, "full", nil, "v")
 	b.add("d", events.StatusAvailable, 3*time.Hour, "full", &events.Retention{MaxBackups: 10}, "v")
 	b.add("c", events.StatusError, 4*time.Hour, "full", keep2)
@@ -328,6 +355,7 @@ func TestRetainRequestsDeletions(t *testing.T) {
 func TestRetainWalksAChainOneLinkPerRun(t *testing.T) {
 	s, b, _, out, ctx := newRetentionStep(t)
 	keep1 := &events.Retention{MaxBackups: 1}
+	b.storePlan("shop-daily", keep1)
 	b.add("f2", events.StatusAvailable, 1*time.Hour, "full", keep1, "v:full")
 	b.add("i2", events.StatusAvailable, 2*time.Hour, "incremental", keep1, "v:incremental")
 	b.add("i1", events.StatusAvailable, 3*time.Hour, "incremental", keep1, "v:incremental")
@@ -364,16 +392,29 @@ func TestRetainWalksAChainOneLinkPerRun(t *testing.T) {
 	}
 }
 
-func TestRetainWithoutPolicyReadsOneIndex(t *testing.T) {
+// A plan no schedule stores has no policy in force, whatever its checkpoints recorded
+// from their requests; nor has a plan whose schedules disagree. Neither reads a
+// checkpoint.
+func TestRetainWithoutAStoredPolicyReadsNoCheckpoint(t *testing.T) {
 	s, b, _, out, ctx := newRetentionStep(t)
-	b.add("b", events.StatusAvailable, 1*time.Hour, "full", nil, "v")
+	b.add("b", events.StatusAvailable, 1*time.Hour, "full", &events.Retention{MaxBackups: 1}, "v")
 	b.add("a", events.StatusAvailable, 400*day, "full", &events.Retention{MaxBackups: 1}, "v")
 	b.add("z", events.StatusAvailable, 500*day, "full", &events.Retention{MaxBackups: 1}, "v")
-	if err := s.retain(ctx, "shop"); err != nil {
-		t.Fatal(err)
-	}
-	if len(out.events) != 0 || b.indexReads != 1 || b.lists != 1 || len(b.recordReads) != 0 {
-		t.Fatalf("events %d, index reads %d, pages listed %d, record reads %v", len(out.events), b.indexReads, b.lists, b.recordReads)
+	for _, schedules := range []map[string]*events.Retention{
+		{},
+		{"shop-daily": nil},
+		{"shop-daily": {MaxBackups: 1}, "shop-weekly": {MaxBackups: 2}},
+	} {
+		clear(b.schedules)
+		for id, r := range schedules {
+			b.storePlan(id, r)
+		}
+		if err := s.retain(ctx, "shop"); err != nil {
+			t.Fatal(err)
+		}
+		if len(out.events) != 0 || b.indexReads != 0 || b.lists != 0 || len(b.recordReads) != 0 {
+			t.Fatalf("schedules %v: events %d, index reads %d, pages listed %d, record reads %v", schedules, len(out.events), b.indexReads, b.lists, b.recordReads)
+		}
 	}
 	if err := s.retain(ctx, ""); err != nil || len(out.events) != 0 {
 		t.Fatalf("no plan: %v %d", err, len(out.events))
@@ -383,6 +424,7 @@ func TestRetainWithoutPolicyReadsOneIndex(t *testing.T) {
 func TestRetainAfterDeletionFindsThePlanOfTheDeletion(t *testing.T) {
 	s, b, _, out, ctx := newRetentionStep(t)
 	keep1 := &events.Retention{MaxBackups: 1}
+	b.storePlan("shop-daily", keep1)
 	b.add("b", events.StatusAvailable, 1*time.Hour, "full", keep1, "v")
 	b.add("a", events.StatusAvailable, 2*time.Hour, "full", keep1, "v")
 	if err := s.noteDeletion(ctx, &bank.Checkpoint{ID: "gone", Plan: bank.PlanRef{ID: "shop", Retention: keep1}}, time.Time{}); err != nil {
@@ -419,4 +461,175 @@ func TestRetentionNeedsAPlanID(t *testing.T) {
 	if len(out.events) != 0 {
 		t.Fatalf("emitted %d events", len(out.events))
 	}
+}
+
+// storeSchedule saves a schedule of plan p through schedule.set, yearly (no occurrence
+// falls within a test), and fails the test if it is refused.
+func (w *world) storeSchedule(id string, p events.Plan) {
+	w.t.Helper()
+	w.handle(w.event(events.ScheduleSet, "", events.Schedule{ID: id, Plan: p, Trigger: events.Trigger{Pattern: "FREQ=YEARLY"}}))
+}
+
+// deletionsOf returns the checkpoints whose deletion es request, in order.
+func deletionsOf(t *testing.T, es []event.Event) []string {
+	t.Helper()
+	var out []string
+	for _, e := range byType(es, events.DeleteRequested) {
+		out = append(out, decode[events.DeleteRequest](t, e).Checkpoint)
+	}
+	return out
+}
+
+// planIDs lists the checkpoints of a plan, newest first.
+func (w *world) planIDs(plan string) []string {
+	w.t.Helper()
+	ids, _, err := w.bank.ListCheckpoints(context.Background(), plan, 100, "")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return ids
+}
+
+var shopPlan = events.Plan{ID: "shop", Scope: events.Scope{Namespaces: []string{"shop"}}, Retention: &events.Retention{MaxBackups: 2}}
+
+// A plan stored with max_backups 2 whose protects start failing keeps its two newest
+// available checkpoints: a protect that ends in error deletes nothing, and error
+// checkpoints do not count toward max_backups when the next one is available.
+func TestRetentionKeepsTheNewestAvailableWhileProtectsFail(t *testing.T) {
+	w := newWorld(t)
+	w.storeSchedule("shop-nightly", shopPlan)
+	var good []string
+	for i := range 3 {
+		id, _, _, sent := w.protected(shopPlan, events.StatusAvailable)
+		good = append(good, id)
+		want := []string(nil)
+		if i == 2 {
+			want = good[:1]
+		}
+		if got := deletionsOf(t, sent); !slices.Equal(got, want) {
+			t.Fatalf("available checkpoint %d: deletions %v, want %v", i+1, got, want)
+		}
+		for _, e := range byType(sent, events.DeleteRequested) {
+			w.handle(e) // the delete flow starts: the oldest is deleting
+		}
+		w.out.take()
+	}
+	w.status(good[0], events.StatusDeleting)
+	var failed []string
+	for range 3 {
+		id, _, _, sent := w.protected(shopPlan, events.StatusError)
+		failed = append(failed, id)
+		if got := deletionsOf(t, sent); len(got) != 0 {
+			t.Fatalf("a protect that failed requested deletions %v", got)
+		}
+	}
+	for _, id := range good[1:] {
+		w.status(id, events.StatusAvailable)
+	}
+	// The next available one makes the oldest available one go; the three in error
+	// are neither counted nor deleted.
+	id, _, _, sent := w.protected(shopPlan, events.StatusAvailable)
+	if got := deletionsOf(t, sent); !slices.Equal(got, good[1:2]) {
+		t.Fatalf("deletions %v once checkpoint %s is available, want %v", got, id, good[1:2])
+	}
+	if ids := w.planIDs("shop"); len(ids) != 7 || ids[0] != id || !slices.Equal(ids[1:4], []string{failed[2], failed[1], failed[0]}) {
+		t.Fatalf("checkpoints of the plan %v", ids)
+	}
+	// The plan is saved with max_backups 1: a protect that fails still deletes nothing
+	// (a retention run now would delete the older of the two available ones).
+	keep1 := shopPlan
+	keep1.Retention = &events.Retention{MaxBackups: 1}
+	w.storeSchedule("shop-nightly", keep1)
+	if _, _, _, sent := w.protected(keep1, events.StatusError); len(deletionsOf(t, sent)) != 0 {
+		t.Fatalf("a protect that failed requested deletions %v", deletionsOf(t, sent))
+	}
+}
+
+// A protect request that reuses a stored plan's id with another retention is refused
+// with the stored policy, and changes nothing; one that says nothing of retention is the
+// plan's, and records the stored policy.
+func TestForgedRetentionOfAStoredPlanRemovesNothing(t *testing.T) {
+	w := newWorld(t)
+	w.storeSchedule("shop-nightly", shopPlan)
+	for range 2 {
+		w.protected(shopPlan, events.StatusAvailable)
+	}
+	before := w.planIDs("shop")
+	forged := shopPlan
+	forged.Retention = &events.Retention{MaxBackups: 1}
+	ctx := logging.WithLogger(context.Background(), zaptest.NewLogger(t).Sugar())
+	_, err := w.step.Handle(ctx, w.event(events.ProtectRequested, "", events.ProtectRequest{Plan: forged}))
+	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/plan/retention: plan shop is stored by schedule shop-nightly with retention {max_backups: 2, retention_duration: 0}, not {max_backups: 1") {
+		t.Fatalf("forged retention: %v, want a permanent error with the stored policy", err)
+	}
+	if sent := w.out.take(); len(sent) != 0 || !slices.Equal(w.planIDs("shop"), before) {
+		t.Fatalf("a refused request sent %v; checkpoints %v, before %v", types(sent), w.planIDs("shop"), before)
+	}
+	silent := shopPlan
+	silent.Retention = nil
+	id, _, _, sent := w.protected(silent, events.StatusAvailable)
+	if got := deletionsOf(t, sent); !slices.Equal(got, before[1:]) {
+		t.Fatalf("deletions %v, want the oldest of %v", got, before)
+	}
+	cp, err := w.bank.Checkpoint(context.Background(), id)
+	if err != nil || cp.Plan.Retention == nil || *cp.Plan.Retention != *shopPlan.Retention {
+		t.Fatalf("checkpoint's plan %+v %v, want the stored policy", cp.Plan, err)
+	}
+}
+
+// A plan no schedule stores gets no deletions from what its requests say.
+func TestRetentionOfAPlanNoScheduleStoresDeletesNothing(t *testing.T) {
+	w := newWorld(t)
+	adhoc := events.Plan{ID: "adhoc", Scope: events.Scope{Namespaces: []string{"shop"}}, Retention: &events.Retention{MaxBackups: 1}}
+	for range 3 {
+		id, _, _, sent := w.protected(adhoc, events.StatusAvailable)
+		if got := deletionsOf(t, sent); len(got) != 0 {
+			t.Fatalf("deletions %v", got)
+		}
+		if cp, err := w.bank.Checkpoint(context.Background(), id); err != nil || cp.Plan.Retention != nil {
+			t.Fatalf("checkpoint's plan %+v %v: no policy is in force", cp.Plan, err)
+		}
+	}
+}
+
+// Schedules that store one plan share its retention; each is indexed under its plan
+// while it stores it, and the tick indexes a schedule again before each occurrence.
+func TestSchedulesOfOnePlanShareItsRetention(t *testing.T) {
+	w := newWorld(t)
+	ctx := logging.WithLogger(context.Background(), zaptest.NewLogger(t).Sugar())
+	indexed := func(plan string, want ...string) {
+		t.Helper()
+		if got, err := w.bank.PlanSchedules(ctx, plan); err != nil || !slices.Equal(got, want) {
+			t.Fatalf("schedules of plan %s: %v %v, want %v", plan, got, err, want)
+		}
+	}
+	w.storeSchedule("shop-nightly", shopPlan)
+	other := shopPlan
+	other.Retention = &events.Retention{MaxBackups: 3}
+	_, err := w.step.Handle(ctx, w.event(events.ScheduleSet, "", events.Schedule{ID: "shop-weekly", Plan: other, Trigger: events.Trigger{Pattern: "FREQ=WEEKLY"}}))
+	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "plan shop is stored by schedule shop-nightly with retention {max_backups: 2") {
+		t.Fatalf("a second schedule of the plan with another retention: %v", err)
+	}
+	indexed("shop", "shop-nightly")
+	w.storeSchedule("shop-weekly", shopPlan)
+	indexed("shop", "shop-nightly", "shop-weekly")
+	// Re-saved for another plan, a schedule leaves the index of the first.
+	moved := shopPlan
+	moved.ID = "shop-archive"
+	w.storeSchedule("shop-weekly", moved)
+	indexed("shop", "shop-nightly")
+	indexed("shop-archive", "shop-weekly")
+	w.handle(w.event(events.ScheduleDelete, "", events.ScheduleRef{ID: "shop-weekly"}))
+	indexed("shop-archive")
+
+	// A schedule saved before the index existed is indexed by the tick as its
+	// occurrence runs, before the checkpoint's protect is requested.
+	w.handle(w.event(events.ScheduleSet, "", events.Schedule{ID: "shop-hourly", Plan: events.Plan{ID: "hourly", Scope: shopPlan.Scope,
+		Retention: &events.Retention{MaxBackups: 1}}, Trigger: events.Trigger{Pattern: "FREQ=HOURLY"}}))
+	if err := w.bank.RemovePlanSchedule(ctx, "hourly", "shop-hourly"); err != nil {
+		t.Fatal(err)
+	}
+	w.advance(time.Hour)
+	only(t, w.tick(), events.ProtectRequested)
+	indexed("hourly", "shop-hourly")
 }

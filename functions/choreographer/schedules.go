@@ -26,6 +26,12 @@ import (
 //
 // A PingSource can carry a plan too (cron with a time zone): its firing is a protect
 // request whose occurrence is the minute it fired.
+//
+// A schedule stores its plan: the plan's retention policy in force is the schedule's
+// (retention.go). Each schedule is indexed under its plan's id (written before the
+// schedule, removed after it; the tick writes it again before each occurrence it runs,
+// which indexes schedules saved before the index existed), and schedules that store one
+// plan must agree on its retention.
 
 // scheduleStore is where schedules live (the bank).
 type scheduleStore interface {
@@ -35,6 +41,8 @@ type scheduleStore interface {
 	ListSchedules(ctx context.Context) ([]string, error)
 	ScheduleState(ctx context.Context, id string) (bank.ScheduleState, error)
 	PutScheduleState(ctx context.Context, id string, st bank.ScheduleState) error
+	PutPlanSchedule(ctx context.Context, plan, schedule string) error
+	RemovePlanSchedule(ctx context.Context, plan, schedule string) error
 }
 
 // nextShown is how many next occurrences a saved schedule reports.
@@ -69,14 +77,26 @@ func (s *Step) setSchedule(ctx context.Context, e event.Event) (*event.Event, er
 	if sc.Trigger.Window == 0 {
 		sc.Trigger.Window = int(rule.Window / time.Second)
 	}
+	if err := s.agreesWithPlan(ctx, sc); err != nil {
+		return nil, err
+	}
 	rec := bank.ScheduleRecord{Schedule: sc, SavedAt: now, CreatedAt: now}
-	if old, err := s.schedules.Schedule(ctx, sc.ID); err == nil {
+	old, err := s.schedules.Schedule(ctx, sc.ID)
+	if err == nil {
 		rec.CreatedAt = old.CreatedAt
 	} else if !errors.Is(err, bank.ErrNotFound) {
 		return nil, err
 	}
+	if err := s.schedules.PutPlanSchedule(ctx, sc.Plan.ID, sc.ID); err != nil {
+		return nil, err
+	}
 	if err := s.schedules.PutSchedule(ctx, rec); err != nil {
 		return nil, err
+	}
+	if old != nil && old.Plan.ID != sc.Plan.ID {
+		if err := s.schedules.RemovePlanSchedule(ctx, old.Plan.ID, sc.ID); err != nil {
+			return nil, err
+		}
 	}
 	next := rule.Next(now, nextShown)
 	logging.FromContext(ctx).Infow("schedule saved", zap.String("schedule", sc.ID), zap.String("plan", sc.Plan.ID), zap.Times("next", next))
@@ -91,9 +111,18 @@ func (s *Step) deleteSchedule(ctx context.Context, e event.Event) (*event.Event,
 	if err := function.Decode(e, &ref); err != nil {
 		return nil, err
 	}
+	old, err := s.schedules.Schedule(ctx, ref.ID)
+	if err != nil && !errors.Is(err, bank.ErrNotFound) {
+		return nil, err
+	}
 	found, err := s.schedules.DeleteSchedule(ctx, ref.ID)
 	if err != nil {
 		return nil, err
+	}
+	if old != nil {
+		if err := s.schedules.RemovePlanSchedule(ctx, old.Plan.ID, ref.ID); err != nil {
+			return nil, err
+		}
 	}
 	logging.FromContext(ctx).Infow("schedule deleted", zap.String("schedule", ref.ID), zap.Bool("found", found))
 	return function.Reply(events.ScheduleDeleted, events.ScheduleDeletedResult{ID: ref.ID, Found: found})
@@ -164,6 +193,10 @@ func (s *Step) runSchedule(ctx context.Context, id string) error {
 		occurrence := due.Run.UTC().Format(time.RFC3339)
 		req := events.ProtectRequest{Plan: sc.Plan, Occurrence: occurrence}
 		cp := CheckpointID(req, event.Event{})
+		// The checkpoint's retention finds the plan's policy through this entry.
+		if err := s.schedules.PutPlanSchedule(ctx, sc.Plan.ID, id); err != nil {
+			return err
+		}
 		if err := s.emit(ctx, events.FlowProtect, cp, events.ProtectRequested, function.DerivedID("schedule", id, occurrence), req); err != nil {
 			return err
 		}
@@ -172,6 +205,23 @@ func (s *Step) runSchedule(ctx context.Context, id string) error {
 	}
 	st.Handled = due.Latest.UTC()
 	return s.schedules.PutScheduleState(ctx, id, st)
+}
+
+// agreesWithPlan refuses a schedule whose plan another schedule stores with a different
+// retention policy: the policy in force for a plan must be one.
+func (s *Step) agreesWithPlan(ctx context.Context, sc events.Schedule) error {
+	stored, err := s.planSchedules(ctx, sc.Plan.ID)
+	if err != nil {
+		return err
+	}
+	policy := policyOf(sc.Plan.Retention)
+	for _, o := range stored {
+		if o.schedule != sc.ID && o.policy != policy {
+			return function.Permanent(fmt.Errorf("/plan/retention: plan %s is stored by schedule %s with retention %s, not %s: schedules of one plan share its retention (give this one another plan id, or change or delete schedule %s first)",
+				sc.Plan.ID, o.schedule, describePolicy(o.policy), describePolicy(policy), o.schedule))
+		}
+	}
+	return nil
 }
 
 // pingPlan is the data of a PingSource firing that carries a plan.

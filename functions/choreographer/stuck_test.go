@@ -24,7 +24,13 @@ import (
 // protect starts a protect of the namespace shop and returns the checkpoint id.
 func (w *world) protect() string {
 	w.t.Helper()
-	req := events.ProtectRequest{Plan: events.Plan{ID: "plan", Scope: events.Scope{Namespaces: []string{"shop"}}}}
+	return w.protectPlan(events.Plan{ID: "plan", Scope: events.Scope{Namespaces: []string{"shop"}}})
+}
+
+// protectPlan starts a protect of a plan and returns the checkpoint id.
+func (w *world) protectPlan(p events.Plan) string {
+	w.t.Helper()
+	req := events.ProtectRequest{Plan: p}
 	e := w.event(events.ProtectRequested, "", req)
 	w.handle(e)
 	only(w.t, w.out.take(), events.PodsList)
@@ -76,13 +82,22 @@ func (w *world) result(typ, op, batch, status string, keys ...string) []event.Ev
 // available protects one pod with one volume to the end and returns the checkpoint.
 func (w *world) available() (string, graph.Resource, graph.Resource) {
 	w.t.Helper()
+	id, pod, vol, _ := w.protected(events.Plan{ID: "plan", Scope: events.Scope{Namespaces: []string{"shop"}}}, events.StatusAvailable)
+	return id, pod, vol
+}
+
+// protected protects one pod with one volume of a plan to the end, the volume's backup
+// ending with status (available or error), and returns the checkpoint and what the last
+// result sent.
+func (w *world) protected(p events.Plan, status string) (string, graph.Resource, graph.Resource, []event.Event) {
+	w.t.Helper()
 	g, pod, vol := onePodOneVolume()
-	id := w.protect()
+	id := w.protectPlan(p)
 	w.listed(id, g)
 	w.result(events.MetadataSnapshotted, id, "pods-0000", events.StatusAvailable, pod.Key())
-	w.result(events.VolumeBackedUp, id, "volumes-0000", events.StatusAvailable, vol.Key())
-	w.status(id, events.StatusAvailable)
-	return id, pod, vol
+	sent := w.result(events.VolumeBackedUp, id, "volumes-0000", status, vol.Key())
+	w.status(id, status)
+	return id, pod, vol, sent
 }
 
 func (w *world) status(id, want string) {

@@ -54,8 +54,9 @@ type Checkpoint struct {
 type PlanRef struct {
 	ID   string `json:"id,omitempty"`
 	Name string `json:"name,omitempty"`
-	// Retention is the plan's retention policy when the checkpoint was made; the policy
-	// in force for a plan is that of its newest checkpoint.
+	// Retention is the retention policy of the plan as stored (by its schedules) when
+	// the checkpoint was made, for users to read; nil when none was stored. Retention
+	// never reads it: the policy in force is always read from the stored plan.
 	Retention *events.Retention `json:"retention,omitempty"`
 }
 

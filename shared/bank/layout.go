@@ -29,6 +29,7 @@ import (
 //	indices/restores/<inverted time>_<id>            every restore, newest first
 //	schedules/<id>/schedule.json                     a schedule: its plan and trigger, and when it was saved
 //	schedules/<id>/state.json                        the latest occurrence the tick handled, the last run, recent skips
+//	indices/planschedules/<plan>/<schedule>          the schedules that store a plan (whose retention policy is in force)
 //	deadletters/<id>/letter.json                     a dead letter: the whole event, error code, destination, response (create-only)
 //	deadletters/<id>/failures/<time>_<code>          each failed delivery of its event that reached the sink, by arrival time
 //	deadletters/<id>/replays/<time>_<request>        each time its event was sent again
@@ -283,4 +284,25 @@ func (l Layout) ScheduleOfObject(name string) string {
 		return ""
 	}
 	return id
+}
+
+// PlanSchedulesPrefix lists the schedules that store a plan.
+func (Layout) PlanSchedulesPrefix(plan string) string {
+	return "indices/planschedules/" + url.PathEscape(plan) + "/"
+}
+
+// PlanSchedule is a schedule's entry among the schedules that store its plan.
+func (l Layout) PlanSchedule(plan, schedule string) string {
+	return l.PlanSchedulesPrefix(plan) + url.PathEscape(schedule)
+}
+
+// ScheduleOfPlanIndex is the schedule a plan's schedule entry names; false for other
+// objects.
+func (l Layout) ScheduleOfPlanIndex(plan, name string) (string, bool) {
+	seg, ok := strings.CutPrefix(name, l.PlanSchedulesPrefix(plan))
+	if !ok || seg == "" || strings.Contains(seg, "/") {
+		return "", false
+	}
+	id, err := url.PathUnescape(seg)
+	return id, err == nil
 }

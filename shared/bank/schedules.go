@@ -84,3 +84,32 @@ func (b *Bank) ScheduleState(ctx context.Context, id string) (ScheduleState, err
 func (b *Bank) PutScheduleState(ctx context.Context, id string, st ScheduleState) error {
 	return b.putJSON(ctx, b.layout.ScheduleState(id), st, false)
 }
+
+// PutPlanSchedule indexes a schedule under the plan it stores, so that the plan's
+// policy is found from the plan's id; writing it again writes the same.
+func (b *Bank) PutPlanSchedule(ctx context.Context, plan, schedule string) error {
+	return b.putJSON(ctx, b.layout.PlanSchedule(plan, schedule), struct{}{}, false)
+}
+
+// RemovePlanSchedule removes a schedule from the index of a plan; one already gone
+// counts as removed.
+func (b *Bank) RemovePlanSchedule(ctx context.Context, plan, schedule string) error {
+	return b.remove(ctx, b.layout.PlanSchedule(plan, schedule))
+}
+
+// PlanSchedules returns the ids of the schedules indexed under a plan, in id order. An
+// entry may outlive its schedule, or the schedule may store another plan since: readers
+// check the schedule itself.
+func (b *Bank) PlanSchedules(ctx context.Context, plan string) ([]string, error) {
+	objs, err := b.listAll(ctx, b.layout.PlanSchedulesPrefix(plan))
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, o := range objs {
+		if id, ok := b.layout.ScheduleOfPlanIndex(plan, o.Name); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}

@@ -26,6 +26,18 @@ func (e *env) protectPlan(ns, plan, mode string, retention *events.Retention) st
 	return choreographer.CheckpointID(req, ev)
 }
 
+// saveSchedule saves a schedule storing plan p, yearly (it does not run within a test),
+// and waits until it is saved; the env observes schedule.saved.
+func (e *env) saveSchedule(id string, p events.Plan) {
+	e.t.Helper()
+	n := e.count(events.ScheduleSaved)
+	e.send(newEvent(events.ScheduleSet, events.Schedule{ID: id, Plan: p, Trigger: events.Trigger{Pattern: "FREQ=YEARLY"}}))
+	var res events.ScheduleSavedResult
+	if err := e.next(time.Minute, events.ScheduleSaved, n).DataAs(&res); err != nil || res.Schedule.ID != id {
+		e.t.Fatalf("schedule %s saved: %+v %v", id, res.Schedule, err)
+	}
+}
+
 // backupsByCheckpoint maps each checkpoint to the Cinder backup of a volume it holds
 // (any status but deleted: a backup being deleted is still there).
 func (e *env) backupsByCheckpoint(volumeID string) map[string]bool {
@@ -41,8 +53,8 @@ func (e *env) backupsByCheckpoint(volumeID string) map[string]bool {
 	return out
 }
 
-// TestRetention protects two plans four times each, in step, with real Cinder volumes
-// (and refuses a policy without a plan id):
+// TestRetention protects two plans, each stored by a schedule, four times each, in step,
+// with real Cinder volumes (and refuses a policy without a plan id):
 //   - plan "keep2" (full backups, max_backups 2): the third checkpoint makes the first go,
 //     the fourth the second, through the delete flow (deleted, backups gone); the two
 //     newest stay available;
@@ -52,7 +64,7 @@ func (e *env) backupsByCheckpoint(volumeID string) map[string]bool {
 //     deleted newest first, each after the one before it is deleted, and none ends
 //     error-deleting.
 func TestRetention(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{observe: []string{events.ScheduleSaved}})
 	start := time.Now()
 	nsA := e.st.Namespace(t, e.kube, "keep2")
 	nsB := e.st.Namespace(t, e.kube, "chain")
@@ -62,6 +74,9 @@ func TestRetention(t *testing.T) {
 	e.podWithVolume(nsB, "app", volB, true)
 	planA, planB := "plan-"+nsA, "plan-"+nsB
 	keep2, keep1 := &events.Retention{MaxBackups: 2}, &events.Retention{MaxBackups: 1}
+	// The policy in force is the plan as stored: each plan is stored by a schedule.
+	e.saveSchedule(planA, events.Plan{ID: planA, Scope: events.Scope{Namespaces: []string{nsA}}, Retention: keep2})
+	e.saveSchedule(planB, events.Plan{ID: planB, Scope: events.Scope{Namespaces: []string{nsB}}, Retention: keep1})
 
 	// A policy applies to the checkpoints of a plan: without a plan id, 400.
 	bad := newEvent(events.ProtectRequested, events.ProtectRequest{Plan: events.Plan{Scope: events.Scope{Namespaces: []string{nsA}}, Retention: keep2}})
