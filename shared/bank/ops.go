@@ -270,7 +270,7 @@ func (o *Ops) Active(ctx context.Context) ([]string, error) {
 	}
 	ids := make([]string, 0, len(objs))
 	for _, obj := range objs {
-		ids = append(ids, strings.TrimPrefix(obj.Name, prefix))
+		ids = append(ids, unsegment(strings.TrimPrefix(obj.Name, prefix)))
 	}
 	return ids, nil
 }
