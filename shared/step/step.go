@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -200,6 +199,10 @@ func (r *Runner) Restore(ctx context.Context, e event.Event, k Kind, work Work) 
 	if err != nil {
 		return nil, err
 	}
+	if len(req.Volumes) > 0 {
+		// The choreographer never names them: they are read from the restore-volume records.
+		return nil, function.Permanent(fmt.Errorf("/volumes: the restored volumes are those restore %s recorded; a request does not name them", rs.ID))
+	}
 	if req.Checkpoint != rs.Checkpoint {
 		return nil, function.Permanent(fmt.Errorf("/checkpoint: restore %s restores checkpoint %s, not %s", rs.ID, rs.Checkpoint, req.Checkpoint))
 	}
@@ -226,13 +229,8 @@ func (r *Runner) Restore(ctx context.Context, e event.Event, k Kind, work Work) 
 			if k.Type != graph.PodType {
 				return nil
 			}
-			if j.Volumes, err = r.restoredVolumes(ctx, bs, rs.ID, b); err != nil {
-				return err
-			}
-			if len(req.Volumes) > 0 && !maps.Equal(req.Volumes, j.Volumes) {
-				return function.Permanent(fmt.Errorf("/volumes: differ from the volumes restore %s restored", rs.ID))
-			}
-			return nil
+			j.Volumes, err = r.restoredVolumes(ctx, bs, rs.ID, b)
+			return err
 		}}
 	return r.run(ctx, k, o, j, work, func(rec *bank.Record) any {
 		return events.RestoreStepResult{Restore: rs.ID, Batch: b.Name, Results: results(b, rec)}
