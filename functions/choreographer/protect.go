@@ -191,7 +191,7 @@ func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) 
 	case v == ended:
 		return nil, s.finish(ctx, res.Checkpoint)
 	}
-	remaining, err := s.bank.Done(ctx, res.Checkpoint, res.Batch)
+	remaining, err := s.bank.Remaining(ctx, res.Checkpoint, "")
 	if err != nil || remaining {
 		return nil, err
 	}

@@ -217,7 +217,7 @@ func TestForgedEventsChangeNothing(t *testing.T) {
 			return s
 		}(), "restores checkpoint " + cp},
 		{"result of a checkpoint that does not exist", events.VolumeBackedUp, result("no-such-checkpoint", "volumes-0000", vol.Key()), "does not exist"},
-		{"result of a batch that does not exist", events.VolumeBackedUp, result(cp, "volumes-0099", vol.Key()), "has no batch volumes-0099"},
+		{"result of a batch that does not exist", events.VolumeBackedUp, result(cp, "volumes-0099", vol.Key()), "has no record of batch volumes-0099"},
 		{"result of a deletion that was never asked", events.BackupDeleted, result(cp, "volumes-0000", vol.Key()), "deletion of checkpoint " + cp + " does not exist"},
 		{"result of a restore that does not exist", events.PodRecreated, events.RestoreStepResult{Restore: "no-such-restore", Batch: "pods-0000",
 			Results: []events.ResourceResult{{Key: pod.Key(), Status: events.StatusAvailable}}}, "restore no-such-restore does not exist"},
