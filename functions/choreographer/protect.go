@@ -114,6 +114,9 @@ func (s *Step) listed(ctx context.Context, e event.Event) error {
 	if g == nil {
 		return function.Permanent(errors.New("pods.listed carries neither graph nor graphRef"))
 	}
+	if err := outOfScope(cp.Scope, g); err != nil {
+		return function.Permanent(err)
+	}
 	// The first graph stored wins: a later listing (a duplicate, or one re-driven by the
 	// tick) must not change what the checkpoint protects.
 	if err := s.bank.PutGraph(ctx, id, g); errors.Is(err, bank.ErrExists) {
