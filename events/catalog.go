@@ -188,7 +188,7 @@ func Catalog() []Type {
 			Producers: []string{FnChoreographer}, Consumers: []string{FnBackupVolume}},
 		{Name: VolumeBackedUp, Description: "A volume's backup is available, or failed (error).",
 			Producers: []string{FnBackupVolume}, Consumers: []string{FnChoreographer}},
-		{Name: CheckpointFinished, Description: "A checkpoint is available, or error with every failed resource and its reason.",
+		{Name: CheckpointFinished, Description: "A checkpoint is available (everything in its scope is in it), or error with every failed resource, unresolved volume or empty scope and its reason; with the pods excluded as not protectable.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: Tick, Description: "Periodic: checks work in flight, re-drives lost events, fails work past its deadline.",
 			Producers: []string{User}, Consumers: []string{FnChoreographer}, DataOptional: true},

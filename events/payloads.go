@@ -171,11 +171,21 @@ type ResourceResult struct {
 
 // CheckpointFinishedResult is the data of CheckpointFinished.
 type CheckpointFinishedResult struct {
-	Checkpoint string           `json:"checkpoint"`
-	Plan       string           `json:"plan,omitempty"`
-	Status     string           `json:"status"`
-	Resources  int              `json:"resources"`
-	Failed     []FailedResource `json:"failed,omitempty"`
+	Checkpoint string `json:"checkpoint"`
+	Plan       string `json:"plan,omitempty"`
+	Status     string `json:"status"`
+	Resources  int    `json:"resources"`
+	// Failed lists every failure: each resource that failed, each problem of the graph
+	// (a claim or persistent volume that does not lead to a Cinder volume: the pod's data
+	// is not all in the checkpoint), and a scope with no protectable pod.
+	Failed []FailedResource `json:"failed,omitempty"`
+	// Excluded are the pods of the scope left out because they are not protectable
+	// (phase Pending, Failed or Unknown), as Karbor left them out.
+	Excluded []graph.Excluded `json:"excluded,omitempty"`
+	// MoreFailed and MoreExcluded count those the event leaves out (it lists at most 100
+	// of each); the checkpoint's view lists them all.
+	MoreFailed   int `json:"more_failed,omitempty"`
+	MoreExcluded int `json:"more_excluded,omitempty"`
 }
 
 // FailedResource names a resource that failed and why.

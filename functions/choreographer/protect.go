@@ -97,8 +97,7 @@ func (s *Step) listed(ctx context.Context, e event.Event) error {
 	if status, err := s.bank.Status(ctx, id); err != nil {
 		return err
 	} else if status != events.StatusProtecting {
-		logging.FromContext(ctx).Infow("listing of a checkpoint that ended ignored", zap.String("checkpoint", id), zap.String("status", status))
-		return nil
+		return s.listedAfterEnd(ctx, cp, status)
 	}
 	g := res.Graph
 	if g == nil && res.GraphRef != nil {
@@ -143,8 +142,12 @@ func (s *Step) fanOut(ctx context.Context, cp *bank.Checkpoint, g *graph.Graph) 
 		// duplicate does not race the requests just sent.
 		return s.redrive(ctx, cp, batches, s.stale(s.now()), "")
 	}
+	// What the checkpoint will not hold is failed before any batch can finish it.
+	if err := s.recordGaps(ctx, cp, g); err != nil {
+		return err
+	}
 	if len(batches) == 0 {
-		return s.finish(ctx, cp.ID)
+		return s.finish(ctx, cp.ID) // nothing to protect: recordGaps failed the scope
 	}
 	names := make([]string, len(batches))
 	for i, b := range batches {
@@ -223,16 +226,20 @@ func (s *Step) finish(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	out := events.CheckpointFinishedResult{Checkpoint: id, Plan: cp.Plan.ID, Status: status}
-	if g, err := s.bank.Graph(ctx, id); err == nil {
-		out.Resources = len(g.Nodes)
+	g, err := s.bank.Graph(ctx, id)
+	if err != nil && !errors.Is(err, bank.ErrNotFound) {
+		return err
 	}
-	for _, f := range failures {
-		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
-	}
-	logging.FromContext(ctx).Infow("checkpoint finished", zap.String("checkpoint", id), zap.String("status", status), zap.Int("failed", len(failures)))
+	out := finishedResult(cp, status, g, failures)
+	logging.FromContext(ctx).Infow("checkpoint finished", zap.String("checkpoint", id), zap.String("status", status), zap.Int("failed", len(failures)),
+		zap.Int("excluded", len(out.Excluded)+out.MoreExcluded))
 	if err := s.emit(ctx, events.FlowProtect, id, events.CheckpointFinished, function.DerivedID(events.FlowProtect, id, "finished"), out); err != nil {
 		return err
+	}
+	// A protect that failed deletes nothing: retention runs only once a new checkpoint of
+	// the plan is available.
+	if status != events.StatusAvailable {
+		return nil
 	}
 	return s.retain(ctx, cp.Plan.ID)
 }

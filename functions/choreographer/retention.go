@@ -22,9 +22,13 @@ import (
 
 // Retention (Karbor's retention_protect). A plan's policy keeps its newest max_backups
 // available checkpoints and those younger than retention_duration days; every other
-// available checkpoint is deleted through the delete flow. It runs when a checkpoint of
-// the plan ends, when the deletion of one ends, and when a restore of one ends; each run
-// reads the plan from the bank and decides again, so a run repeated is harmless.
+// available checkpoint is deleted through the delete flow. Only available checkpoints
+// are counted, and the newest max_backups of them (at least one, also under a policy of
+// retention_duration alone) are kept whatever their age, so a plan whose protects keep
+// failing never loses its last good checkpoints. It runs when a checkpoint of the plan
+// ends available (never after a protect that ended in error), when the deletion of one
+// ends, and when a restore of one ends; each run reads the plan from the bank and
+// decides again, so a run repeated is harmless.
 //
 // Incremental chains. Cinder bases an incremental backup on the volume's backup before
 // it and refuses to delete a backup that a newer one depends on. Walking the plan's
@@ -72,6 +76,10 @@ func limited(p *events.Retention) bool {
 	return p != nil && (p.MaxBackups > 0 || p.RetentionDuration > 0)
 }
 
+// kept is how many of the newest available checkpoints a policy keeps whatever their age:
+// max_backups, and at least one.
+func kept(p events.Retention) int { return max(p.MaxBackups, 1) }
+
 // needer is a checkpoint whose incremental backup of a volume needs the next older backup
 // of that volume; going when it is itself deleted now or later, or being deleted.
 type needer struct {
@@ -112,13 +120,16 @@ func decide(cps []planCheckpoint, p events.Retention, now time.Time) []verdict {
 		default:
 			available++
 			byCount := p.MaxBackups > 0 && available > p.MaxBackups
-			byAge := maxAge > 0 && now.Sub(cp.CreatedAt) > maxAge
-			kept, going := firstNeeder(needers)
+			old := maxAge > 0 && now.Sub(cp.CreatedAt) > maxAge
+			byAge := old && available > kept(p)
+			stays, going := firstNeeder(needers)
 			switch {
+			case old && !byAge:
+				vd.Decision, vd.Reason = retainKeep, fmt.Sprintf("newest available checkpoint %d, kept whatever its age (the newest %d available checkpoints always stay)", available, kept(p))
 			case !byCount && !byAge:
 				vd.Decision, vd.Reason = retainKeep, policyReason(p, available)
-			case kept != nil:
-				vd.Decision, vd.Reason, vd.Held = retainKeep, fmt.Sprintf("%s; kept while checkpoint %s, which depends on its backups, stays (incremental chain)", expiry(byCount, byAge, p), kept.id), true
+			case stays != nil:
+				vd.Decision, vd.Reason, vd.Held = retainKeep, fmt.Sprintf("%s; kept while checkpoint %s, which depends on its backups, stays (incremental chain)", expiry(byCount, byAge, p), stays.id), true
 			case cp.Restoring:
 				vd.Decision, vd.Reason, vd.Held = retainKeep, fmt.Sprintf("%s; a restore in progress reads it: deleted once the restore has ended", expiry(byCount, byAge, p)), true
 			case going != nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/podguard/podguard/events"
@@ -24,11 +25,13 @@ type View struct {
 	// Resources lists each resource of the graph with its status (and reason).
 	Resources []ResourceView `json:"resources,omitempty"`
 	// Problems and Excluded come from the listing: volumes that could not be resolved to
-	// Cinder volumes, and pods that were not protectable.
+	// Cinder volumes (each fails the checkpoint, and its pod is shown in error with the
+	// problem as its reason), and pods left out because they were not protectable.
 	Problems []graph.Problem  `json:"problems,omitempty"`
 	Excluded []graph.Excluded `json:"excluded,omitempty"`
-	// Failed are the failures that are not a resource of the graph (such as a listing
-	// that never completed).
+	// Failed are the failures that are neither a resource of the graph nor a problem of
+	// one of its pods (such as a listing that never completed, or a scope with no
+	// protectable pod).
 	Failed []bank.Failure `json:"failed,omitempty"`
 }
 
@@ -104,6 +107,10 @@ func Load(ctx context.Context, r Reader, id string) (*View, error) {
 	for _, f := range failures {
 		failed[f.Key] = f.Reason
 	}
+	problems := map[string][]string{} // pod name -> the failure keys of its problems
+	for _, p := range g.Problems {
+		problems[p.Pod] = append(problems[p.Pod], p.Key())
+	}
 	for _, n := range g.Nodes {
 		rv := ResourceView{Resource: n.Resource, Children: n.Children, Status: resourceStatus(v.Status)}
 		switch reason, bad := failed[n.Key()]; {
@@ -113,6 +120,9 @@ func Load(ctx context.Context, r Reader, id string) (*View, error) {
 		case isPending[n.Key()]:
 			rv.Status = events.StatusProtecting
 		}
+		if n.Type == graph.PodType {
+			rv = withProblems(rv, problems[n.Name], failed)
+		}
 		v.Resources = append(v.Resources, rv)
 	}
 	for _, f := range failures {
@@ -121,6 +131,25 @@ func Load(ctx context.Context, r Reader, id string) (*View, error) {
 		}
 	}
 	return v, nil
+}
+
+// withProblems shows a pod whose problems failed the checkpoint in error, with their
+// reasons; those failures are then the pod's, and leave failed.
+func withProblems(rv ResourceView, keys []string, failed map[string]string) ResourceView {
+	var reasons []string
+	if rv.Status == events.StatusError && rv.Reason != "" {
+		reasons = append(reasons, rv.Reason)
+	}
+	for _, k := range keys {
+		if reason, ok := failed[k]; ok {
+			reasons = append(reasons, reason)
+			delete(failed, k)
+		}
+	}
+	if len(reasons) > 0 {
+		rv.Status, rv.Reason = events.StatusError, strings.Join(reasons, "; ")
+	}
+	return rv
 }
 
 // resourceStatus is the status of a finished resource under a checkpoint status.

@@ -65,6 +65,36 @@ type Problem struct {
 	Reason           string `json:"reason"`
 }
 
+// Key is the problem's key among a checkpoint's failures: the pod's name and, for a
+// problem with one of its volumes, the volume's name in the pod ("shop:web/data"). The
+// same problem of the same graph always has the same key, and each problem its own.
+func (p Problem) Key() string {
+	if p.Volume == "" {
+		return p.Pod
+	}
+	return p.Pod + "/" + p.Volume
+}
+
+// Describe is the problem as a failure's reason: what could not be protected and why,
+// with the claim and persistent volume it involves.
+func (p Problem) Describe() string {
+	what := "pod " + p.Pod
+	if p.Volume != "" {
+		what = "volume " + p.Volume + " of pod " + p.Pod
+	}
+	var via []string
+	if p.Claim != "" {
+		via = append(via, "claim "+p.Claim)
+	}
+	if p.PersistentVolume != "" {
+		via = append(via, "persistent volume "+p.PersistentVolume)
+	}
+	if len(via) > 0 {
+		what += " (" + strings.Join(via, ", ") + ")"
+	}
+	return what + " is not in the checkpoint: " + p.Reason
+}
+
 // Excluded is a pod that matched the scope but is not protectable.
 type Excluded struct {
 	Pod    string `json:"pod"`

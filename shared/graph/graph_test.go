@@ -48,3 +48,23 @@ func TestBatches(t *testing.T) {
 		t.Fatalf("BatchOf = %s %v", b, ok)
 	}
 }
+
+func TestProblemKeyAndDescription(t *testing.T) {
+	for _, c := range []struct {
+		p         Problem
+		key, desc string
+	}{
+		{Problem{Pod: "shop:web", Volume: "data", Claim: "web-data", Reason: "persistent volume claim is not bound (phase Pending)"},
+			"shop:web/data", "volume data of pod shop:web (claim web-data) is not in the checkpoint: persistent volume claim is not bound (phase Pending)"},
+		{Problem{Pod: "shop:web", Volume: "logs", Claim: "web-logs", PersistentVolume: "pv-1", Reason: "persistent volume not found"},
+			"shop:web/logs", "volume logs of pod shop:web (claim web-logs, persistent volume pv-1) is not in the checkpoint: persistent volume not found"},
+		{Problem{Pod: "shop:gone", Reason: "pod not found"}, "shop:gone", "pod shop:gone is not in the checkpoint: pod not found"},
+	} {
+		if got := c.p.Key(); got != c.key {
+			t.Errorf("Key() = %q, want %q", got, c.key)
+		}
+		if got := c.p.Describe(); got != c.desc {
+			t.Errorf("Describe() = %q, want %q", got, c.desc)
+		}
+	}
+}
