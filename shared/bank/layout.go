@@ -292,10 +292,14 @@ func UnescapeKey(seg string) (string, error) { return url.PathUnescape(seg) }
 func (Layout) SchedulesPrefix() string { return "schedules/" }
 
 // Schedule is a schedule's definition.
-func (l Layout) Schedule(id string) string { return l.SchedulesPrefix() + Segment(id) + "/schedule.json" }
+func (l Layout) Schedule(id string) string {
+	return l.SchedulesPrefix() + Segment(id) + "/schedule.json"
+}
 
 // ScheduleState is what the tick recorded of a schedule.
-func (l Layout) ScheduleState(id string) string { return l.SchedulesPrefix() + Segment(id) + "/state.json" }
+func (l Layout) ScheduleState(id string) string {
+	return l.SchedulesPrefix() + Segment(id) + "/state.json"
+}
 
 // ScheduleOfObject is the schedule a schedule.json object belongs to, or "" for other
 // objects.
