@@ -73,9 +73,12 @@ check: ## gofmt and go vet
 	go vet ./...
 
 FUZZTIME ?= 60s
-fuzz: ## fuzz the CloudEvents decoding; new interesting inputs are kept in testdata
+fuzz: ## fuzz the CloudEvents decoding, and ids through the schemas and the bank layout; new interesting inputs are kept in testdata
 	go test ./shared/function -run '^$$' -fuzz FuzzServeHTTP -fuzztime $(FUZZTIME)
 	cp -n $$(go env GOCACHE)/fuzz/github.com/podguard/podguard/shared/function/FuzzServeHTTP/* shared/function/testdata/fuzz/FuzzServeHTTP/ 2>/dev/null || true
+	go test ./shared/bank -run '^$$' -fuzz FuzzLayout -fuzztime $(FUZZTIME)
+	mkdir -p shared/bank/testdata/fuzz/FuzzLayout
+	cp -n $$(go env GOCACHE)/fuzz/github.com/podguard/podguard/shared/bank/FuzzLayout/* shared/bank/testdata/fuzz/FuzzLayout/ 2>/dev/null || true
 
 ## --- Knative install -----------------------------------------------------------------
 

@@ -228,8 +228,8 @@ type RestoreStepRequest struct {
 	Resources  []graph.Resource  `json:"resources"`
 	Parameters RestoreParameters `json:"parameters"`
 	Deadline   time.Time         `json:"deadline"`
-	// Volumes maps, in a PodRecreate, each original Cinder volume id of the batch's pods
-	// to its restored volume id; a volume that could not be restored is absent.
+	// Volumes is never sent: recreate-pod reads the restored volumes from the
+	// restore-volume records, and refuses a request that names any.
 	Volumes map[string]string `json:"volumes,omitempty"`
 }
 

@@ -97,7 +97,8 @@ type store interface {
 	FannedOut(ctx context.Context, id, phase string) (bool, error)
 	PendingResources(ctx context.Context, id string) ([]bank.Pending, error)
 	Done(ctx context.Context, id, key string) (bool, error)
-	Pending(ctx context.Context, id, batch string) (bool, error)
+	Take(ctx context.Context, id, batch string) (bool, error)
+	Remaining(ctx context.Context, id, prefix string) (bool, error)
 	Record(ctx context.Context, id, batch string) (*bank.Record, error)
 	Fail(ctx context.Context, id, key, reason string) error
 	Finish(ctx context.Context, id string) (string, []bank.Failure, error)
@@ -125,7 +126,7 @@ type ops interface {
 	FannedOut(ctx context.Context, id, phase string) (bool, error)
 	PendingResources(ctx context.Context, id string) ([]bank.Pending, error)
 	Done(ctx context.Context, id, batch string) (bool, error)
-	Pending(ctx context.Context, id, batch string) (bool, error)
+	Take(ctx context.Context, id, batch string) (bool, error)
 	Record(ctx context.Context, id, batch string) (*bank.Record, error)
 	Remaining(ctx context.Context, id, prefix string) (bool, error)
 	Fail(ctx context.Context, id, key, reason string) error

@@ -13,14 +13,14 @@ import (
 	"github.com/podguard/podguard/shared/function"
 )
 
-// progress is what a result is checked against: an operation's status, its pending
-// batches and the records its steps wrote (the checkpoints' Ops in the bank, the
-// restores', the deletions').
+// progress is what a result is checked against: an operation's status, the records its
+// steps wrote, its pending batches (the checkpoints' Ops in the bank, the restores', the
+// deletions').
 type progress interface {
 	Status(ctx context.Context, id string) (string, error)
-	Pending(ctx context.Context, id, batch string) (bool, error)
 	Record(ctx context.Context, id, batch string) (*bank.Record, error)
 	Fail(ctx context.Context, id, key, reason string) error
+	Take(ctx context.Context, id, batch string) (bool, error)
 }
 
 // claim is a step's result to be checked: the batch of an operation it says is done.
@@ -40,7 +40,7 @@ type claim struct {
 type claimVerdict int
 
 const (
-	// accepted: the batch was pending, its outcome is recorded; mark it done.
+	// accepted: the batch was pending; its outcome is recorded and its marker gone.
 	accepted claimVerdict = iota
 	// late: a duplicate of a batch done, or a result of an operation removed; nothing to do.
 	late
@@ -53,8 +53,9 @@ const (
 // it counts only for a pending batch of an operation in progress, and what it counts for
 // is read from the record the step wrote for the batch, never from the result's own
 // statuses. A late result (the batch finished, or the operation ended) changes nothing
-// and is not an error; one for a batch or an operation that never existed is refused
-// (permanent). Each resource of the record that
+// and is not an error; one for an operation that never existed, or a batch no step
+// recorded, is refused (permanent). Accepting costs a status listing, a record read, a
+// failure write per failed resource and the marker's deletion. Each resource of the record that
 // did not end ok is recorded as a failure, with the step's reason.
 func (s *Step) accept(ctx context.Context, p progress, c claim) (claimVerdict, error) {
 	log := logging.FromContext(ctx).With(zap.String(c.kind, c.id), zap.String("batch", c.batch))
@@ -73,29 +74,19 @@ func (s *Step) accept(ctx context.Context, p progress, c claim) (claimVerdict, e
 	if err != nil {
 		return late, err
 	}
-	pending, err := p.Pending(ctx, c.id, c.batch)
+	rec, err := p.Record(ctx, c.id, c.batch)
+	if errors.Is(err, bank.ErrNotFound) {
+		return late, function.Permanent(fmt.Errorf("/batch: %s %s has no record of batch %s: no step finished it", c.kind, c.id, c.batch))
+	}
 	if err != nil {
 		return late, err
 	}
-	rec, err := p.Record(ctx, c.id, c.batch)
-	if err != nil && !errors.Is(err, bank.ErrNotFound) {
-		return late, err
-	}
-	switch {
-	case !pending && rec == nil:
-		return late, function.Permanent(fmt.Errorf("/batch: %s %s has no batch %s pending or recorded", c.kind, c.id, c.batch))
-	case !pending && status != c.running:
+	if status != c.running {
 		log.Infow("late result of an operation that ended", zap.String("status", status))
 		return ended, nil
-	case !pending:
-		log.Infow("late result of a finished batch ignored")
-		return late, nil
-	case status != c.running:
-		log.Infow("result of an operation that ended ignored", zap.String("status", status))
-		return late, nil
-	case rec == nil:
-		return late, function.Permanent(fmt.Errorf("/batch: %s %s has no record of batch %s: the step that owns it has not finished it", c.kind, c.id, c.batch))
 	}
+	// Failures first, the marker last: a result cut short in between is delivered again
+	// and finds the batch still pending.
 	keys := make([]string, 0, len(rec.Resources))
 	for k := range rec.Resources {
 		keys = append(keys, k)
@@ -113,6 +104,14 @@ func (s *Step) accept(ctx context.Context, p progress, c claim) (claimVerdict, e
 		if err := p.Fail(ctx, c.id, k, reason); err != nil {
 			return late, err
 		}
+	}
+	taken, err := p.Take(ctx, c.id, c.batch)
+	if err != nil {
+		return late, err
+	}
+	if !taken {
+		log.Infow("late result of a finished batch ignored")
+		return late, nil
 	}
 	return accepted, nil
 }

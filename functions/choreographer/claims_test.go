@@ -57,8 +57,8 @@ func TestForgedResultsAreRefused(t *testing.T) {
 			t.Logf("%s: %v", name, err)
 		}
 	}
-	if pending, err := w.bank.Checkpoints().Pending(ctx, id, "volumes-0000"); err != nil || !pending {
-		t.Fatalf("the batch is no longer pending after forged results: %v", err)
+	if pending, err := w.bank.Checkpoints().PendingResources(ctx, id); err != nil || len(pending) != 2 {
+		t.Fatalf("pending after forged results: %v %v, want both batches", pending, err)
 	}
 	w.status(id, events.StatusProtecting)
 	if sent := w.out.take(); len(sent) != 0 {

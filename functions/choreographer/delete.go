@@ -214,7 +214,7 @@ func (s *Step) deleteResult(ctx context.Context, e event.Event) error {
 	case v == ended:
 		return s.completeDeletion(ctx, res.Checkpoint)
 	}
-	more, err := s.deletions.Done(ctx, res.Checkpoint, res.Batch)
+	more, err := s.deletions.Remaining(ctx, res.Checkpoint, "")
 	if err != nil || more {
 		return err
 	}

@@ -115,6 +115,9 @@ func (s *Step) listed(ctx context.Context, e event.Event) error {
 	if g == nil {
 		return function.Permanent(errors.New("pods.listed carries neither graph nor graphRef"))
 	}
+	if err := outOfScope(cp.Scope, g); err != nil {
+		return function.Permanent(err)
+	}
 	// The first graph stored wins: a later listing (a duplicate, or one re-driven by the
 	// tick) must not change what the checkpoint protects.
 	if err := s.bank.PutGraph(ctx, id, g); errors.Is(err, bank.ErrExists) {
@@ -196,7 +199,7 @@ func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) 
 	case v == ended:
 		return nil, s.finish(ctx, res.Checkpoint)
 	}
-	remaining, err := s.bank.Done(ctx, res.Checkpoint, res.Batch)
+	remaining, err := s.bank.Remaining(ctx, res.Checkpoint, "")
 	if err != nil || remaining {
 		return nil, err
 	}

@@ -273,7 +273,7 @@ func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 	case v == ended:
 		return s.finishRestore(ctx, r)
 	}
-	more, err := s.restores.Done(ctx, r.ID, res.Batch)
+	more, err := s.restores.Remaining(ctx, r.ID, "")
 	if err != nil {
 		return err
 	}

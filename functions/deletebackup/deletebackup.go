@@ -36,7 +36,6 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
-	"github.com/podguard/podguard/shared/openstack"
 	"github.com/podguard/podguard/shared/openstack/backups"
 	"github.com/podguard/podguard/shared/step"
 )
@@ -44,14 +43,8 @@ import (
 // Accepts are the event types delete-backup handles.
 var Accepts = []string{events.BackupDelete}
 
-// Config is delete-backup's configuration from the environment.
-type Config struct {
-	Bank      bank.Config
-	OpenStack openstack.Config
-}
-
-// Validate checks the configuration at start.
-func (c *Config) Validate() error { return c.Bank.Validate() }
+// Config is the step's configuration from the environment: the bank and OpenStack.
+type Config = step.CinderConfig
 
 // cinder is the part of Cinder's backup API the step uses. Get answers a missing backup
 // with an error for which gophercloud.ResponseCodeIs(err, 404) holds; Delete counts a
@@ -72,11 +65,7 @@ type Step struct {
 // New builds the step from its configuration (Keystone, the catalog's Cinder endpoint,
 // the bank).
 func New(ctx context.Context, cfg *Config) (*Step, error) {
-	sc, err := cfg.OpenStack.BlockStorage(ctx)
-	if err != nil {
-		return nil, err
-	}
-	b, err := bank.Open(ctx, cfg.Bank, cfg.OpenStack)
+	b, sc, err := cfg.Open(ctx)
 	if err != nil {
 		return nil, err
 	}

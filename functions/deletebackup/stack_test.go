@@ -18,6 +18,7 @@ import (
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/deletebackup"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/bank/banktest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/openstack/backups"
@@ -77,8 +78,13 @@ func TestDeleteOnStack(t *testing.T) {
 		stacktest.DeleteBackupAtEnd(t, bc, b.ID)
 		return b
 	}
+	stored := map[string]bool{}
 	record := func(cp string, b *backups.Backup) {
 		t.Helper()
+		if !stored[cp] {
+			stored[cp] = true
+			banktest.Protecting(t, bk, bank.Checkpoint{ID: cp}, &graph.Graph{Nodes: []graph.Node{{Resource: res}}})
+		}
 		mode, status := map[bool]string{false: "full", true: "incremental"}[b.IsIncremental], events.StatusAvailable
 		if b.Status != backups.StatusAvailable {
 			status = events.StatusError // still creating at the checkpoint's deadline
@@ -87,7 +93,7 @@ func TestDeleteOnStack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := bk.PutRecord(ctx, cp, bank.Record{Batch: batchName, UpdatedAt: time.Now().UTC(),
+		if err := bk.Checkpoints().PutRecord(ctx, cp, bank.Record{Batch: batchName, UpdatedAt: time.Now().UTC(),
 			Resources: map[string]bank.ResourceRecord{res.Key(): {Status: status, Data: data}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -115,21 +121,27 @@ func TestDeleteOnStack(t *testing.T) {
 	}
 
 	step := deletebackup.NewStep(bc, bk, time.Now)
+	deadline := time.Now().Add(10 * time.Minute).UTC()
 	request := func(cp string) event.Event {
 		e := event.New()
 		e.SetID("delete-" + cp + "-" + batchName)
 		e.SetSource("test")
 		e.SetType(events.BackupDelete)
 		if err := e.SetData(event.ApplicationJSON, events.StepRequest{Checkpoint: cp, Batch: batchName,
-			Resources: []graph.Resource{res}, Deadline: time.Now().Add(2 * time.Minute)}); err != nil {
+			Resources: []graph.Resource{res}, Deadline: deadline}); err != nil {
 			t.Fatal(err)
 		}
 		return e
 	}
-	// deleteCheckpoint delivers the request again, as the tick does, until the step
-	// replies; it returns the volume's result.
+	// deleteCheckpoint starts an attempt at deleting the checkpoint (the choreographer
+	// records it, forgetting an attempt before), and delivers the request again, as the
+	// tick does, until the step replies; it returns the volume's result.
 	deleteCheckpoint := func(cp string) events.ResourceResult {
 		t.Helper()
+		if err := bk.Deletions().Reset(ctx, cp); err != nil {
+			t.Fatal(err)
+		}
+		banktest.Deleting(t, bk, cp, deadline)
 		start, e := time.Now(), request(cp)
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()

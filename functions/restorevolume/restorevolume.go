@@ -26,7 +26,6 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
-	"github.com/podguard/podguard/shared/openstack"
 	"github.com/podguard/podguard/shared/openstack/volumes"
 	"github.com/podguard/podguard/shared/step"
 )
@@ -41,14 +40,8 @@ const (
 	MetaCheckpoint = "podguard-checkpoint"
 )
 
-// Config is restore-volume's configuration from the environment.
-type Config struct {
-	Bank      bank.Config
-	OpenStack openstack.Config
-}
-
-// Validate checks the configuration at start.
-func (c *Config) Validate() error { return c.Bank.Validate() }
+// Config is the step's configuration from the environment: the bank and OpenStack.
+type Config = step.CinderConfig
 
 // cinder is the part of Cinder's volume API the step uses.
 type cinder interface {
@@ -68,11 +61,7 @@ type Step struct {
 
 // New builds the step from its configuration.
 func New(ctx context.Context, cfg *Config) (*Step, error) {
-	sc, err := cfg.OpenStack.BlockStorage(ctx)
-	if err != nil {
-		return nil, err
-	}
-	b, err := bank.Open(ctx, cfg.Bank, cfg.OpenStack)
+	b, sc, err := cfg.Open(ctx)
 	if err != nil {
 		return nil, err
 	}

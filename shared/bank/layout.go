@@ -60,7 +60,7 @@ func RestoreOp(id string) Op    { return Op{KindRestores, id} }
 func DeletionOp(id string) Op   { return Op{KindDeletions, id} }
 
 // Prefix is the prefix of every object of the operation.
-func (o Op) Prefix() string { return o.Kind + "/" + o.ID + "/" }
+func (o Op) Prefix() string { return o.Kind + "/" + Segment(o.ID) + "/" }
 
 // CheckpointPrefix is the prefix of every object of a checkpoint.
 func (Layout) CheckpointPrefix(checkpoint string) string { return CheckpointOp(checkpoint).Prefix() }
@@ -145,14 +145,14 @@ func (Layout) AllIndexPrefix() string { return "indices/all/" }
 
 // AllIndex is a checkpoint's entry in the index of every checkpoint.
 func (l Layout) AllIndex(checkpoint string, created time.Time) string {
-	return l.AllIndexPrefix() + invertedTime(created) + "_" + checkpoint
+	return l.AllIndexPrefix() + invertedTime(created) + "_" + Segment(checkpoint)
 }
 
 // ActivePrefix lists the operations of a kind in progress.
 func (Layout) ActivePrefix(kind string) string { return "indices/active/" + kind + "/" }
 
 // Active marks an operation as in progress.
-func (l Layout) Active(op Op) string { return l.ActivePrefix(op.Kind) + op.ID }
+func (l Layout) Active(op Op) string { return l.ActivePrefix(op.Kind) + Segment(op.ID) }
 
 // RestoreIndex is a restore's index object.
 func (Layout) RestoreIndex(id string) string { return RestoreOp(id).Prefix() + "restore.json" }
@@ -162,11 +162,11 @@ func (Layout) RestoresPrefix() string { return "indices/restores/" }
 
 // RestoresIndex is a restore's entry in the list of restores.
 func (l Layout) RestoresIndex(id string, created time.Time) string {
-	return l.RestoresPrefix() + invertedTime(created) + "_" + id
+	return l.RestoresPrefix() + invertedTime(created) + "_" + Segment(id)
 }
 
 // DeadLetterPrefix is the prefix of every object of a dead letter.
-func (Layout) DeadLetterPrefix(id string) string { return "deadletters/" + id + "/" }
+func (Layout) DeadLetterPrefix(id string) string { return "deadletters/" + Segment(id) + "/" }
 
 // DeadLetter is a dead letter's record.
 func (l Layout) DeadLetter(id string) string { return l.DeadLetterPrefix(id) + "letter.json" }
@@ -218,17 +218,17 @@ func (Layout) DeadLettersIndexPrefix(eventType string) string {
 // DeadLettersIndex is a dead letter's entry in the list of every dead letter, or of
 // those of its event's type.
 func (l Layout) DeadLettersIndex(eventType, id string, recorded time.Time) string {
-	return l.DeadLettersIndexPrefix(eventType) + invertedTime(recorded) + "_" + id
+	return l.DeadLettersIndexPrefix(eventType) + invertedTime(recorded) + "_" + Segment(id)
 }
 
 // PlanIndexPrefix lists the checkpoints of a plan, newest first.
 func (Layout) PlanIndexPrefix(plan string) string {
-	return "indices/plans/" + url.PathEscape(plan) + "/"
+	return "indices/plans/" + Segment(plan) + "/"
 }
 
 // PlanIndex is a checkpoint's entry in its plan's index.
 func (l Layout) PlanIndex(plan, checkpoint string, created time.Time) string {
-	return l.PlanIndexPrefix(plan) + invertedTime(created) + "_" + checkpoint
+	return l.PlanIndexPrefix(plan) + invertedTime(created) + "_" + Segment(checkpoint)
 }
 
 // DateIndexPrefix lists the checkpoints created on a day.
@@ -238,7 +238,7 @@ func (Layout) DateIndexPrefix(day time.Time) string {
 
 // DateIndex is a checkpoint's entry in the date index.
 func (l Layout) DateIndex(checkpoint string, created time.Time) string {
-	return l.DateIndexPrefix(created) + checkpoint
+	return l.DateIndexPrefix(created) + Segment(checkpoint)
 }
 
 // DeletionIndex is the index of the deletion of a checkpoint.
@@ -246,13 +246,14 @@ func (Layout) DeletionIndex(checkpoint string) string {
 	return DeletionOp(checkpoint).Prefix() + "deletion.json"
 }
 
-// CheckpointOfIndex returns the checkpoint id named by a plan or date index entry.
+// CheckpointOfIndex returns the id an index entry <inverted time>_<id> names (of every
+// checkpoint, a plan's, the restores', the dead letters').
 func (Layout) CheckpointOfIndex(name string) string {
 	base := name[strings.LastIndex(name, "/")+1:]
-	if i := strings.LastIndex(base, "_"); i >= 0 {
-		return base[i+1:]
+	if _, id, ok := strings.Cut(base, "_"); ok {
+		base = id // <inverted time>_<id>: the time has no "_"
 	}
-	return base
+	return unsegment(base)
 }
 
 // invertedTime sorts newer times first in Swift's lexical listing order.
@@ -264,6 +265,27 @@ func invertedTime(t time.Time) string {
 // EscapeKey turns a resource key into one path segment; UnescapeKey reverses it.
 func EscapeKey(key string) string { return url.PathEscape(key) }
 
+// Segment is an id as one path segment of an object name: escaped as EscapeKey does,
+// and "." and ".." spelled out, so that no id reaches into another id's objects. Ids of
+// the event schemas' pattern are their own segment.
+func Segment(id string) string {
+	switch id {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return EscapeKey(id)
+}
+
+// unsegment reverses Segment; a name that is not one is returned as it is.
+func unsegment(seg string) string {
+	if id, err := UnescapeKey(seg); err == nil {
+		return id
+	}
+	return seg
+}
+
 // UnescapeKey reverses EscapeKey.
 func UnescapeKey(seg string) (string, error) { return url.PathUnescape(seg) }
 
@@ -271,10 +293,14 @@ func UnescapeKey(seg string) (string, error) { return url.PathUnescape(seg) }
 func (Layout) SchedulesPrefix() string { return "schedules/" }
 
 // Schedule is a schedule's definition.
-func (l Layout) Schedule(id string) string { return l.SchedulesPrefix() + id + "/schedule.json" }
+func (l Layout) Schedule(id string) string {
+	return l.SchedulesPrefix() + Segment(id) + "/schedule.json"
+}
 
 // ScheduleState is what the tick recorded of a schedule.
-func (l Layout) ScheduleState(id string) string { return l.SchedulesPrefix() + id + "/state.json" }
+func (l Layout) ScheduleState(id string) string {
+	return l.SchedulesPrefix() + Segment(id) + "/state.json"
+}
 
 // ScheduleOfObject is the schedule a schedule.json object belongs to, or "" for other
 // objects.
@@ -283,7 +309,7 @@ func (l Layout) ScheduleOfObject(name string) string {
 	if !ok || strings.Contains(id, "/") {
 		return ""
 	}
-	return id
+	return unsegment(id)
 }
 
 // PlanSchedulesPrefix lists the schedules that store a plan.

@@ -130,14 +130,18 @@ func (o *Ops) Done(ctx context.Context, id, batch string) (remaining bool, err e
 	return o.Remaining(ctx, id, "")
 }
 
-// Pending reports whether a batch of an operation is still unfinished.
-func (o *Ops) Pending(ctx context.Context, id, batch string) (bool, error) {
+// Take deletes a batch's pending marker and reports whether it was there: of racing
+// duplicates of a batch's result, one takes it.
+func (o *Ops) Take(ctx context.Context, id, batch string) (bool, error) {
 	name := o.b.layout.Pending(o.op(id), batch)
-	objs, err := o.b.list(ctx, &swift.ObjectsOpts{Prefix: name, Limit: 1})
-	if err != nil {
-		return false, err
+	err := o.b.retry(ctx, func() error { return o.b.store.ObjectDelete(ctx, o.b.container, name) })
+	if errors.Is(err, swift.ObjectNotFound) {
+		return false, nil
 	}
-	return len(objs) > 0 && objs[0].Name == name, nil
+	if err != nil {
+		return false, fmt.Errorf("delete %s/%s: %w", o.b.container, name, err)
+	}
+	return true, nil
 }
 
 // Remaining reports whether batches whose names start with prefix are still pending.
@@ -270,7 +274,7 @@ func (o *Ops) Active(ctx context.Context) ([]string, error) {
 	}
 	ids := make([]string, 0, len(objs))
 	for _, obj := range objs {
-		ids = append(ids, strings.TrimPrefix(obj.Name, prefix))
+		ids = append(ids, unsegment(strings.TrimPrefix(obj.Name, prefix)))
 	}
 	return ids, nil
 }

@@ -70,10 +70,12 @@ func TestProtectRefusesWhatTheCheckpointDoesNotRecord(t *testing.T) {
 		"unknown checkpoint": {func(q *events.StepRequest) { q.Checkpoint = "other" }, "checkpoint other does not exist"},
 		"unknown batch":      {func(q *events.StepRequest) { q.Batch = "volumes-0007" }, "has no batch volumes-0007"},
 		"pod batch":          {func(q *events.StepRequest) { q.Batch = "pods-0000" }, "holds OS::Kubernetes::Pod"},
-		"other volume":       {func(q *events.StepRequest) { q.Resources = []graph.Resource{{Type: graph.VolumeType, ID: "prod", Name: "shop/data"}} }, "/resources/0"},
-		"extra volume":       {func(q *events.StepRequest) { q.Resources = append(q.Resources, q.Resources[0]) }, "/resources"},
-		"other options":      {func(q *events.StepRequest) { q.Parameters = &events.VolumeParameters{BackupMode: "incremental"} }, "/parameters"},
-		"other deadline":     {func(q *events.StepRequest) { q.Deadline = q.Deadline.Add(time.Hour) }, "/deadline"},
+		"other volume": {func(q *events.StepRequest) {
+			q.Resources = []graph.Resource{{Type: graph.VolumeType, ID: "prod", Name: "shop/data"}}
+		}, "/resources/0"},
+		"extra volume":   {func(q *events.StepRequest) { q.Resources = append(q.Resources, q.Resources[0]) }, "/resources"},
+		"other options":  {func(q *events.StepRequest) { q.Parameters = &events.VolumeParameters{BackupMode: "incremental"} }, "/parameters"},
+		"other deadline": {func(q *events.StepRequest) { q.Deadline = q.Deadline.Add(time.Hour) }, "/deadline"},
 	}
 	for name, tc := range cases {
 		req := good

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/podguard/podguard/shared/openstack"
+
 	"github.com/gophercloud/gophercloud/v2"
 	cinder "github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/backups"
 	"github.com/gophercloud/gophercloud/v2/pagination"
@@ -22,7 +24,7 @@ import (
 const Microversion = "3.43"
 
 // DefaultPollInterval is the pause between two reads of a backup while waiting for it.
-const DefaultPollInterval = 2 * time.Second
+const DefaultPollInterval = openstack.DefaultPollInterval
 
 // Backup statuses, as Cinder reports them.
 const (

@@ -19,7 +19,7 @@ func tag(checkpoint, resource string) map[string]string {
 
 func TestNewSetsMicroversionOnACopy(t *testing.T) {
 	f := newFakeCinder(t)
-	sc := f.serviceClient()
+	sc := f.srv.ServiceClient()
 	c := backups.New(sc)
 	if sc.Microversion != "" {
 		t.Errorf("New changed the caller's client: microversion %q", sc.Microversion)

@@ -4,18 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
-
 	"github.com/podguard/podguard/shared/openstack/backups"
+	"github.com/podguard/podguard/shared/openstack/cindertest"
 )
 
 // fakeCinder answers the backup endpoints of the Block Storage v3 API the way Cinder
@@ -23,7 +20,7 @@ import (
 // and lists paged with backups_links.
 type fakeCinder struct {
 	t   *testing.T
-	srv *httptest.Server
+	srv *cindertest.Server
 
 	mu       sync.Mutex
 	backups  []*fakeBackup // in creation order
@@ -49,26 +46,14 @@ type fakeBackup struct {
 	Gets                                       int
 }
 
-const project = "p0"
-
 func newFakeCinder(t *testing.T) *fakeCinder {
 	f := &fakeCinder{t: t, pageSize: 2, clock: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
+	f.srv = cindertest.New(t, backups.Microversion, f.serve)
 	return f
 }
 
-// serviceClient is what openstack.Config.BlockStorage returns, aimed at the fake.
-func (f *fakeCinder) serviceClient() *gophercloud.ServiceClient {
-	return &gophercloud.ServiceClient{
-		ProviderClient: &gophercloud.ProviderClient{TokenID: "token"},
-		Endpoint:       f.srv.URL + "/v3/" + project + "/",
-		Type:           "block-storage",
-	}
-}
-
 func (f *fakeCinder) client() *backups.Client {
-	c := backups.New(f.serviceClient())
+	c := backups.New(f.srv.ServiceClient())
 	c.PollInterval = time.Millisecond
 	return c
 }
@@ -129,29 +114,10 @@ func (f *fakeCinder) view(b *fakeBackup) map[string]any {
 	return v
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func fault(w http.ResponseWriter, code int, msg string) {
-	kind := map[int]string{400: "badRequest", 404: "itemNotFound", 406: "computeFault"}[code]
-	writeJSON(w, code, map[string]any{kind: map[string]any{"code": code, "message": msg}})
-}
-
-func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request) {
-	if got := r.Header.Get("OpenStack-API-Version"); got != "volume "+backups.Microversion {
-		fault(w, http.StatusNotAcceptable, fmt.Sprintf("expected microversion header volume %s, got %q", backups.Microversion, got))
-		return
-	}
-	if r.Header.Get("X-Auth-Token") != "token" {
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	rest, ok := strings.CutPrefix(r.URL.Path, "/v3/"+project+"/backups")
+func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request, path string) {
+	rest, ok := strings.CutPrefix(path, "backups")
 	if !ok {
-		fault(w, http.StatusNotFound, "no such resource "+r.URL.Path)
+		cindertest.Fault(w, http.StatusNotFound, "no such resource "+r.URL.Path)
 		return
 	}
 	f.mu.Lock()
@@ -164,7 +130,7 @@ func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && strings.Count(rest, "/") == 1:
 		b := f.find(rest[1:])
 		if b == nil {
-			fault(w, http.StatusNotFound, "Backup "+rest[1:]+" could not be found.")
+			cindertest.Fault(w, http.StatusNotFound, "Backup "+rest[1:]+" could not be found.")
 			return
 		}
 		b.Gets++
@@ -173,14 +139,14 @@ func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		if b.Status == backups.StatusDeleted {
 			f.backups = slices.DeleteFunc(f.backups, func(x *fakeBackup) bool { return x == b })
-			fault(w, http.StatusNotFound, "Backup "+b.ID+" could not be found.")
+			cindertest.Fault(w, http.StatusNotFound, "Backup "+b.ID+" could not be found.")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"backup": f.view(b)})
+		cindertest.JSON(w, http.StatusOK, map[string]any{"backup": f.view(b)})
 	case r.Method == http.MethodDelete && strings.Count(rest, "/") == 1:
 		f.delete(w, rest[1:])
 	default:
-		fault(w, http.StatusNotFound, "no route "+r.Method+" "+r.URL.Path)
+		cindertest.Fault(w, http.StatusNotFound, "no route "+r.Method+" "+r.URL.Path)
 	}
 }
 
@@ -188,7 +154,7 @@ func (f *fakeCinder) list(w http.ResponseWriter, q url.Values) {
 	f.lists++
 	for k := range q {
 		if k != "volume_id" && k != "limit" && k != "marker" {
-			fault(w, http.StatusBadRequest, "Invalid filter keys: "+k)
+			cindertest.Fault(w, http.StatusBadRequest, "Invalid filter keys: "+k)
 			return
 		}
 	}
@@ -198,37 +164,7 @@ func (f *fakeCinder) list(w http.ResponseWriter, q url.Values) {
 			sel = append(sel, b)
 		}
 	}
-	if m := q.Get("marker"); m != "" {
-		i := slices.IndexFunc(sel, func(b *fakeBackup) bool { return b.ID == m })
-		if i < 0 {
-			fault(w, http.StatusBadRequest, "marker not found")
-			return
-		}
-		sel = sel[i+1:]
-	}
-	limit := f.pageSize
-	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 && l < limit {
-		limit = l
-	}
-	body := map[string]any{}
-	if len(sel) > limit {
-		sel = sel[:limit]
-		next := url.Values{"marker": {sel[len(sel)-1].ID}}
-		if v := q.Get("volume_id"); v != "" {
-			next.Set("volume_id", v)
-		}
-		if l := q.Get("limit"); l != "" {
-			next.Set("limit", l)
-		}
-		body["backups_links"] = []any{map[string]any{"rel": "next",
-			"href": f.srv.URL + "/v3/" + project + "/backups/detail?" + next.Encode()}}
-	}
-	views := []any{}
-	for _, b := range sel {
-		views = append(views, f.view(b))
-	}
-	body["backups"] = views
-	writeJSON(w, http.StatusOK, body)
+	cindertest.Page(f.srv, w, q, "backups", f.pageSize, sel, func(b *fakeBackup) string { return b.ID }, func(b *fakeBackup) any { return f.view(b) })
 }
 
 func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
@@ -236,7 +172,7 @@ func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
 		Backup map[string]any `json:"backup"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Backup == nil {
-		fault(w, http.StatusBadRequest, "malformed request body")
+		cindertest.Fault(w, http.StatusBadRequest, "malformed request body")
 		return
 	}
 	f.lastCreate = req.Backup
@@ -244,7 +180,7 @@ func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
 	b := fakeBackup{VolumeID: str("volume_id"), Name: str("name"), Description: str("description"),
 		Container: str("container"), Status: backups.StatusCreating, Metadata: map[string]string{}}
 	if b.VolumeID == "" {
-		fault(w, http.StatusBadRequest, "volume_id is required")
+		cindertest.Fault(w, http.StatusBadRequest, "volume_id is required")
 		return
 	}
 	if m, ok := req.Backup["metadata"].(map[string]any); ok {
@@ -261,27 +197,27 @@ func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
 		}
 		switch {
 		case latest == nil:
-			fault(w, http.StatusBadRequest, "Invalid backup: No backups available to do an incremental backup.")
+			cindertest.Fault(w, http.StatusBadRequest, "Invalid backup: No backups available to do an incremental backup.")
 			return
 		case latest.Status != backups.StatusAvailable:
-			fault(w, http.StatusBadRequest, "Invalid backup: The parent backup must be available for incremental backup.")
+			cindertest.Fault(w, http.StatusBadRequest, "Invalid backup: The parent backup must be available for incremental backup.")
 			return
 		}
 		b.Incremental, b.Parent = true, latest.ID
 	}
 	nb := f.addLocked(b)
-	writeJSON(w, http.StatusAccepted, map[string]any{"backup": map[string]any{"id": nb.ID, "name": nb.Name, "links": []any{}}})
+	cindertest.JSON(w, http.StatusAccepted, map[string]any{"backup": map[string]any{"id": nb.ID, "name": nb.Name, "links": []any{}}})
 }
 
 func (f *fakeCinder) delete(w http.ResponseWriter, id string) {
 	b := f.find(id)
 	switch {
 	case b == nil:
-		fault(w, http.StatusNotFound, "Backup "+id+" could not be found.")
+		cindertest.Fault(w, http.StatusNotFound, "Backup "+id+" could not be found.")
 	case b.Status != backups.StatusAvailable && b.Status != backups.StatusError:
-		fault(w, http.StatusBadRequest, "Invalid backup: Backup status must be available or error")
+		cindertest.Fault(w, http.StatusBadRequest, "Invalid backup: Backup status must be available or error")
 	case f.dependents(id):
-		fault(w, http.StatusBadRequest, "Invalid backup: Incremental backups exist for this backup.")
+		cindertest.Fault(w, http.StatusBadRequest, "Invalid backup: Incremental backups exist for this backup.")
 	default:
 		// The next read finds it gone.
 		b.Status = backups.StatusDeleting

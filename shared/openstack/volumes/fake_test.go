@@ -4,17 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
-
+	"github.com/podguard/podguard/shared/openstack/cindertest"
 	"github.com/podguard/podguard/shared/openstack/volumes"
 )
 
@@ -23,7 +20,7 @@ import (
 // filter read as a Python literal, and lists paged with volumes_links.
 type fakeCinder struct {
 	t   *testing.T
-	srv *httptest.Server
+	srv *cindertest.Server
 
 	mu       sync.Mutex
 	volumes  []*fakeVolume // in creation order
@@ -49,25 +46,14 @@ type fakeVolume struct {
 	Gets                                    int
 }
 
-const project = "p0"
-
 func newFakeCinder(t *testing.T) *fakeCinder {
 	f := &fakeCinder{t: t, pageSize: 2, clock: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), messages: map[string][]map[string]any{}, backedUp: map[string]map[string]string{}}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
+	f.srv = cindertest.New(t, volumes.Microversion, f.serve)
 	return f
 }
 
-func (f *fakeCinder) serviceClient() *gophercloud.ServiceClient {
-	return &gophercloud.ServiceClient{
-		ProviderClient: &gophercloud.ProviderClient{TokenID: "token"},
-		Endpoint:       f.srv.URL + "/v3/" + project + "/",
-		Type:           "block-storage",
-	}
-}
-
 func (f *fakeCinder) client() *volumes.Client {
-	c := volumes.New(f.serviceClient())
+	c := volumes.New(f.srv.ServiceClient())
 	c.PollInterval = time.Millisecond
 	return c
 }
@@ -118,32 +104,17 @@ func view(v *fakeVolume) map[string]any {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func fault(w http.ResponseWriter, code int, msg string) {
-	kind := map[int]string{400: "badRequest", 404: "itemNotFound", 406: "computeFault"}[code]
-	writeJSON(w, code, map[string]any{kind: map[string]any{"code": code, "message": msg}})
-}
-
-func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request) {
-	if got := r.Header.Get("OpenStack-API-Version"); got != "volume "+volumes.Microversion {
-		fault(w, http.StatusNotAcceptable, fmt.Sprintf("expected microversion header volume %s, got %q", volumes.Microversion, got))
-		return
-	}
+func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request, path string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if r.URL.Path == "/v3/"+project+"/messages" && r.Method == http.MethodGet {
+	if path == "messages" && r.Method == http.MethodGet {
 		ms := f.messages[r.URL.Query().Get("resource_uuid")]
-		writeJSON(w, http.StatusOK, map[string]any{"messages": append([]map[string]any{}, ms...)})
+		cindertest.JSON(w, http.StatusOK, map[string]any{"messages": append([]map[string]any{}, ms...)})
 		return
 	}
-	rest, ok := strings.CutPrefix(r.URL.Path, "/v3/"+project+"/volumes")
+	rest, ok := strings.CutPrefix(path, "volumes")
 	if !ok {
-		fault(w, http.StatusNotFound, "no such resource "+r.URL.Path)
+		cindertest.Fault(w, http.StatusNotFound, "no such resource "+r.URL.Path)
 		return
 	}
 	switch {
@@ -154,7 +125,7 @@ func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && strings.Count(rest, "/") == 1:
 		v := f.find(rest[1:])
 		if v == nil {
-			fault(w, http.StatusNotFound, "Volume "+rest[1:]+" could not be found.")
+			cindertest.Fault(w, http.StatusNotFound, "Volume "+rest[1:]+" could not be found.")
 			return
 		}
 		v.Gets++
@@ -163,16 +134,16 @@ func (f *fakeCinder) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		if v.Status == "deleted" {
 			f.volumes = slices.DeleteFunc(f.volumes, func(x *fakeVolume) bool { return x == v })
-			fault(w, http.StatusNotFound, "Volume "+v.ID+" could not be found.")
+			cindertest.Fault(w, http.StatusNotFound, "Volume "+v.ID+" could not be found.")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"volume": view(v)})
+		cindertest.JSON(w, http.StatusOK, map[string]any{"volume": view(v)})
 	case r.Method == http.MethodDelete && strings.Count(rest, "/") == 1:
 		f.delete(w, rest[1:])
 	case r.Method == http.MethodPost && strings.HasSuffix(rest, "/metadata") && strings.Count(rest, "/") == 2:
 		f.setMetadata(w, r, strings.Split(rest, "/")[1])
 	default:
-		fault(w, http.StatusNotFound, "no route "+r.Method+" "+r.URL.Path)
+		cindertest.Fault(w, http.StatusNotFound, "no route "+r.Method+" "+r.URL.Path)
 	}
 }
 
@@ -203,7 +174,7 @@ func (f *fakeCinder) list(w http.ResponseWriter, q url.Values) {
 	if s := q.Get("metadata"); s != "" {
 		var err error
 		if filter, err = pyDict(s); err != nil {
-			fault(w, http.StatusBadRequest, "Invalid metadata filter: "+err.Error())
+			cindertest.Fault(w, http.StatusBadRequest, "Invalid metadata filter: "+err.Error())
 			return
 		}
 		f.filters = append(f.filters, filter)
@@ -223,35 +194,7 @@ func (f *fakeCinder) list(w http.ResponseWriter, q url.Values) {
 			sel = append(sel, v)
 		}
 	}
-	if m := q.Get("marker"); m != "" {
-		i := slices.IndexFunc(sel, func(v *fakeVolume) bool { return v.ID == m })
-		if i < 0 {
-			fault(w, http.StatusBadRequest, "marker not found")
-			return
-		}
-		sel = sel[i+1:]
-	}
-	limit := f.pageSize
-	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l > 0 && l < limit {
-		limit = l
-	}
-	body := map[string]any{}
-	if len(sel) > limit {
-		sel = sel[:limit]
-		next := url.Values{}
-		for k := range q {
-			next.Set(k, q.Get(k))
-		}
-		next.Set("marker", sel[len(sel)-1].ID)
-		body["volumes_links"] = []any{map[string]any{"rel": "next",
-			"href": f.srv.URL + "/v3/" + project + "/volumes/detail?" + next.Encode()}}
-	}
-	views := []any{}
-	for _, v := range sel {
-		views = append(views, view(v))
-	}
-	body["volumes"] = views
-	writeJSON(w, http.StatusOK, body)
+	cindertest.Page(f.srv, w, q, "volumes", f.pageSize, sel, func(v *fakeVolume) string { return v.ID }, func(v *fakeVolume) any { return view(v) })
 }
 
 func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
@@ -259,7 +202,7 @@ func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
 		Volume map[string]any `json:"volume"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Volume == nil {
-		fault(w, http.StatusBadRequest, "malformed request body")
+		cindertest.Fault(w, http.StatusBadRequest, "malformed request body")
 		return
 	}
 	f.lastCreate = req.Volume
@@ -269,7 +212,7 @@ func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
 	if size, ok := req.Volume["size"].(float64); ok {
 		v.Size = int(size)
 	} else if v.BackupID == "" {
-		fault(w, http.StatusBadRequest, "size is required")
+		cindertest.Fault(w, http.StatusBadRequest, "size is required")
 		return
 	}
 	if m, ok := req.Volume["metadata"].(map[string]any); ok {
@@ -278,16 +221,16 @@ func (f *fakeCinder) create(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	nv := f.addLocked(v)
-	writeJSON(w, http.StatusAccepted, map[string]any{"volume": view(nv)})
+	cindertest.JSON(w, http.StatusAccepted, map[string]any{"volume": view(nv)})
 }
 
 func (f *fakeCinder) delete(w http.ResponseWriter, id string) {
 	v := f.find(id)
 	switch {
 	case v == nil:
-		fault(w, http.StatusNotFound, "Volume "+id+" could not be found.")
+		cindertest.Fault(w, http.StatusNotFound, "Volume "+id+" could not be found.")
 	case !slices.Contains([]string{"available", "error", "error_restoring", "error_extending"}, v.Status):
-		fault(w, http.StatusBadRequest, "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer.")
+		cindertest.Fault(w, http.StatusBadRequest, "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer.")
 	default:
 		v.Status = volumes.StatusDeleting
 		v.Gets = 0
@@ -317,18 +260,18 @@ func (f *fakeCinder) finishRestore(v *fakeVolume) {
 func (f *fakeCinder) setMetadata(w http.ResponseWriter, r *http.Request, id string) {
 	v := f.find(id)
 	if v == nil {
-		fault(w, http.StatusNotFound, "Volume "+id+" could not be found.")
+		cindertest.Fault(w, http.StatusNotFound, "Volume "+id+" could not be found.")
 		return
 	}
 	var req struct {
 		Metadata map[string]string `json:"metadata"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Metadata == nil {
-		fault(w, http.StatusBadRequest, "malformed request body")
+		cindertest.Fault(w, http.StatusBadRequest, "malformed request body")
 		return
 	}
 	for k, x := range req.Metadata {
 		v.Metadata[k] = x
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"metadata": v.Metadata})
+	cindertest.JSON(w, http.StatusOK, map[string]any{"metadata": v.Metadata})
 }

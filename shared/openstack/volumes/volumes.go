@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/podguard/podguard/shared/openstack"
+
 	"github.com/gophercloud/gophercloud/v2"
 	cinder "github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 	"github.com/gophercloud/gophercloud/v2/pagination"
@@ -23,7 +25,7 @@ import (
 const Microversion = "3.47"
 
 // DefaultPollInterval is the pause between two reads of a volume while waiting for it.
-const DefaultPollInterval = 2 * time.Second
+const DefaultPollInterval = openstack.DefaultPollInterval
 
 // Volume statuses, as Cinder reports them (the ones podguard meets).
 const (

@@ -3,13 +3,11 @@ package volumes
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
+	"github.com/podguard/podguard/shared/openstack"
 )
 
 // FailedError is the error of a wait that ended because the volume reached a failed
@@ -29,8 +27,24 @@ func (e *FailedError) Error() string {
 	return fmt.Sprintf("volume %s is in status %s: %s", e.ID, e.Status, e.Reason)
 }
 
-// failed lists the statuses from which a volume does not move on by itself.
-var failed = []string{StatusError, StatusErrorRestoring, StatusErrorDeleting}
+// waited is how the client waits for a volume.
+func (c *Client) waited() openstack.Waited[*Volume] {
+	return openstack.Waited[*Volume]{
+		Kind: "volume", Interval: c.PollInterval,
+		Get: func(ctx context.Context, id string) (*Volume, string, error) {
+			v, err := c.get(ctx, id)
+			if err != nil {
+				return nil, "", err
+			}
+			return v, v.Status, nil
+		},
+		// The statuses from which a volume does not move on by itself.
+		Failed: []string{StatusError, StatusErrorRestoring, StatusErrorDeleting},
+		Failure: func(ctx context.Context, v *Volume, status string) error {
+			return &FailedError{ID: v.ID, Status: status, Reason: c.lastMessage(ctx, v.ID)}
+		},
+	}
+}
 
 // WaitForStatus reads the volume every PollInterval until its status is one of statuses,
 // and returns it then. It fails at once when the volume reaches a failed status (error,
@@ -38,63 +52,14 @@ var failed = []string{StatusError, StatusErrorRestoring, StatusErrorDeleting}
 // carrying Cinder's latest message about the volume, when the volume cannot be read (a
 // 404 included), and when ctx ends.
 func (c *Client) WaitForStatus(ctx context.Context, id string, statuses ...string) (*Volume, error) {
-	want := strings.Join(statuses, " or ")
-	if len(statuses) == 0 {
-		return nil, fmt.Errorf("wait for volume %s: no status to wait for", id)
-	}
-	var last *Volume
-	err := poll(ctx, c.interval(), func(ctx context.Context) (bool, error) {
-		v, err := c.get(ctx, id)
-		if err != nil {
-			return false, err
-		}
-		last = v
-		switch {
-		case slices.Contains(statuses, v.Status):
-			return true, nil
-		case slices.Contains(failed, v.Status):
-			return false, &FailedError{ID: v.ID, Status: v.Status, Reason: c.lastMessage(ctx, v.ID)}
-		}
-		return false, nil
-	})
-	if err != nil {
-		if last != nil && ctx.Err() != nil {
-			return nil, fmt.Errorf("wait for volume %s to be %s (still %s): %w", id, want, last.Status, err)
-		}
-		return nil, fmt.Errorf("wait for volume %s to be %s: %w", id, want, err)
-	}
-	return last, nil
+	return c.waited().WaitForStatus(ctx, id, statuses...)
 }
 
 // WaitForDeleted reads the volume every PollInterval until Cinder no longer knows it. It
 // fails at once when the volume reaches status error_deleting (a *FailedError), or any
 // status but deleting (nobody deletes it), and when ctx ends.
 func (c *Client) WaitForDeleted(ctx context.Context, id string) error {
-	var last string
-	err := poll(ctx, c.interval(), func(ctx context.Context) (bool, error) {
-		v, err := c.get(ctx, id)
-		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		last = v.Status
-		switch v.Status {
-		case StatusDeleting:
-			return false, nil
-		case StatusErrorDeleting:
-			return false, &FailedError{ID: v.ID, Status: v.Status, Reason: c.lastMessage(ctx, v.ID)}
-		}
-		return false, fmt.Errorf("volume is in status %s, not being deleted", v.Status)
-	})
-	if err != nil {
-		if last != "" && ctx.Err() != nil {
-			return fmt.Errorf("wait for volume %s to be deleted (still %s): %w", id, last, err)
-		}
-		return fmt.Errorf("wait for volume %s to be deleted: %w", id, err)
-	}
-	return nil
+	return c.waited().WaitForDeleted(ctx, id, StatusDeleting)
 }
 
 // message is one of Cinder's user messages (GET /messages).
@@ -117,35 +82,4 @@ func (c *Client) lastMessage(ctx context.Context, id string) string {
 	return slices.MaxFunc(body.Messages, func(a, b message) int {
 		return strings.Compare(a.CreatedAt, b.CreatedAt)
 	}).UserMessage
-}
-
-func (c *Client) interval() time.Duration {
-	if c.PollInterval > 0 {
-		return c.PollInterval
-	}
-	return DefaultPollInterval
-}
-
-// poll calls check at once, then every interval, until it is done or fails, or ctx ends.
-func poll(ctx context.Context, interval time.Duration, check func(context.Context) (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		done, err := check(ctx)
-		if done || err != nil {
-			if err != nil && ctx.Err() != nil {
-				// The request failed because ctx ended: say so plainly.
-				return ctx.Err()
-			}
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }

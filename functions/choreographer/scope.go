@@ -1,0 +1,30 @@
+package choreographer
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// outOfScope checks a listing against the scope the checkpoint recorded: a pods.listed
+// naming a pod outside it (another namespace, a pod not asked for) is not list-pods'
+// answer. A label selector cannot be checked without the cluster; namespaces and
+// explicit pods can.
+func outOfScope(s events.Scope, g *graph.Graph) error {
+	for i, n := range g.Nodes {
+		if n.Type != graph.PodType {
+			continue
+		}
+		ns, _, _ := graph.SplitPodName(n.Name)
+		switch {
+		case s.AllNamespaces:
+		case len(s.Namespaces) > 0 && !slices.Contains(s.Namespaces, ns):
+			return fmt.Errorf("/graph/nodes/%d: pod %s is outside the checkpoint's namespaces %v", i, n.Name, s.Namespaces)
+		case len(s.Pods) > 0 && !slices.Contains(s.Pods, n.Name) && !slices.Contains(s.Pods, n.ID):
+			return fmt.Errorf("/graph/nodes/%d: pod %s is not among the checkpoint's pods", i, n.Name)
+		}
+	}
+	return nil
+}
