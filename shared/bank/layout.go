@@ -314,12 +314,12 @@ func (l Layout) ScheduleOfObject(name string) string {
 
 // PlanSchedulesPrefix lists the schedules that store a plan.
 func (Layout) PlanSchedulesPrefix(plan string) string {
-	return "indices/planschedules/" + url.PathEscape(plan) + "/"
+	return "indices/planschedules/" + Segment(plan) + "/"
 }
 
 // PlanSchedule is a schedule's entry among the schedules that store its plan.
 func (l Layout) PlanSchedule(plan, schedule string) string {
-	return l.PlanSchedulesPrefix(plan) + url.PathEscape(schedule)
+	return l.PlanSchedulesPrefix(plan) + Segment(schedule)
 }
 
 // ScheduleOfPlanIndex is the schedule a plan's schedule entry names; false for other
@@ -329,6 +329,5 @@ func (l Layout) ScheduleOfPlanIndex(plan, name string) (string, bool) {
 	if !ok || seg == "" || strings.Contains(seg, "/") {
 		return "", false
 	}
-	id, err := url.PathUnescape(seg)
-	return id, err == nil
+	return unsegment(seg), true
 }

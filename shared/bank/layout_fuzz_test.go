@@ -56,6 +56,14 @@ func FuzzLayout(f *testing.F) {
 				t.Fatalf("index %q reads back %q, want %q", name, got, id)
 			}
 		}
+		if other != "" {
+			// A schedule's entry under its plan (other) reads back the schedule, one segment
+			// under the plan's prefix.
+			entry := l.PlanSchedule(other, id)
+			if got, ok := l.ScheduleOfPlanIndex(other, entry); !ok || got != id || !strings.HasPrefix(entry, l.PlanSchedulesPrefix(other)) {
+				t.Fatalf("plan %q, schedule %q: entry %q reads back %q %v", other, id, entry, got, ok)
+			}
+		}
 		if got := l.ActivePrefix(KindCheckpoints); !strings.HasPrefix(l.Active(CheckpointOp(id)), got) || strings.Contains(strings.TrimPrefix(l.Active(CheckpointOp(id)), got), "/") {
 			t.Fatalf("active entry of %q: %q", id, l.Active(CheckpointOp(id)))
 		}
