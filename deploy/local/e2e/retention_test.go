@@ -13,6 +13,7 @@ import (
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/choreographer"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/openstack/volumes"
 )
 
 // protectPlan sends a protect request of a plan covering a namespace and returns the
@@ -211,5 +212,88 @@ func TestRetention(t *testing.T) {
 		if err := ev.DataAs(&d); err != nil || d.Status != events.StatusDeleted {
 			t.Errorf("checkpoint.deleted %+v %v", d, err)
 		}
+	}
+}
+
+// TestRetentionWhileProtectsFail: a plan stored by a schedule with max_backups 2 is
+// protected three times (the first checkpoint goes), then its volume is gone from
+// Cinder (back-up-volume's instant Cinder stands in for the shared one) and three
+// protects end in error: the two newest available checkpoints stay, and a forged
+// protect.requested with the plan's id and max_backups 1 is refused and removes nothing.
+// Once backups work again, the next available checkpoint makes only the older of the two
+// go: the error checkpoints do not count.
+func TestRetentionWhileProtectsFail(t *testing.T) {
+	cinder := backupvolume.NewInstantCinder()
+	e := newEnv(t, envOptions{cinder: cinder, observe: []string{events.ScheduleSaved}})
+	ns := e.st.Namespace(t, e.kube, "retfail")
+	vol := "retention-" + ns
+	e.podWithVolume(ns, "app", &volumes.Volume{ID: vol}, true)
+	plan := events.Plan{ID: "plan-" + ns, Scope: events.Scope{Namespaces: []string{ns}}, Retention: &events.Retention{MaxBackups: 2},
+		Parameters: events.Parameters{Volume: events.VolumeParameters{Force: true}}}
+	e.saveSchedule("nightly-"+ns, plan)
+	protect := func(want string) string {
+		t.Helper()
+		req := events.ProtectRequest{Plan: plan}
+		ev := newEvent(events.ProtectRequested, req)
+		id := choreographer.CheckpointID(req, ev)
+		e.send(ev)
+		if res := e.finished(id, 2*time.Minute); res.Status != want {
+			t.Fatalf("checkpoint %s finished %+v, want %s", id, res, want)
+		}
+		return id
+	}
+	var good []string
+	for range 3 {
+		good = append(good, protect(events.StatusAvailable))
+	}
+	if d := e.deleted(good[0], 2*time.Minute); d.Status != events.StatusDeleted {
+		t.Fatalf("deletion of the oldest: %+v", d)
+	}
+
+	// Backups fail: the volume is gone from Cinder. No finished protect is in flight, so
+	// back-up-volume reads the map only after it is written.
+	cinder.Missing[vol] = true
+	var failed []string
+	for range 3 {
+		failed = append(failed, protect(events.StatusError))
+	}
+	ctx := context.Background()
+	bk := e.readBank()
+	list := func() []string {
+		t.Helper()
+		ids, _, err := bk.ListCheckpoints(ctx, plan.ID, 100, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	want := []string{failed[2], failed[1], failed[0], good[2], good[1]}
+	if got := list(); !slices.Equal(got, want) {
+		t.Fatalf("checkpoints of the plan %v, want %v", got, want)
+	}
+
+	forged := plan
+	forged.Retention = &events.Retention{MaxBackups: 1}
+	ev := newEvent(events.ProtectRequested, events.ProtectRequest{Plan: forged})
+	e.send(ev)
+	if reason := e.rejected(ev); !strings.Contains(reason, "/plan/retention") || !strings.Contains(reason, "max_backups: 2") {
+		t.Fatalf("forged retention: %q", reason)
+	}
+	if got := list(); !slices.Equal(got, want) {
+		t.Fatalf("after the forged request: checkpoints %v, want %v", got, want)
+	}
+	for _, id := range good[1:] {
+		if v := e.show(id); v.Status != events.StatusAvailable {
+			t.Fatalf("%s is %s", id, v.Status)
+		}
+	}
+
+	delete(cinder.Missing, vol)
+	newest := protect(events.StatusAvailable)
+	if d := e.deleted(good[1], 2*time.Minute); d.Status != events.StatusDeleted {
+		t.Fatalf("deletion of %s: %+v", good[1], d)
+	}
+	if got, want := list(), []string{newest, failed[2], failed[1], failed[0], good[2]}; !slices.Equal(got, want) {
+		t.Fatalf("checkpoints of the plan %v, want %v", got, want)
 	}
 }
