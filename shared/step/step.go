@@ -116,11 +116,7 @@ type op struct {
 // Protect runs a step of the protect of a checkpoint (events.StepRequest): its batch is
 // recorded in the checkpoint, which must be protecting.
 func (r *Runner) Protect(ctx context.Context, e event.Event, k Kind, work Work) (*event.Event, error) {
-	var req events.StepRequest
-	if err := function.Decode(e, &req); err != nil {
-		return nil, err
-	}
-	bs, b, err := r.batch(ctx, req.Checkpoint, req.Batch, req.Resources, k)
+	req, bs, b, err := r.stepRequest(ctx, e, k)
 	if err != nil {
 		return nil, err
 	}
@@ -133,19 +129,13 @@ func (r *Runner) Protect(ctx context.Context, e event.Event, k Kind, work Work) 
 	}
 	j := &Job{Checkpoint: cp, Batch: b, Deadline: cp.Deadline}
 	o := op{kind: "checkpoint", id: cp.ID, progress: r.checkpoints, want: events.StatusProtecting}
-	return r.run(ctx, k, o, j, work, func(rec *bank.Record) any {
-		return events.StepResult{Checkpoint: cp.ID, Batch: b.Name, Results: results(b, rec)}
-	})
+	return r.run(ctx, k, o, j, work, stepResult(cp.ID, b))
 }
 
 // Delete runs a step of the deletion of a checkpoint (events.StepRequest): its batch is
 // recorded in the deletion, which must be deleting, as must the checkpoint.
 func (r *Runner) Delete(ctx context.Context, e event.Event, k Kind, work Work) (*event.Event, error) {
-	var req events.StepRequest
-	if err := function.Decode(e, &req); err != nil {
-		return nil, err
-	}
-	bs, b, err := r.batch(ctx, req.Checkpoint, req.Batch, req.Resources, k)
+	req, bs, b, err := r.stepRequest(ctx, e, k)
 	if err != nil {
 		return nil, err
 	}
@@ -172,9 +162,7 @@ func (r *Runner) Delete(ctx context.Context, e event.Event, k Kind, work Work) (
 			}
 			return r.saved(ctx, j)
 		}}
-	return r.run(ctx, k, o, j, work, func(rec *bank.Record) any {
-		return events.StepResult{Checkpoint: cp.ID, Batch: b.Name, Results: results(b, rec)}
-	})
+	return r.run(ctx, k, o, j, work, stepResult(cp.ID, b))
 }
 
 // Restore runs a step of a restore (events.RestoreStepRequest): its batch, a batch of
@@ -224,6 +212,24 @@ func (r *Runner) Restore(ctx context.Context, e event.Event, k Kind, work Work) 
 	return r.run(ctx, k, o, j, work, func(rec *bank.Record) any {
 		return events.RestoreStepResult{Restore: rs.ID, Batch: b.Name, Results: results(b, rec)}
 	})
+}
+
+// stepRequest decodes a step request of a checkpoint's batch (protect and delete
+// steps) and reads the batch it names.
+func (r *Runner) stepRequest(ctx context.Context, e event.Event, k Kind) (events.StepRequest, *bank.Batches, graph.Batch, error) {
+	var req events.StepRequest
+	if err := function.Decode(e, &req); err != nil {
+		return req, nil, graph.Batch{}, err
+	}
+	bs, b, err := r.batch(ctx, req.Checkpoint, req.Batch, req.Resources, k)
+	return req, bs, b, err
+}
+
+// stepResult is the reply of a protect or delete step for a batch.
+func stepResult(checkpoint string, b graph.Batch) func(*bank.Record) any {
+	return func(rec *bank.Record) any {
+		return events.StepResult{Checkpoint: checkpoint, Batch: b.Name, Results: results(b, rec)}
+	}
 }
 
 // run answers a batch already recorded from its record; otherwise, with the operation
