@@ -194,6 +194,9 @@ up() {
   local t0 t c
   local -a phases=()
   t0=$(timer_start)
+  # Whatever a stopped or killed stack left behind (Knative Eventing's env file and
+  # processes) describes nothing that runs any more.
+  "$LOCAL_DIR/eventing.sh" stop
   t=$(timer_start); install; phases+=("install $(elapsed "$t")")
   t=$(timer_start); component k8s build; phases+=("build $(elapsed "$t")")
   # Kubernetes does not depend on OpenStack: start it alongside Keystone, Swift and Cinder

@@ -2,8 +2,10 @@ package eventing_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,6 +30,18 @@ func running(t *testing.T) *eventing.Env {
 			t.Fatal(err)
 		}
 		t.Skipf("the local Knative mode is not running (make eventing-up): %v", err)
+	}
+	// An env file outlives processes that were killed; the ingress answering is what
+	// says the mode runs.
+	if u, err := url.Parse(env.Ingress); err == nil {
+		c, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+		if err != nil {
+			if os.Getenv("PODGUARD_REQUIRE_EVENTING") == "1" {
+				t.Fatalf("the broker ingress %s does not answer: %v", env.Ingress, err)
+			}
+			t.Skipf("the local Knative mode is not running (its ingress %s does not answer: %v)", env.Ingress, err)
+		}
+		c.Close()
 	}
 	return env
 }
