@@ -167,6 +167,17 @@ const (
 	PingSource         = "pingsource"
 )
 
+// Label is typ when the catalog has it, else "other": what a metric label may say of an
+// event type anyone could have made up, so that labels stay bounded.
+func Label(typ string) string {
+	for _, t := range Catalog() {
+		if t.Name == typ {
+			return typ
+		}
+	}
+	return "other"
+}
+
 // Catalog returns every event type, sorted by name.
 func Catalog() []Type {
 	c := []Type{

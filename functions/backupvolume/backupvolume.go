@@ -24,6 +24,7 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/observe"
 	"github.com/podguard/podguard/shared/openstack/backups"
 	"github.com/podguard/podguard/shared/step"
 )
@@ -128,11 +129,14 @@ func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.
 	if params.BackupMode == "incremental" && !b.IsIncremental {
 		info.Note = "incremental backup requested, but the volume had no available backup to base it on: made a full backup"
 	}
+	metrics := observe.FromContext(ctx).Metrics
 	switch b.Status {
 	case backups.StatusAvailable:
+		metrics.CinderDone(ctx, observe.CinderBackup, events.StatusAvailable, b.CreatedAt, s.now(), int64(b.Size)<<30)
 		data, err := json.Marshal(info)
 		return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, err
 	case backups.StatusError:
+		metrics.CinderDone(ctx, observe.CinderBackup, events.StatusError, b.CreatedAt, s.now(), 0)
 		return failed(fmt.Sprintf("Cinder backup %s failed: %s", b.ID, orUnknown(b.FailReason)), info)
 	}
 	if pastDeadline {

@@ -38,6 +38,7 @@ import (
 	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/observe"
 	"github.com/podguard/podguard/shared/openstack"
 )
 
@@ -101,7 +102,7 @@ type store interface {
 	Remaining(ctx context.Context, id, prefix string) (bool, error)
 	Record(ctx context.Context, id, batch string) (*bank.Record, error)
 	Fail(ctx context.Context, id, key, reason string) error
-	Finish(ctx context.Context, id string) (string, []bank.Failure, error)
+	Finish(ctx context.Context, id string) (bank.Ending, error)
 	Active(ctx context.Context) ([]string, error)
 	Resent(ctx context.Context, id string, batches []string) error
 	SetStatus(ctx context.Context, id, status string) error
@@ -132,7 +133,7 @@ type ops interface {
 	Fail(ctx context.Context, id, key, reason string) error
 	Records(ctx context.Context, id string) ([]bank.Record, error)
 	Failures(ctx context.Context, id string) ([]bank.Failure, error)
-	End(ctx context.Context, id, running, ok, failed string) (string, []bank.Failure, error)
+	End(ctx context.Context, id, running, ok, failed string) (bank.Ending, error)
 	Reset(ctx context.Context, id string) error
 	Activate(ctx context.Context, id string) error
 	Active(ctx context.Context) ([]string, error)
@@ -153,6 +154,10 @@ type Step struct {
 
 	// plans is where stored plans are found (retention.go); nil when the store keeps none.
 	plans storedPlans
+	// metrics are told what happens to operations (metrics.go).
+	metrics *observe.Metrics
+	// telemetry traces the work a tick does for an operation in the operation's trace.
+	telemetry *observe.Telemetry
 }
 
 // New builds the choreographer from its configuration; it emits to the runtime's sink.
@@ -164,8 +169,13 @@ func New(ctx context.Context, cfg *Config, sink function.Sender) (*Step, error) 
 	if err != nil {
 		return nil, err
 	}
-	return NewStep(b, b.Restores(), b.Deletions(), sink, *cfg, time.Now), nil
+	s := NewStep(b, b.Restores(), b.Deletions(), sink, *cfg, time.Now)
+	s.SetTelemetry(observe.FromContext(ctx))
+	return s, nil
 }
+
+// SetTelemetry makes the choreographer report to t (NewStep's reports go nowhere).
+func (s *Step) SetTelemetry(t *observe.Telemetry) { s.telemetry, s.metrics = t, t.Metrics }
 
 // NewStep builds the choreographer from its dependencies: the bank, the progress of
 // restores and of deletions, and where to send events.
@@ -178,7 +188,9 @@ func NewStep(b store, restores, deletions ops, sink function.Sender, cfg Config,
 	}
 	sched, _ := b.(scheduleStore)
 	plans, _ := b.(storedPlans)
-	return &Step{bank: b, restores: restores, deletions: deletions, schedules: sched, plans: plans, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers}
+	t := observe.Noop()
+	return &Step{bank: b, restores: restores, deletions: deletions, schedules: sched, plans: plans, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers,
+		metrics: t.Metrics, telemetry: t}
 }
 
 // Handle routes an event to its handler.
@@ -235,18 +247,21 @@ func (s *Step) tick(ctx context.Context) error {
 	errs := []error{s.runSchedules(ctx)}
 	for _, kind := range []struct {
 		name   string
+		kind   string
 		active func(context.Context) ([]string, error)
 		check  func(context.Context, string) error
+		times  func(context.Context, string) (time.Time, time.Time, error)
 	}{
-		{"checkpoint", s.bank.Active, s.check},
-		{"restore", s.restores.Active, s.checkRestore},
-		{"deletion of checkpoint", s.deletions.Active, s.checkDeletion},
+		{"checkpoint", observe.Protect, s.bank.Active, s.check, s.checkpointTimes},
+		{"restore", observe.Restore, s.restores.Active, s.checkRestore, s.restoreTimes},
+		{"deletion of checkpoint", observe.Delete, s.deletions.Active, s.checkDeletion, s.deletionTimes},
 	} {
 		ids, err := kind.active(ctx)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		s.inFlight(ctx, kind.kind, ids, kind.times)
 		for _, id := range ids {
 			if err := kind.check(ctx, id); err != nil {
 				errs = append(errs, fmt.Errorf("%s %s: %w", kind.name, id, err))
@@ -264,7 +279,7 @@ func (s *Step) sendBatches(ctx context.Context, batches []graph.Batch, send func
 // resend sends the requests of pending batches again and records it, so that the next
 // tick waits RedriveAfter before sending them once more (a step still working on a
 // batch is not flooded with copies of its request).
-func (s *Step) resend(ctx context.Context, r interface {
+func (s *Step) resend(ctx context.Context, flow string, r interface {
 	Resent(ctx context.Context, id string, batches []string) error
 }, id string, batches []graph.Batch, send func() error) error {
 	if len(batches) == 0 {
@@ -273,7 +288,25 @@ func (s *Step) resend(ctx context.Context, r interface {
 	if err := send(); err != nil {
 		return err
 	}
+	for _, b := range batches {
+		s.metrics.Retried(ctx, requestType(flow, b.Type), 1)
+	}
 	return r.Resent(ctx, id, names(batches))
+}
+
+// requestType is the type of the step request of a flow for a batch of typ.
+func requestType(flow, typ string) string {
+	switch {
+	case flow == events.FlowProtect && typ == graph.PodType:
+		return events.MetadataSnapshot
+	case flow == events.FlowProtect:
+		return events.VolumeBackup
+	case flow == events.FlowRestore && typ == graph.PodType:
+		return events.PodRecreate
+	case flow == events.FlowRestore:
+		return events.VolumeRestore
+	}
+	return events.BackupDelete
 }
 
 // stale selects the pending batches whose request waited longer than RedriveAfter.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // deletion is one attempt at deleting a checkpoint: the deletion's progress is kept by
@@ -55,6 +58,9 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 		if err := s.restoring(ctx, id); err != nil {
 			return err
 		}
+		var span trace.Span
+		ctx, span = s.telemetry.StartOperation(ctx, "podguard.delete", attribute.String("podguard.checkpoint", id))
+		defer span.End()
 		at := s.eventTime(e)
 		if err := s.noteDeletion(ctx, cp, at.Add(s.cfg.DeleteTimeout)); err != nil {
 			return err
@@ -74,6 +80,7 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 		if err := s.bank.SetStatusAt(ctx, id, events.StatusDeleting, at); err != nil {
 			return err
 		}
+		s.metrics.OperationStarted(ctx, observe.Delete)
 		logging.FromContext(ctx).Infow("checkpoint deleting", zap.String("checkpoint", id))
 	case events.StatusDeleting:
 		// A duplicate: carry on.
@@ -159,7 +166,7 @@ func (s *Step) deleteBackups(ctx context.Context, d *deletion) error {
 			return s.completeDeletion(ctx, id)
 		}
 		resend := pendingBatches(batches, pending, s.stale(s.now()))
-		return s.resend(ctx, s.deletions, id, resend, func() error { return s.sendDeletes(ctx, d, resend, "") })
+		return s.resend(ctx, events.FlowDelete, s.deletions, id, resend, func() error { return s.sendDeletes(ctx, d, resend, "") })
 	}
 	if len(batches) > 0 {
 		if err := s.deletions.AddPending(ctx, id, names(batches)); err != nil {
@@ -229,14 +236,27 @@ func (s *Step) completeDeletion(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// What the deletion settled is counted from the graph, read before the metadata goes.
+	g, err := s.bank.Graph(ctx, id)
+	if err != nil && !errors.Is(err, bank.ErrNotFound) {
+		return err
+	}
 	if len(failures) == 0 {
 		if err := s.bank.RemoveCheckpoint(ctx, id); err != nil {
 			return err
 		}
 	}
-	status, failures, err := s.deletions.End(ctx, id, events.StatusDeleting, events.StatusDeleted, events.StatusErrorDeleting)
+	end, err := s.deletions.End(ctx, id, events.StatusDeleting, events.StatusDeleted, events.StatusErrorDeleting)
 	if err != nil {
 		return err
+	}
+	status, failures := end.Status, end.Failures
+	if end.First {
+		started := time.Time{}
+		if d, err := s.bank.Deletion(ctx, id); err == nil {
+			started = d.Deadline.Add(-s.cfg.DeleteTimeout)
+		}
+		s.finished(ctx, observe.Delete, end, started, g, events.StatusDeleted)
 	}
 	if status == events.StatusErrorDeleting {
 		if current, err := s.bank.Status(ctx, id); err == nil && current == events.StatusDeleting {
@@ -275,7 +295,7 @@ func (s *Step) checkDeletion(ctx context.Context, id string) error {
 		return err
 	}
 	if status != events.StatusDeleting {
-		_, _, err := s.deletions.End(ctx, id, events.StatusDeleting, events.StatusDeleted, events.StatusErrorDeleting)
+		_, err := s.deletions.End(ctx, id, events.StatusDeleting, events.StatusDeleted, events.StatusErrorDeleting)
 		return err
 	}
 	cp, err := s.bank.Checkpoint(ctx, id)
@@ -328,5 +348,5 @@ func (s *Step) checkDeletion(ctx context.Context, id string) error {
 		return s.completeDeletion(ctx, id)
 	}
 	resend := pendingBatches(batches, pending, s.stale(now))
-	return s.resend(ctx, s.deletions, id, resend, func() error { return s.sendDeletes(ctx, d, resend, now.UTC().Format(time.RFC3339)) })
+	return s.resend(ctx, events.FlowDelete, s.deletions, id, resend, func() error { return s.sendDeletes(ctx, d, resend, now.UTC().Format(time.RFC3339)) })
 }

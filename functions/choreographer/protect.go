@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // CheckpointID is the checkpoint a protect request makes: one per scheduled occurrence
@@ -61,13 +64,26 @@ func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.Pro
 	} else if !errors.Is(err, bank.ErrNotFound) {
 		return err
 	}
+	_, err = s.bank.Status(ctx, id)
+	fresh := errors.Is(err, bank.ErrNotFound)
+	if err != nil && !fresh {
+		return err
+	}
+	if fresh {
+		var span trace.Span
+		ctx, span = s.telemetry.StartOperation(ctx, "podguard.protect", attribute.String("podguard.checkpoint", id), attribute.String("podguard.plan", req.Plan.ID))
+		defer span.End()
+	}
 	cp, err := s.bank.CreateCheckpoint(ctx, bank.Checkpoint{
 		ID: id, Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name, Retention: retention},
 		Project: s.cfg.Project, Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(s.cfg.ProtectTimeout),
-		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters, BatchSize: s.cfg.BatchSize,
+		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters, BatchSize: s.cfg.BatchSize, Trace: s.telemetry.TraceParent(ctx),
 	})
 	if err != nil {
 		return err
+	}
+	if fresh {
+		s.metrics.OperationStarted(ctx, observe.Protect)
 	}
 	logging.FromContext(ctx).Infow("checkpoint protecting", zap.String("checkpoint", cp.ID), zap.String("plan", cp.Plan.ID))
 	return s.requestListing(ctx, cp, "")
@@ -220,10 +236,11 @@ func (s *Step) deleted(id string) func(context.Context) (bool, error) {
 // finish records the terminal status and announces it. A redelivered last result
 // announces the same outcome again, with the same event id.
 func (s *Step) finish(ctx context.Context, id string) error {
-	status, failures, err := s.bank.Finish(ctx, id)
+	end, err := s.bank.Finish(ctx, id)
 	if err != nil {
 		return err
 	}
+	status, failures := end.Status, end.Failures
 	cp, err := s.bank.Checkpoint(ctx, id)
 	if err != nil {
 		return err
@@ -231,6 +248,10 @@ func (s *Step) finish(ctx context.Context, id string) error {
 	g, err := s.bank.Graph(ctx, id)
 	if err != nil && !errors.Is(err, bank.ErrNotFound) {
 		return err
+	}
+	s.finished(ctx, observe.Protect, end, cp.CreatedAt, g, events.StatusAvailable)
+	if end.First {
+		s.protectEnded(cp.Plan.ID, status, cp.CreatedAt)
 	}
 	out := finishedResult(cp, status, g, failures)
 	logging.FromContext(ctx).Infow("checkpoint finished", zap.String("checkpoint", id), zap.String("status", status), zap.Int("failed", len(failures)),
@@ -254,12 +275,14 @@ func (s *Step) check(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	ctx, span := s.telemetry.Resume(ctx, cp.Trace, "podguard.check")
+	defer span.End()
 	status, err := s.bank.Status(ctx, id)
 	if err != nil {
 		return err
 	}
 	if status != events.StatusProtecting {
-		_, _, err := s.bank.Finish(ctx, id) // leaves the active index
+		_, err := s.bank.Finish(ctx, id) // leaves the active index
 		return err
 	}
 	now := s.now()
@@ -325,5 +348,5 @@ func (s *Step) redrive(ctx context.Context, cp *bank.Checkpoint, batches []graph
 	if len(resend) > 0 {
 		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("checkpoint", cp.ID), zap.Int("batches", len(resend)))
 	}
-	return s.resend(ctx, s.bank, cp.ID, resend, func() error { return s.sendAll(ctx, cp, resend, attempt) })
+	return s.resend(ctx, events.FlowProtect, s.bank, cp.ID, resend, func() error { return s.sendAll(ctx, cp, resend, attempt) })
 }

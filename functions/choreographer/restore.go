@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"knative.dev/pkg/logging"
@@ -18,6 +20,7 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // Phases of a restore: its volumes, then its pods. Each phase's batches keep the names
@@ -50,7 +53,13 @@ func (s *Step) restore(ctx context.Context, e event.Event) error {
 		// checkpoint's status is now.
 		cp, g, err = s.restoreSource(ctx, r)
 	case errors.Is(err, bank.ErrNotFound):
+		var span trace.Span
+		ctx, span = s.telemetry.StartOperation(ctx, "podguard.restore", attribute.String("podguard.restore", id), attribute.String("podguard.checkpoint", req.Checkpoint))
+		defer span.End()
 		r, cp, g, err = s.newRestore(ctx, id, req, s.eventTime(e))
+		if err == nil {
+			s.metrics.OperationStarted(ctx, observe.Restore)
+		}
 	}
 	if err != nil {
 		return err
@@ -82,7 +91,7 @@ func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequ
 		return nil, nil, nil, function.Permanent(fmt.Errorf("/parameters%w", err))
 	}
 	r, err := s.bank.CreateRestore(ctx, bank.Restore{ID: id, Checkpoint: cp.ID, Parameters: params,
-		CreatedAt: at, Deadline: at.Add(s.cfg.RestoreTimeout)})
+		CreatedAt: at, Deadline: at.Add(s.cfg.RestoreTimeout), Trace: s.telemetry.TraceParent(ctx)})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -172,7 +181,7 @@ func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Che
 			return err
 		}
 		resend := pendingBatches(batches, pending, s.stale(s.now()))
-		return s.resend(ctx, s.restores, r.ID, resend, func() error { return s.sendRestore(ctx, r, cp, resend, "") })
+		return s.resend(ctx, events.FlowRestore, s.restores, r.ID, resend, func() error { return s.sendRestore(ctx, r, cp, resend, "") })
 	}
 	if len(batches) > 0 {
 		if err := s.restores.AddPending(ctx, r.ID, names(batches)); err != nil {
@@ -295,9 +304,17 @@ func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 // finishRestore records the outcome and announces it; a redelivered last result
 // announces the same outcome with the same event id.
 func (s *Step) finishRestore(ctx context.Context, r *bank.Restore) error {
-	status, failures, err := s.restores.End(ctx, r.ID, events.RestoreInProgress, events.RestoreSuccess, events.RestoreFail)
+	end, err := s.restores.End(ctx, r.ID, events.RestoreInProgress, events.RestoreSuccess, events.RestoreFail)
 	if err != nil {
 		return err
+	}
+	status, failures := end.Status, end.Failures
+	if end.First {
+		_, g, err := s.restoreSource(ctx, r)
+		if err != nil && !errors.Is(err, bank.ErrNotFound) {
+			return err
+		}
+		s.finished(ctx, observe.Restore, end, r.CreatedAt, g, events.StatusAvailable)
 	}
 	out := events.RestoreFinishedResult{Restore: r.ID, Checkpoint: r.Checkpoint, Status: status}
 	for _, f := range failures {
@@ -321,6 +338,8 @@ func (s *Step) checkRestore(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	ctx, span := s.telemetry.Resume(ctx, r.Trace, "podguard.check")
+	defer span.End()
 	status, err := s.restores.Status(ctx, id)
 	if err != nil {
 		return err
@@ -364,7 +383,7 @@ func (s *Step) checkRestore(ctx context.Context, id string) error {
 	if len(resend) > 0 {
 		logging.FromContext(ctx).Infow("re-driving pending work", zap.String("restore", id), zap.Int("batches", len(resend)))
 	}
-	return s.resend(ctx, s.restores, id, resend, func() error { return s.sendRestore(ctx, r, cp, resend, now.UTC().Format(time.RFC3339)) })
+	return s.resend(ctx, events.FlowRestore, s.restores, id, resend, func() error { return s.sendRestore(ctx, r, cp, resend, now.UTC().Format(time.RFC3339)) })
 }
 
 // failRestore fails every resource not finished past the deadline, those of a phase never

@@ -245,6 +245,7 @@ func (s *Step) retain(ctx context.Context, plan string) error {
 		}
 		verdicts = decide(cps, policy, now)
 	}
+	s.keptAvailable(plan, cps, verdicts)
 	log := logging.FromContext(ctx)
 	counts := map[string]int{}
 	for _, v := range verdicts {

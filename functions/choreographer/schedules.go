@@ -171,6 +171,13 @@ func (s *Step) runSchedule(ctx context.Context, id string) error {
 		after = st.Handled
 	}
 	now := s.now().UTC()
+	var interval time.Duration
+	if next := rule.Next(now, 2); len(next) == 2 {
+		interval = next[1].Sub(next[0])
+	}
+	if err := s.planSeen(ctx, sc.Plan.ID, interval); err != nil {
+		return err
+	}
 	due := rule.Due(after, now)
 	if due.Latest.IsZero() {
 		return nil

@@ -42,6 +42,7 @@ import (
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/observe"
 	"github.com/podguard/podguard/shared/openstack"
 )
 
@@ -152,6 +153,9 @@ func (s *Step) record(ctx context.Context, e event.Event) error {
 	stored, created, err := s.store.RecordDeadLetter(ctx, d)
 	if err != nil {
 		return fmt.Errorf("record dead letter of %s %s: %w", e.Type(), e.ID(), err)
+	}
+	if created {
+		observe.FromContext(ctx).Metrics.DeadLetter(ctx, events.Label(e.Type()))
 	}
 	logging.FromContext(ctx).Infow("dead letter recorded", zap.String("deadletter", stored.ID), zap.Bool("duplicate", !created),
 		zap.Int("code", d.Code), zap.String("destination", d.Destination))

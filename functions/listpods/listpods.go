@@ -53,7 +53,7 @@ type Step struct {
 
 // New builds the step from its configuration, connecting to Kubernetes and the bank.
 func New(ctx context.Context, cfg *Config) (*Step, error) {
-	cs, err := kube.NewClientset(cfg.Kube)
+	cs, err := kube.NewClientset(ctx, cfg.Kube)
 	if err != nil {
 		return nil, err
 	}

@@ -79,7 +79,7 @@ type Step struct {
 
 // New builds the step from its configuration.
 func New(ctx context.Context, cfg *Config) (*Step, error) {
-	cs, err := kube.NewClientset(cfg.Kube)
+	cs, err := kube.NewClientset(ctx, cfg.Kube)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
+	"github.com/podguard/podguard/shared/observe"
 	"github.com/podguard/podguard/shared/openstack/volumes"
 	"github.com/podguard/podguard/shared/step"
 )
@@ -126,8 +127,10 @@ func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.
 		logging.FromContext(ctx).Infow("restoring volume", zap.String("backup", info.BackupID), zap.String("volume", v.ID))
 	}
 	out.VolumeID = v.ID
+	metrics := observe.FromContext(ctx).Metrics
 	switch v.Status {
 	case volumes.StatusAvailable:
+		metrics.CinderDone(ctx, observe.CinderRestore, events.StatusAvailable, v.CreatedAt, s.now(), int64(v.Size)<<30)
 		// Cinder replaces a restored volume's metadata with the original's: tag it again,
 		// so that it is found by its metadata too.
 		if v.Metadata[MetaRestore] != restore {
@@ -140,6 +143,7 @@ func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.
 		data, err := json.Marshal(out)
 		return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, err
 	case volumes.StatusError, volumes.StatusErrorRestoring:
+		metrics.CinderDone(ctx, observe.CinderRestore, events.StatusError, v.CreatedAt, s.now(), 0)
 		return failed(fmt.Sprintf("Cinder could not restore backup %s into volume %s (status %s)", info.BackupID, v.ID, v.Status), out)
 	}
 	if pastDeadline {

@@ -18,6 +18,7 @@ import (
 	"github.com/ncw/swift/v2"
 
 	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/observe"
 	"github.com/podguard/podguard/shared/openstack"
 )
 
@@ -98,6 +99,7 @@ func Open(ctx context.Context, c Config, os openstack.Config) (*Bank, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bank configuration: %w", err)
 	}
+	conn.Transport = observe.FromContext(ctx).Transport(conn.Transport, "swift")
 	return New(ctx, conn, c.Container)
 }
 

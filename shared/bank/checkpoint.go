@@ -48,6 +48,9 @@ type Checkpoint struct {
 	Parameters events.Parameters `json:"parameters"`
 	// BatchSize is how many resources one step request carries (see graph.Batches).
 	BatchSize int `json:"batch_size"`
+	// Trace is the W3C traceparent of the protect's trace, which work done for it later
+	// (a tick's re-drive) joins; empty when tracing was off.
+	Trace string `json:"trace,omitempty"`
 }
 
 // PlanRef names the plan a checkpoint was made for.
@@ -273,7 +276,7 @@ func (b *Bank) Graph(ctx context.Context, id string) (*graph.Graph, error) {
 
 // Finish ends the protect of a checkpoint: available when no resource failed, else
 // error (unless it ended before); it leaves the active index.
-func (b *Bank) Finish(ctx context.Context, id string) (status string, failures []Failure, err error) {
+func (b *Bank) Finish(ctx context.Context, id string) (Ending, error) {
 	return b.End(ctx, id, events.StatusProtecting, events.StatusAvailable, events.StatusError)
 }
 

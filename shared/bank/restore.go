@@ -15,6 +15,8 @@ type Restore struct {
 	Parameters events.RestoreParameters `json:"parameters"`
 	CreatedAt  time.Time                `json:"created_at"`
 	Deadline   time.Time                `json:"deadline"`
+	// Trace is the W3C traceparent of the restore's trace (see Checkpoint.Trace).
+	Trace string `json:"trace,omitempty"`
 }
 
 // CreateRestore writes a new restore's index, its first status (in_progress), its entry in
@@ -58,30 +60,41 @@ func (b *Bank) ListRestores(ctx context.Context, limit int, marker string) (ids 
 	return b.indexPage(ctx, b.layout.RestoresPrefix(), limit, marker)
 }
 
+// Ending is how an operation ended.
+type Ending struct {
+	// Status is the terminal status in force.
+	Status   string
+	Failures []Failure
+	// First is true for the call that recorded the end, false when it had ended before
+	// (a duplicate or a late result announcing it again).
+	First bool
+}
+
 // End records an operation's terminal status, chosen by whether any resource failed,
-// unless it already ended, and takes it out of the active index. It returns the status
-// in force and the failures.
-func (o *Ops) End(ctx context.Context, id string, running, ok, failed string) (status string, failures []Failure, err error) {
-	if failures, err = o.Failures(ctx, id); err != nil {
-		return "", nil, err
+// unless it already ended, and takes it out of the active index.
+func (o *Ops) End(ctx context.Context, id string, running, ok, failed string) (Ending, error) {
+	failures, err := o.Failures(ctx, id)
+	if err != nil {
+		return Ending{}, err
 	}
-	status = ok
+	end := Ending{Status: ok, Failures: failures}
 	if len(failures) > 0 {
-		status = failed
+		end.Status = failed
 	}
 	current, err := o.Status(ctx, id)
 	if err != nil {
-		return "", nil, err
+		return Ending{}, err
 	}
 	if current == running {
-		if err := o.SetStatus(ctx, id, status); err != nil {
-			return "", nil, err
+		if err := o.SetStatus(ctx, id, end.Status); err != nil {
+			return Ending{}, err
 		}
+		end.First = true
 	} else {
-		status = current
+		end.Status = current
 	}
 	if err := o.Deactivate(ctx, id); err != nil {
-		return "", nil, err
+		return Ending{}, err
 	}
-	return status, failures, nil
+	return end, nil
 }

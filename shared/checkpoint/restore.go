@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/podguard/podguard/events"
@@ -209,7 +208,7 @@ func restoreResource(res graph.Resource, rr *bank.ResourceRecord, failed map[str
 
 // resourceOfKey is the resource a key ("Type#id") names, without its name.
 func resourceOfKey(key string) graph.Resource {
-	typ, id, _ := strings.Cut(key, "#")
+	typ, id, _ := graph.SplitKey(key)
 	return graph.Resource{Type: typ, ID: id}
 }
 

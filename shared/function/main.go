@@ -20,6 +20,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // LoadConfig reads a function's typed configuration from the environment and validates
@@ -59,6 +60,9 @@ type Base struct {
 type Env struct {
 	// Sink sends events to the broker; nil when K_SINK is not set.
 	Sink Sender
+	// Telemetry is the function's metrics and tracer (also in the constructor's
+	// context: observe.FromContext).
+	Telemetry *observe.Telemetry
 }
 
 // Function describes one function to Main.
@@ -97,6 +101,10 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
+	var obs observe.Config
+	if err := LoadConfig(&obs); err != nil {
+		return err
+	}
 	logger, _ := logging.NewLogger("", base.LogLevel)
 	logger = logger.Named(f.Name)
 	defer func() { _ = logger.Sync() }()
@@ -104,13 +112,32 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	env := Env{}
+	telemetry, err := observe.New(ctx, f.Name, obs)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := telemetry.Shutdown(sctx); err != nil {
+			logger.Warnw("flushing telemetry", zap.Error(err))
+		}
+	}()
+	ctx = observe.WithTelemetry(ctx, telemetry)
+	env := Env{Telemetry: telemetry}
 	if base.Sink != "" {
 		s, err := NewHTTPSender(base.Sink)
 		if err != nil {
 			return fmt.Errorf("configuration: K_SINK: %w", err)
 		}
-		env.Sink = s
+		env.Sink = TracedSender(s, telemetry)
+	}
+	if m := telemetry.Handler(); m != nil {
+		go func() {
+			if err := ServeMetrics(ctx, obs.MetricsAddr(base.Host), m, logger, nil); err != nil {
+				logger.Errorw("metrics endpoint", zap.Error(err))
+			}
+		}()
 	}
 	h, err := f.New(ctx, &cfg, env)
 	if err != nil {
@@ -122,6 +149,7 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	}
 	srv := NewServer(f.Name, f.Accepts, h, v, ServerOptions{
 		Sink: env.Sink, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger, AcceptAny: f.AcceptAny,
+		Telemetry: telemetry,
 	})
 	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), WithReadAPI(srv, h), base.DrainTimeout, logger, ready)
 }
@@ -205,4 +233,53 @@ func (s *HTTPSender) Send(ctx context.Context, e event.Event) error {
 		return fmt.Errorf("send %s %s to %s: %w", e.Type(), e.ID(), s.target, res)
 	}
 	return nil
+}
+
+// ServeMetrics serves the Prometheus exposition h at /metrics on addr until ctx ends;
+// ready, when not nil, receives the bound address.
+func ServeMetrics(ctx context.Context, addr string, h http.Handler, logger *zap.SugaredLogger, ready chan<- net.Addr) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Infow("serving metrics", zap.String("addr", "http://"+ln.Addr().String()+"/metrics"))
+	if ready != nil {
+		ready <- ln.Addr()
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: stop: %w", err)
+	}
+	return nil
+}
+
+// TracedSender sends through s with the trace context of the sender's context written
+// into each event, so that its receiver continues the trace.
+func TracedSender(s Sender, t *observe.Telemetry) Sender {
+	if s == nil || !t.Tracing() {
+		return s
+	}
+	return tracedSender{s, t}
+}
+
+type tracedSender struct {
+	s Sender
+	t *observe.Telemetry
+}
+
+func (s tracedSender) Send(ctx context.Context, e event.Event) error {
+	s.t.Inject(ctx, &e)
+	return s.s.Send(ctx, e)
 }

@@ -15,10 +15,14 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
 	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // Handler is one step: it consumes one event and may answer with one.
@@ -51,6 +55,7 @@ type Server struct {
 	overrides map[string]any
 	timeout   time.Duration
 	logger    *zap.SugaredLogger
+	telemetry *observe.Telemetry
 }
 
 // ServerOptions configures a Server.
@@ -67,6 +72,9 @@ type ServerOptions struct {
 	// check what it needs itself. A dead-letter sink takes this, since what it records is
 	// often an event that failed those very checks.
 	AcceptAny bool
+	// Telemetry counts and times each event and traces its delivery; nil records
+	// nothing.
+	Telemetry *observe.Telemetry
 }
 
 // NewServer builds the endpoint of function name, which handles the given event types.
@@ -77,12 +85,41 @@ func NewServer(name string, accepts []string, h Handler, v Validator, o ServerOp
 	if o.Logger == nil {
 		o.Logger = zap.NewNop().Sugar()
 	}
+	if o.Telemetry == nil {
+		o.Telemetry = observe.Noop()
+	}
 	return &Server{name: name, accepts: accepts, handler: h, validator: v, sink: o.Sink, acceptAny: o.AcceptAny,
-		overrides: o.Overrides, timeout: o.Timeout, logger: o.Logger.With(zap.String("function", name))}
+		overrides: o.Overrides, timeout: o.Timeout, logger: o.Logger.With(zap.String("function", name)),
+		telemetry: o.Telemetry}
+}
+
+// statusWriter remembers the status of an answer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // ServeHTTP receives one CloudEvent.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	typ := "invalid"
+	defer func() { s.telemetry.Metrics.EventHandled(r.Context(), s.name, typ, sw.status, time.Since(start)) }()
 	defer func() {
 		if p := recover(); p != nil {
 			s.logger.Errorw("handler panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
@@ -101,11 +138,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
+	typ = events.Label(e.Type())
 	log := s.logger.With(zap.String("ce-id", e.ID()), zap.String("ce-type", e.Type()), zap.String("ce-source", e.Source()))
-	ctx, cancel := context.WithTimeout(logging.WithLogger(r.Context(), log), s.timeout)
+	ctx, span := s.telemetry.StartDelivery(observe.WithTelemetry(logging.WithLogger(r.Context(), log), s.telemetry), r, *e, s.name)
+	defer func() { endDelivery(span, sw.status) }()
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-
-	start := time.Now()
 	reply, err := s.handler.Handle(ctx, *e)
 	if err != nil {
 		status := StatusOf(err)
@@ -123,6 +161,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.complete(reply, e)
+	s.telemetry.Inject(ctx, reply)
 	if err := reply.Validate(); err != nil {
 		log.Errorw("step produced an invalid reply", zap.Error(err))
 		http.Error(w, "invalid reply event: "+err.Error(), http.StatusInternalServerError)
@@ -224,4 +263,13 @@ func parseOverrides(raw string) (map[string]any, error) {
 		return nil, fmt.Errorf("K_CE_OVERRIDES: %w", err)
 	}
 	return o.Extensions, nil
+}
+
+// endDelivery ends the span of a delivery with the status it was answered.
+func endDelivery(span trace.Span, status int) {
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	if status >= 400 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	span.End()
 }

@@ -49,6 +49,13 @@ type Resource struct {
 // Key is the resource's key in checkpoints and restores: "Type#id".
 func (r Resource) Key() string { return r.Type + "#" + r.ID }
 
+// SplitKey reads a key as Resource.Key wrote it ("Type#id"); false when it is not one
+// (such as the key "checkpoint" of a failure of the whole operation).
+func SplitKey(key string) (typ, id string, ok bool) {
+	typ, id, ok = strings.Cut(key, "#")
+	return typ, id, ok && typ != "" && id != ""
+}
+
 // Node is a resource with the keys of the resources it depends on.
 type Node struct {
 	Resource

@@ -2,15 +2,17 @@
 // does (in-cluster, or a kubeconfig), and resolving pods into Karbor's dependency graph,
 // pod -> PVC -> PV -> Cinder volume.
 //
-//	cs, err := kube.NewClientset(kube.Config{Kubeconfig: os.Getenv("KUBECONFIG")})
+//	cs, err := kube.NewClientset(ctx, kube.Config{Kubeconfig: os.Getenv("KUBECONFIG")})
 //	r := kube.NewResolver(kube.Clientset{Interface: cs}, kube.ResolverOptions{})
 //	g, err := r.Resolve(ctx, kube.Selection{LabelSelector: "app=web"}) // all namespaces
 package kube
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
+	"github.com/podguard/podguard/shared/observe"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -54,9 +56,14 @@ func (c Config) RESTConfig(wrap func(http.RoundTripper) http.RoundTripper) (*res
 	return rc, nil
 }
 
-// NewClientset builds a typed client from c.
-func NewClientset(c Config) (kubernetes.Interface, error) {
-	rc, err := c.RESTConfig(nil)
+// NewClientset builds a typed client from c; its calls are spans of the caller's trace
+// when ctx's telemetry traces.
+func NewClientset(ctx context.Context, c Config) (kubernetes.Interface, error) {
+	var wrap func(http.RoundTripper) http.RoundTripper
+	if t := observe.FromContext(ctx); t.Tracing() {
+		wrap = func(rt http.RoundTripper) http.RoundTripper { return t.Transport(rt, "kubernetes") }
+	}
+	rc, err := c.RESTConfig(wrap)
 	if err != nil {
 		return nil, err
 	}

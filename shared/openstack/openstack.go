@@ -16,6 +16,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 	"github.com/ncw/swift/v2"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // Config selects the cloud. Credentials themselves come from clouds.yaml (and
@@ -71,6 +72,11 @@ func (c Config) BlockStorage(ctx context.Context) (*gophercloud.ServiceClient, e
 	pc, err := openstack.AuthenticatedClient(ctx, *ao)
 	if err != nil {
 		return nil, fmt.Errorf("authenticate to %s: %w", ao.IdentityEndpoint, err)
+	}
+	if t := observe.FromContext(ctx); t.Tracing() {
+		client := pc.HTTPClient
+		client.Transport = t.Transport(client.Transport, "cinder")
+		pc.HTTPClient = client
 	}
 	sc, err := openstack.NewBlockStorageV3(pc, gophercloud.EndpointOpts{Region: c.RegionName(), Availability: c.availability()})
 	if err != nil {

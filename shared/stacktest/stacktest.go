@@ -109,7 +109,7 @@ func (s *Stack) KubeConfig() kube.Config {
 // Kube returns a client of the stack's kube-apiserver.
 func (s *Stack) Kube(t testing.TB) kubernetes.Interface {
 	t.Helper()
-	cs, err := kube.NewClientset(s.KubeConfig())
+	cs, err := kube.NewClientset(context.Background(), s.KubeConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

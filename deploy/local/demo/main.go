@@ -99,7 +99,7 @@ func run() error {
 	}
 	d := &demo{ctx: ctx, results: make(chan event.Event, 16), t0: time.Now(), export: os.Getenv("PODGUARD_CINDER_EXPORT"),
 		deadLetters: filepath.Join(os.TempDir(), "podguard-demo-dead-letters.jsonl")}
-	cs, err := kube.NewClientset(kube.Config{Kubeconfig: os.Getenv("KUBECONFIG"), QPS: 50, Burst: 100})
+	cs, err := kube.NewClientset(ctx, kube.Config{Kubeconfig: os.Getenv("KUBECONFIG"), QPS: 50, Burst: 100})
 	if err != nil {
 		return err
 	}

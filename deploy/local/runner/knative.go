@@ -66,7 +66,7 @@ func startKnative(ctx context.Context, o Options) (*Runner, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Runner{Functions: map[string]string{}, IngressURL: k.BrokerURL, cancel: cancel, errs: make(chan error, 16)}
+	r := &Runner{Functions: map[string]string{}, Metrics: map[string]string{}, IngressURL: k.BrokerURL, cancel: cancel, errs: make(chan error, 16)}
 	var observers []string
 	r.closeKnative = func(ctx context.Context) error {
 		var errs []error
@@ -89,7 +89,7 @@ func startKnative(ctx context.Context, o Options) (*Runner, error) {
 		if !ok {
 			return fail(fmt.Errorf("knative: no address for function %s", f.name))
 		}
-		endpoint, err := f.endpoint(ctx, sink, v, log, o.Wrap)
+		endpoint, err := r.endpoint(ctx, f, o, sink, v, log)
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", f.name, err))
 		}

@@ -45,6 +45,7 @@ import (
 	"github.com/podguard/podguard/functions/snapshotmetadata"
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // Options configures a local run. Each function reads its own configuration from the
@@ -77,6 +78,10 @@ type Options struct {
 	// Knative, when set, runs the functions behind a Knative Eventing broker instead of
 	// the embedded one; Triggers, Addr and DeadLetters are then not used.
 	Knative *Knative
+	// Telemetry, when set, replaces the functions' telemetry configuration from the
+	// environment (tests export traces this way). Metrics are served for Prometheus
+	// either way, each function on a port of its own (Runner.Metrics).
+	Telemetry *observe.Config
 }
 
 // Runner is a running local deployment.
@@ -87,12 +92,15 @@ type Runner struct {
 	IngressURL string
 	// Functions maps each function name to its URL.
 	Functions map[string]string
+	// Metrics maps each function name to the URL of its Prometheus metrics.
+	Metrics map[string]string
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errs   chan error
 	// closeKnative removes what the runner added to a Knative broker.
 	closeKnative func(ctx context.Context) error
+	telemetry    []*observe.Telemetry
 }
 
 // lateSender forwards to the broker once it exists: functions are started before the
@@ -112,21 +120,62 @@ type fn struct {
 	build   func(ctx context.Context, sink function.Sender) (function.Handler, error)
 }
 
-// endpoint builds the function and serves it as its main does, wrapped when asked.
-func (f fn) endpoint(ctx context.Context, sink function.Sender, v function.Validator, log *zap.SugaredLogger,
-	wrap func(string, http.Handler) http.Handler,
-) (http.Handler, error) {
+// endpoint builds the function with its own telemetry and serves it as its main does,
+// wrapped when asked; its metrics are served on a port of their own, recorded in
+// r.Metrics.
+func (r *Runner) endpoint(ctx context.Context, f fn, o Options, sink function.Sender, v function.Validator, log *zap.SugaredLogger) (http.Handler, error) {
+	cfg, err := o.telemetry()
+	if err != nil {
+		return nil, err
+	}
+	t, err := observe.New(ctx, f.name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.telemetry = append(r.telemetry, t)
+	if m := t.Handler(); m != nil {
+		ready := make(chan net.Addr, 1)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := function.ServeMetrics(ctx, "127.0.0.1:0", m, log, ready); err != nil {
+				log.Errorw("metrics endpoint", zap.Error(err))
+				close(ready)
+			}
+		}()
+		a, ok := <-ready
+		if !ok {
+			return nil, fmt.Errorf("%s: the metrics endpoint did not start", f.name)
+		}
+		r.Metrics[f.name] = "http://" + a.String() + "/metrics"
+	}
+	ctx = observe.WithTelemetry(ctx, t)
+	sink = function.TracedSender(sink, t)
 	h, err := f.build(ctx, sink)
 	if err != nil {
 		return nil, err
 	}
 	// The dead-letter sink takes every event, whatever its type and data.
-	opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters}
+	opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters, Telemetry: t}
 	var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, opts), h)
-	if wrap != nil {
-		endpoint = wrap(f.name, endpoint)
+	if o.Wrap != nil {
+		endpoint = o.Wrap(f.name, endpoint)
 	}
 	return endpoint, nil
+}
+
+// telemetry is the functions' telemetry configuration: Options.Telemetry, else the
+// environment's, as each function's main reads it. Metrics are always served for
+// Prometheus, each function on a port of its own.
+func (o Options) telemetry() (observe.Config, error) {
+	var cfg observe.Config
+	if o.Telemetry != nil {
+		cfg = *o.Telemetry
+	} else if err := function.LoadConfig(&cfg); err != nil {
+		return cfg, err
+	}
+	cfg.MetricsProtocol, cfg.MetricsEndpoint = "prometheus", "127.0.0.1:0"
+	return cfg, nil
 }
 
 func load[C any](build func(ctx context.Context, cfg *C, sink function.Sender) (function.Handler, error)) func(context.Context, function.Sender) (function.Handler, error) {
@@ -205,7 +254,7 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Runner{Functions: map[string]string{}, cancel: cancel, errs: make(chan error, 16)}
+	r := &Runner{Functions: map[string]string{}, Metrics: map[string]string{}, cancel: cancel, errs: make(chan error, 16)}
 	fail := func(err error) (*Runner, error) {
 		cancel()
 		r.wg.Wait()
@@ -214,7 +263,7 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 	sink := &lateSender{}
 	for _, f := range functions(o) {
 		log := o.Logger.Named(f.name)
-		endpoint, err := f.endpoint(ctx, sink, v, log, o.Wrap)
+		endpoint, err := r.endpoint(ctx, f, o, sink, v, log)
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", f.name, err))
 		}
@@ -298,5 +347,9 @@ func (r *Runner) Close(ctx context.Context) error {
 	}
 	r.cancel()
 	r.wg.Wait()
+	// Spans still buffered are exported before the runner returns.
+	for _, t := range r.telemetry {
+		err = errors.Join(err, t.Shutdown(ctx))
+	}
 	return err
 }

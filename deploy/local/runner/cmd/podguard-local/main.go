@@ -69,7 +69,7 @@ func main() {
 	}
 	fmt.Printf("broker ingress %s\n", r.IngressURL)
 	for _, n := range r.Names() {
-		fmt.Printf("  %-18s %s\n", n, r.Functions[n])
+		fmt.Printf("  %-18s %-28s metrics %s\n", n, r.Functions[n], r.Metrics[n])
 	}
 	fmt.Printf("checkpoints: GET %s/api/checkpoints\n", r.Functions["checkpoints"])
 	fmt.Printf("restores:    GET %s/api/restores\n", r.Functions["checkpoints"])

@@ -344,7 +344,7 @@ func (e *runEnv) run(ctx context.Context, name, root string, imageEnv []string, 
 		return "", fmt.Errorf("run: %w", err)
 	}
 	env := append(slices.Clone(imageEnv),
-		"PORT=0", "BIND_HOST=127.0.0.1", "HOME=/home/nonroot", "DRAIN_TIMEOUT=5s", "K_SINK="+e.sink.URL)
+		"PORT=0", "BIND_HOST=127.0.0.1", "METRICS_ENDPOINT=127.0.0.1:0", "HOME=/home/nonroot", "DRAIN_TIMEOUT=5s", "K_SINK="+e.sink.URL)
 	if e.stack != nil {
 		stackEnv, err := e.stackEnv(root)
 		if err != nil {
