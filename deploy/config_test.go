@@ -22,12 +22,14 @@ import (
 	"github.com/podguard/podguard/functions/restorevolume"
 	"github.com/podguard/podguard/functions/snapshotmetadata"
 	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/observe"
 )
 
 // configs are the typed configurations the functions read from their environment.
 func configs() map[string]any {
 	return map[string]any{
 		"runtime":           &function.Base{},
+		"telemetry":         &observe.Config{},
 		"list-pods":         &listpods.Config{},
 		"snapshot-metadata": &snapshotmetadata.Config{},
 		"back-up-volume":    &backupvolume.Config{},
