@@ -48,9 +48,19 @@ missing_packages() {
   done
 }
 
+# apt_running: an apt, dpkg or unattended-upgrades process runs. One name per pgrep: pgrep
+# matches a process name (at most 15 characters) and refuses longer patterns.
+apt_running() {
+  local n
+  for n in apt apt-get aptitude dpkg unattended-upgr; do
+    pgrep -x "$n" >/dev/null && return 0
+  done
+  return 1
+}
+
 wait_for_apt() {
   local end=$((SECONDS + 1800)) said=0
-  while pgrep -x 'apt|apt-get|aptitude|dpkg|unattended-upgr' >/dev/null; do
+  while apt_running; do
     [ "$said" = 1 ] || { log "waiting for a running apt/dpkg to finish"; said=1; }
     [ "$SECONDS" -lt "$end" ] || die "apt/dpkg still running after 30 min"
     sleep 3
