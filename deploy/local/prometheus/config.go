@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -57,12 +59,12 @@ func configFile(cfg Config) ([]byte, error) {
 	sort.Strings(names)
 	static := make([]staticConfig, 0, len(names))
 	for _, name := range names {
-		addr := cfg.Targets[name]
+		addr, err := targetAddr(cfg.Targets[name])
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", name, err)
+		}
 		if name == "" {
 			return nil, fmt.Errorf("target %q: no function name", addr)
-		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("target %s: %q is not host:port: %w", name, addr, err)
 		}
 		static = append(static, staticConfig{Targets: []string{addr}, Labels: map[string]string{FunctionLabel: name}})
 	}
@@ -88,6 +90,26 @@ func configFile(cfg Config) ([]byte, error) {
 		return nil, fmt.Errorf("prometheus configuration: %w", err)
 	}
 	return append(b, '\n'), nil
+}
+
+// targetAddr is the host:port of a target given as host:port or as the http URL of its
+// /metrics endpoint (as the local runner lists them).
+func targetAddr(target string) (string, error) {
+	addr := target
+	if strings.Contains(target, "://") {
+		u, err := url.Parse(target)
+		if err != nil {
+			return "", fmt.Errorf("%q: %w", target, err)
+		}
+		if u.Scheme != "http" || (u.Path != "/metrics" && u.Path != "") || u.RawQuery != "" || u.User != nil {
+			return "", fmt.Errorf("%q: want host:port or http://host:port/metrics", target)
+		}
+		addr = u.Host
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", fmt.Errorf("%q is not host:port: %w", target, err)
+	}
+	return addr, nil
 }
 
 // promDuration writes d as Prometheus reads durations ("1500ms"; Go's "1.5s" is not one).

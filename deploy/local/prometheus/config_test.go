@@ -10,7 +10,7 @@ import (
 
 func TestConfigFile(t *testing.T) {
 	b, err := configFile(Config{
-		Targets:            map[string]string{"list-pods": "127.0.0.1:2", "choreographer": "127.0.0.1:1"},
+		Targets:            map[string]string{"list-pods": "http://127.0.0.1:2/metrics", "choreographer": "127.0.0.1:1"},
 		RuleFiles:          []string{"rules.yaml"},
 		ScrapeInterval:     1500 * time.Millisecond,
 		EvaluationInterval: time.Second,
@@ -38,9 +38,11 @@ func TestConfigFile(t *testing.T) {
 
 func TestConfigFileRefusesBadTargets(t *testing.T) {
 	for name, targets := range map[string]map[string]string{
-		"no port": {"choreographer": "127.0.0.1"},
-		"a URL":   {"choreographer": "http://127.0.0.1:1/metrics"},
-		"no name": {"": "127.0.0.1:1"},
+		"no port":      {"choreographer": "127.0.0.1"},
+		"https":        {"choreographer": "https://127.0.0.1:1/metrics"},
+		"other path":   {"choreographer": "http://127.0.0.1:1/stats"},
+		"URL, no port": {"choreographer": "http://127.0.0.1/metrics"},
+		"no name":      {"": "127.0.0.1:1"},
 	} {
 		if _, err := configFile(Config{Targets: targets}.withDefaults()); err == nil {
 			t.Errorf("%s: accepted %v", name, targets)

@@ -24,7 +24,8 @@ type Config struct {
 	// Binary is the prometheus executable (default DefaultBinary).
 	Binary string
 	// Targets maps the name of a function to the host:port of its metrics endpoint,
-	// scraped at /metrics with the label function=<name>.
+	// scraped at /metrics with the label function=<name>; http://host:port/metrics is
+	// taken too (the local runner's Metrics lists them so).
 	Targets map[string]string
 	// RuleFiles are Prometheus rule files (recording and alerting rules) to load.
 	RuleFiles []string
