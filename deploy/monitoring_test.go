@@ -2,8 +2,11 @@ package deploy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +15,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/podguard/podguard/shared/observe"
 )
 
 const (
@@ -191,6 +197,69 @@ func checkNames(t *testing.T, where, expr string) []string {
 		}
 	}
 	return used
+}
+
+// TestMetricsContract checks that the functions' telemetry exports exactly the metrics
+// the rules and the dashboard are written against, of the same types and with podguard's
+// labels: every instrument of shared/observe is used once and its Prometheus exposition
+// is read back.
+func TestMetricsContract(t *testing.T) {
+	ctx := context.Background()
+	tel, err := observe.New(ctx, "choreographer", observe.Config{MetricsProtocol: "prometheus", TracingProtocol: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(ctx)
+	m, now := tel.Metrics, time.Now()
+	m.EventHandled(ctx, "choreographer", "dev.podguard.tick", http.StatusOK, time.Millisecond)
+	m.OperationStarted(ctx, observe.Protect)
+	m.OperationFinished(ctx, observe.Protect, "available", time.Minute)
+	m.ResourcesSettled(ctx, observe.Protect, "OS::Cinder::Volume", "available", 2)
+	m.CinderDone(ctx, observe.CinderBackup, "available", now.Add(-time.Minute), now, 1<<30)
+	m.Retried(ctx, "dev.podguard.volume.backup", 1)
+	m.DeadLetter(ctx, "dev.podguard.volume.backup")
+	m.InFlight(observe.Restore, observe.Flights{Count: 1, DeadlineUsed: 0.5})
+	m.UpdatePlan("shop", func(p *observe.Plan) {
+		p.LastAvailable, p.LastFailed, p.Available, p.Interval = now, now, 3, time.Hour
+	})
+
+	rec := httptest.NewRecorder()
+	tel.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics answered %d", rec.Code)
+	}
+	kinds := map[string]metricKind{"counter": counter, "gauge": gauge, "histogram": histogram}
+	got := map[string]metricKind{}
+	series := regexp.MustCompile(`^(podguard_\w+)\{([^}]*)\} `)
+	label := regexp.MustCompile(`(\w+)="`)
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" && strings.HasPrefix(f[2], "podguard_") {
+			k, ok := kinds[f[3]]
+			if !ok {
+				t.Errorf("%s is a %s", f[2], f[3])
+			}
+			got[f[2]] = k
+		}
+		if sm := series.FindStringSubmatch(line); sm != nil {
+			for _, l := range label.FindAllStringSubmatch(sm[2], -1) {
+				if !slices.Contains(podguardLabels(), l[1]) {
+					t.Errorf("%s has the label %s, not one of podguard's", sm[1], l[1])
+				}
+			}
+		}
+	}
+	if want := podguardMetrics(); !reflect.DeepEqual(got, want) {
+		for name, k := range want {
+			if g, ok := got[name]; !ok || g != k {
+				t.Errorf("%s: exported %v (%v), want kind %d", name, ok, g, k)
+			}
+		}
+		for name := range got {
+			if _, ok := want[name]; !ok {
+				t.Errorf("%s is exported but neither the rules nor the dashboard know it", name)
+			}
+		}
+	}
 }
 
 func TestPromQLNames(t *testing.T) {
