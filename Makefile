@@ -56,7 +56,7 @@ eventing-status: ## Knative Eventing's processes (pid, up/down, RSS)
 STACK_ENV ?= $(HOME)/.local/state/podguard/stack/env
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: test unit check fuzz test-knative
+.PHONY: test unit check fuzz test-knative rules-test
 test: stack-up check ## everything: unit, integration and end-to-end tests against the local stack, then the end-to-end suite again behind Knative Eventing's broker
 	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) test-knative
@@ -67,6 +67,9 @@ test-knative: eventing-up ## the end-to-end suite behind Knative Eventing's own 
 
 unit: check ## unit tests only (no stack; integration tests skip)
 	PODGUARD_STACK_ENV=/nonexistent go test $(GO_TEST_FLAGS) ./...
+
+rules-test: stack-install ## the alert rules' unit tests (promtool test rules), the PrometheusRule, the dashboard's queries and the metric names they use (make test runs them too)
+	PODGUARD_REQUIRE_STACK=1 go test -count=1 -run 'TestMetricsContract|TestPromQLNames|TestAlertRules|TestPrometheusRule|TestDashboard' ./deploy/
 
 check: ## gofmt and go vet
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi

@@ -9,10 +9,16 @@
 //   - overlays/namespaced: podguard protecting one namespace (Roles there; ClusterRoles
 //     only for PersistentVolumes, which are cluster-scoped).
 //   - openstack-secret.example.yaml: the template of the clouds.yaml Secret.
+//   - monitoring/: Prometheus alerting rules (podguard.rules.yaml, with their promtool
+//     unit tests), the same rules as a PrometheusRule, a Grafana dashboard, and a
+//     kustomization installing both for the Prometheus Operator and Grafana's sidecar.
 //
 // The tests render both overlays with `kubectl kustomize` and check them offline (images,
 // ServiceAccounts, routing against the event catalog, RBAC, settings against the
 // functions' configuration); against the local stack they apply each overlay with
 // `kubectl apply --dry-run=server`, validate the Knative objects as the Knative webhooks
 // do (deploy/local/tools/knative), and ask the API server what each ServiceAccount may do.
+// With promtool (Debian's prometheus package, which the local stack installs) they check
+// the alerting rules and run their unit tests, and check every query of the dashboard;
+// offline, that the rules and the dashboard name only the metrics the functions export.
 package deploy

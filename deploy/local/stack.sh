@@ -32,7 +32,12 @@ PACKAGES=(
   rabbitmq-server dmidecode mariadb-server sudo qemu-utils
   keystone python3-openstackclient bc
   uwsgi-plugin-python3 curl openssl   # used by these scripts (already pulled in by the above)
+  prometheus   # and promtool: the alert rules' tests; deploy/local/prometheus runs it as a child
 )
+# Services that Debian's packages start and enable on install (unless policy-rc.d forbids
+# it) and that the stack never uses: Prometheus would listen on *:9090. The stack runs only
+# processes it starts itself, on 127.0.0.1, and stops by PID.
+UNUSED_SERVICES=(prometheus)
 
 component() { "$LOCAL_DIR/$1.sh" "${@:2}"; }
 
@@ -48,9 +53,19 @@ missing_packages() {
   done
 }
 
+# apt_running: an apt, dpkg or unattended-upgrades process runs. One name per pgrep: pgrep
+# matches a process name (at most 15 characters) and refuses longer patterns.
+apt_running() {
+  local n
+  for n in apt apt-get aptitude dpkg unattended-upgr; do
+    pgrep -x "$n" >/dev/null && return 0
+  done
+  return 1
+}
+
 wait_for_apt() {
   local end=$((SECONDS + 1800)) said=0
-  while pgrep -x 'apt|apt-get|aptitude|dpkg|unattended-upgr' >/dev/null; do
+  while apt_running; do
     [ "$said" = 1 ] || { log "waiting for a running apt/dpkg to finish"; said=1; }
     [ "$SECONDS" -lt "$end" ] || die "apt/dpkg still running after 30 min"
     sleep 3
@@ -71,6 +86,22 @@ install() {
     die "apt-get update failed, see $STACK_DIR/apt.log"
   DEBIAN_FRONTEND=noninteractive "${apt[@]}" install --no-install-recommends "${PACKAGES[@]}" >>"$STACK_DIR/apt.log" 2>&1 ||
     die "apt-get install failed, see $STACK_DIR/apt.log"
+  stop_unused_services
+}
+
+# stop_unused_services stops and disables each of UNUSED_SERVICES, under systemd or
+# sysvinit, so that it neither runs now nor starts at boot. Harmless when it does not run.
+stop_unused_services() {
+  local s
+  for s in "${UNUSED_SERVICES[@]}"; do
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now --quiet "$s.service" >>"$STACK_DIR/apt.log" 2>&1 || true
+    elif [ -x "/etc/init.d/$s" ]; then
+      # invoke-rc.d would ask policy-rc.d, which may refuse the stop as it refused the start.
+      "/etc/init.d/$s" stop >>"$STACK_DIR/apt.log" 2>&1 || true
+      update-rc.d "$s" disable >>"$STACK_DIR/apt.log" 2>&1 || true
+    fi
+  done
 }
 
 # --- env file and clouds.yaml -------------------------------------------------------------
