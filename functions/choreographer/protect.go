@@ -199,6 +199,7 @@ func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) 
 	case v == ended:
 		return nil, s.finish(ctx, res.Checkpoint)
 	}
+	s.checkpointProgressed(ctx, res.Checkpoint)
 	remaining, err := s.bank.Remaining(ctx, res.Checkpoint, "")
 	if err != nil || remaining {
 		return nil, err
@@ -224,6 +225,7 @@ func (s *Step) finish(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	s.gate.forget(id)
 	cp, err := s.bank.Checkpoint(ctx, id)
 	if err != nil {
 		return err
