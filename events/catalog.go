@@ -42,6 +42,10 @@ const (
 	VolumeBackedUp = "dev.podguard.volume.backedup"
 	// CheckpointFinished reports a checkpoint that became available or error.
 	CheckpointFinished = "dev.podguard.checkpoint.finished"
+	// CheckpointProgressed reports how far a checkpoint being protected has come; the
+	// choreographer sends it as step results are accepted, at most every
+	// PROGRESS_INTERVAL per checkpoint.
+	CheckpointProgressed = "dev.podguard.checkpoint.progressed"
 	// Tick drives progress checks and the stuck-work collector.
 	Tick = "dev.podguard.tick"
 	// PingSourceTick is the type of a Knative PingSource's events; the choreographer takes
@@ -62,6 +66,8 @@ const (
 	PodRecreated = "dev.podguard.pod.recreated"
 	// RestoreFinished reports a restore that ended in success or fail.
 	RestoreFinished = "dev.podguard.restore.finished"
+	// RestoreProgressed reports how far a restore has come, as CheckpointProgressed does.
+	RestoreProgressed = "dev.podguard.restore.progressed"
 	// DeleteRequested deletes a checkpoint: its backups, then its metadata.
 	DeleteRequested = "dev.podguard.delete.requested"
 	// BackupDelete asks delete-backup to delete the backups of a batch of volumes.
@@ -201,6 +207,8 @@ func Catalog() []Type {
 			Producers: []string{FnBackupVolume}, Consumers: []string{FnChoreographer}},
 		{Name: CheckpointFinished, Description: "A checkpoint is available (everything in its scope is in it), or error with every failed resource, unresolved volume or empty scope and its reason; with the pods excluded as not protectable.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: CheckpointProgressed, Description: "How far a checkpoint being protected has come: resources done, failed and total per type, bytes of volumes done and total, elapsed time and an estimate of the time left; at most every few seconds per checkpoint, as results are accepted.",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: Tick, Description: "Periodic: checks work in flight, re-drives lost events, fails work past its deadline.",
 			Producers: []string{User}, Consumers: []string{FnChoreographer}, DataOptional: true},
 		{Name: PingSourceTick, Description: "A PingSource firing: the tick, in a cluster; or, when its data carries a plan, a scheduled protect of that plan.",
@@ -228,6 +236,8 @@ func Catalog() []Type {
 		{Name: PodRecreated, Description: "The pods of a batch are Running (available), or failed (error) with the reason.",
 			Producers: []string{FnRecreatePod}, Consumers: []string{FnChoreographer}},
 		{Name: RestoreFinished, Description: "A restore ended: success, or fail with every failed resource and its reason.",
+			Producers: []string{FnChoreographer}, Consumers: []string{User}},
+		{Name: RestoreProgressed, Description: "How far a restore has come: resources done, failed and total per type, bytes of volumes done and total, elapsed time and an estimate of the time left; at most every few seconds per restore, as results are accepted.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: DeleteRequested, Description: "Delete an available or error checkpoint: its backups, then its metadata.",
 			Producers: []string{User, FnChoreographer}, Consumers: []string{FnChoreographer}},

@@ -188,6 +188,66 @@ type CheckpointFinishedResult struct {
 	MoreExcluded int `json:"more_excluded,omitempty"`
 }
 
+// Progress is how far a checkpoint's protect, or a restore, has come, counted from what
+// the bank records: a resource is done once the result of its batch was accepted and it
+// did not fail, failed once a failure is recorded for it (for a pod, also one of its
+// volumes that could not be resolved), and waiting otherwise.
+type Progress struct {
+	// Resources counts the resources of each type (OS::Kubernetes::Pod,
+	// OS::Cinder::Volume): done, failed and total.
+	Resources map[string]Count `json:"resources"`
+	// Bytes counts the sizes of the volumes, as the listing recorded them.
+	Bytes Bytes `json:"bytes"`
+	// ElapsedSeconds is the time since the operation was requested, up to its end once
+	// it ended.
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	// RemainingSeconds estimates the time left at the rate so far (see EstimateBasis);
+	// absent when nothing measured is done yet, and once the operation ended.
+	RemainingSeconds *float64 `json:"remaining_seconds,omitempty"`
+	// EstimateBasis is what the estimate extrapolates: "bytes" (of the volumes done or
+	// failed) or "resources"; the longer estimate of the two wins.
+	EstimateBasis string `json:"estimate_basis,omitempty"`
+}
+
+// Finished counts the resources done or failed, over every type.
+func (p Progress) Finished() int {
+	n := 0
+	for _, c := range p.Resources {
+		n += c.Done + c.Failed
+	}
+	return n
+}
+
+// Count is the progress of the resources of one type.
+type Count struct {
+	Done   int `json:"done"`
+	Failed int `json:"failed"`
+	Total  int `json:"total"`
+}
+
+// Bytes is the progress of the volumes by size. Total is the size of every volume whose
+// size is known; Unsized counts the others (an in-tree cinder volume written into the pod,
+// or a graph listed before sizes were recorded), which are in no byte count.
+type Bytes struct {
+	Done    int64 `json:"done"`
+	Failed  int64 `json:"failed"`
+	Total   int64 `json:"total"`
+	Unsized int   `json:"unsized,omitempty"`
+}
+
+// Estimate bases (Progress.EstimateBasis).
+const (
+	EstimateByBytes     = "bytes"
+	EstimateByResources = "resources"
+)
+
+// CheckpointProgressedResult is the data of CheckpointProgressed.
+type CheckpointProgressedResult struct {
+	Checkpoint string   `json:"checkpoint"`
+	Plan       string   `json:"plan,omitempty"`
+	Progress   Progress `json:"progress"`
+}
+
 // FailedResource names a resource that failed and why.
 type FailedResource struct {
 	Key    string `json:"key"`
@@ -246,6 +306,13 @@ type RestoreFinishedResult struct {
 	Checkpoint string           `json:"checkpoint"`
 	Status     string           `json:"status"`
 	Failed     []FailedResource `json:"failed,omitempty"`
+}
+
+// RestoreProgressedResult is the data of RestoreProgressed.
+type RestoreProgressedResult struct {
+	Restore    string   `json:"restore"`
+	Checkpoint string   `json:"checkpoint"`
+	Progress   Progress `json:"progress"`
 }
 
 // DeleteRequest is the data of DeleteRequested.

@@ -93,7 +93,7 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		if err := function.Decode(e, &req); err != nil {
 			return nil, err
 		}
-		v, err := checkpoint.Load(ctx, s.bank, req.Checkpoint)
+		v, err := checkpoint.LoadAt(ctx, s.bank, req.Checkpoint, s.now())
 		if errors.Is(err, bank.ErrNotFound) {
 			return function.Reply(events.CheckpointShown, map[string]any{"checkpoint": req.Checkpoint, "found": false})
 		}
@@ -125,7 +125,7 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 		if err := function.Decode(e, &req); err != nil {
 			return nil, err
 		}
-		v, err := checkpoint.LoadRestore(ctx, s.restores, req.Restore)
+		v, err := checkpoint.LoadRestoreAt(ctx, s.restores, req.Restore, s.now())
 		if errors.Is(err, bank.ErrNotFound) {
 			return function.Reply(events.RestoreShown, map[string]any{"restore": req.Restore, "found": false})
 		}
@@ -184,7 +184,7 @@ func (s *Step) ReadAPI() http.Handler {
 			http.Error(w, "bad checkpoint id", http.StatusBadRequest)
 			return
 		}
-		v, err := checkpoint.Load(r.Context(), s.bank, id)
+		v, err := checkpoint.LoadAt(r.Context(), s.bank, id, s.now())
 		if errors.Is(err, bank.ErrNotFound) {
 			http.Error(w, fmt.Sprintf("checkpoint %s not found", id), http.StatusNotFound)
 			return
@@ -222,7 +222,7 @@ func (s *Step) ReadAPI() http.Handler {
 			http.Error(w, "bad restore id", http.StatusBadRequest)
 			return
 		}
-		v, err := checkpoint.LoadRestore(r.Context(), s.restores, id)
+		v, err := checkpoint.LoadRestoreAt(r.Context(), s.restores, id, s.now())
 		if errors.Is(err, bank.ErrNotFound) {
 			http.Error(w, fmt.Sprintf("restore %s not found", id), http.StatusNotFound)
 			return

@@ -53,6 +53,9 @@ func newRestoresFixture(t *testing.T) *restoresFixture {
 	for i, name := range []string{"db", "web", "job"} {
 		f.pods[i] = graph.PodResource("shop", name)
 		f.vols[i] = graph.Resource{Type: graph.VolumeType, ID: uuid.NewString(), Name: fmt.Sprintf("shop/data-%d", i)}
+		if i < 2 { // volume 2 was listed without a size
+			f.vols[i].ExtraInfo = map[string]string{graph.InfoSizeBytes: fmt.Sprint((i + 1) << 30)}
+		}
 	}
 	// pod db -> volumes 0 and 1, pod web -> volume 2, pod job has none. With batches of
 	// two: pods-0000 = db, web; pods-0001 = job; volumes-0000 = 0, 1; volumes-0001 = 2.
@@ -152,6 +155,21 @@ func TestRestoreViews(t *testing.T) {
 	if len(v.Failed) != 1 || v.Failed[0].Key != "restore" || v.Failed[0].Reason != "the restore's deadline passed" {
 		t.Errorf("failed = %+v, want only the failure that is no resource", v.Failed)
 	}
+	// Progress: pod db pending, web failed, job done; volume 0 done, 1 failed, 2 pending
+	// (and of no known size); ended, so elapsed runs to the end and nothing is estimated.
+	p := v.Progress
+	if got, want := p.Resources[graph.PodType], (events.Count{Done: 1, Failed: 1, Total: 3}); got != want {
+		t.Errorf("pods %+v, want %+v", got, want)
+	}
+	if got, want := p.Resources[graph.VolumeType], (events.Count{Done: 1, Failed: 1, Total: 3}); got != want {
+		t.Errorf("volumes %+v, want %+v", got, want)
+	}
+	if want := (events.Bytes{Done: 1 << 30, Failed: 2 << 30, Total: 3 << 30, Unsized: 1}); p.Bytes != want {
+		t.Errorf("bytes %+v, want %+v", p.Bytes, want)
+	}
+	if end := v.History[len(v.History)-1].At.Sub(v.CreatedAt).Seconds(); p.ElapsedSeconds < end-0.01 || p.ElapsedSeconds > end+0.01 || p.RemainingSeconds != nil {
+		t.Errorf("elapsed %v remaining %v, want %v up to the end and no estimate", p.ElapsedSeconds, p.RemainingSeconds, end)
+	}
 
 	v, err = checkpoint.LoadRestore(ctx, r, f.second)
 	if err != nil {
@@ -164,6 +182,9 @@ func TestRestoreViews(t *testing.T) {
 		if res.Status != events.StatusRestoring || res.Reason != "" || res.Restored != nil {
 			t.Errorf("resource of a restore just started = %+v, want restoring", res)
 		}
+	}
+	if p := v.Progress; p.Finished() != 0 || p.Resources[graph.PodType].Total != 3 || p.Bytes.Total != 3<<30 || p.RemainingSeconds != nil || p.ElapsedSeconds < 3400 {
+		t.Errorf("progress of a restore just started = %+v, want nothing finished, no estimate, elapsed since its request", p)
 	}
 
 	v, err = checkpoint.LoadRestore(ctx, r, f.orphan)
@@ -325,6 +346,10 @@ func TestRestoresOverHTTP(t *testing.T) {
 	var cp checkpoint.View
 	if code := get(t, srv.URL+"/api/checkpoints/"+f.cp, &cp); code != http.StatusOK || cp.ID != f.cp || len(cp.Resources) != 6 {
 		t.Fatalf("GET checkpoint: %d %+v", code, cp)
+	}
+	// Protecting, its graph listed but not fanned out: nothing is done yet.
+	if p := cp.Progress; p.Finished() != 0 || p.Resources[graph.VolumeType].Total != 3 || cp.Resources[0].Status != events.StatusProtecting {
+		t.Errorf("checkpoint before its fan-out: progress %+v, first resource %s", p, cp.Resources[0].Status)
 	}
 }
 

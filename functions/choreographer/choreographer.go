@@ -72,12 +72,16 @@ type Config struct {
 	// mean fewer events and bank requests per resource; smaller ones finish in smaller
 	// units.
 	BatchSize int `envconfig:"BATCH_SIZE" default:"50"`
+	// ProgressInterval is the least time between two progress events of one operation
+	// (checkpoint.progressed, restore.progressed); the first accepted result of an
+	// operation is announced at once.
+	ProgressInterval time.Duration `envconfig:"PROGRESS_INTERVAL" default:"5s"`
 }
 
 // Validate checks the configuration at start.
 func (c *Config) Validate() error {
-	if c.ProtectTimeout <= 0 || c.ListTimeout <= 0 || c.RestoreTimeout <= 0 || c.DeleteTimeout <= 0 || c.RedriveAfter <= 0 || c.FanOutWorkers <= 0 {
-		return errors.New("PROTECT_TIMEOUT, LIST_TIMEOUT, RESTORE_TIMEOUT, DELETE_TIMEOUT, REDRIVE_AFTER and FANOUT_WORKERS must be positive")
+	if c.ProtectTimeout <= 0 || c.ListTimeout <= 0 || c.RestoreTimeout <= 0 || c.DeleteTimeout <= 0 || c.RedriveAfter <= 0 || c.FanOutWorkers <= 0 || c.ProgressInterval <= 0 {
+		return errors.New("PROTECT_TIMEOUT, LIST_TIMEOUT, RESTORE_TIMEOUT, DELETE_TIMEOUT, REDRIVE_AFTER, FANOUT_WORKERS and PROGRESS_INTERVAL must be positive")
 	}
 	if c.BatchSize < 1 || c.BatchSize > 500 {
 		return fmt.Errorf("BATCH_SIZE=%d: want 1..500", c.BatchSize)
@@ -158,6 +162,10 @@ type Step struct {
 	metrics *observe.Metrics
 	// telemetry traces the work a tick does for an operation in the operation's trace.
 	telemetry *observe.Telemetry
+	// tallies is where progress is read (progress.go); nil when the store cannot say.
+	tallies tallies
+	// gate limits the progress events of each operation.
+	gate *progressGate
 }
 
 // New builds the choreographer from its configuration; it emits to the runtime's sink.
@@ -186,11 +194,15 @@ func NewStep(b store, restores, deletions ops, sink function.Sender, cfg Config,
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 50
 	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = 5 * time.Second
+	}
 	sched, _ := b.(scheduleStore)
 	plans, _ := b.(storedPlans)
 	t := observe.Noop()
+	tl, _ := b.(tallies)
 	return &Step{bank: b, restores: restores, deletions: deletions, schedules: sched, plans: plans, sink: sink, cfg: cfg, now: now, workers: cfg.FanOutWorkers,
-		metrics: t.Metrics, telemetry: t}
+		metrics: t.Metrics, telemetry: t, tallies: tl, gate: newProgressGate(cfg.ProgressInterval, gateSize)}
 }
 
 // Handle routes an event to its handler.

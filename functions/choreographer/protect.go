@@ -215,6 +215,7 @@ func (s *Step) result(ctx context.Context, e event.Event) (*event.Event, error) 
 	case v == ended:
 		return nil, s.finish(ctx, res.Checkpoint)
 	}
+	s.checkpointProgressed(ctx, res.Checkpoint)
 	remaining, err := s.bank.Remaining(ctx, res.Checkpoint, "")
 	if err != nil || remaining {
 		return nil, err
@@ -241,6 +242,7 @@ func (s *Step) finish(ctx context.Context, id string) error {
 		return err
 	}
 	status, failures := end.Status, end.Failures
+	s.gate.forget(id)
 	cp, err := s.bank.Checkpoint(ctx, id)
 	if err != nil {
 		return err

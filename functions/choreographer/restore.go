@@ -18,6 +18,7 @@ import (
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/observe"
@@ -26,8 +27,8 @@ import (
 // Phases of a restore: its volumes, then its pods. Each phase's batches keep the names
 // the checkpoint gave them (volumes-0000..., pods-0000...).
 const (
-	phaseVolumes = "volumes"
-	phasePods    = "pods"
+	phaseVolumes = checkpoint.PhaseVolumes
+	phasePods    = checkpoint.PhasePods
 )
 
 // RestoreID is the restore a request makes: one per request event.
@@ -282,6 +283,7 @@ func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 	case v == ended:
 		return s.finishRestore(ctx, r)
 	}
+	s.restoreProgressed(ctx, r)
 	more, err := s.restores.Remaining(ctx, r.ID, "")
 	if err != nil {
 		return err
@@ -316,6 +318,7 @@ func (s *Step) finishRestore(ctx context.Context, r *bank.Restore) error {
 		}
 		s.finished(ctx, observe.Restore, end, r.CreatedAt, g, events.StatusAvailable)
 	}
+	s.gate.forget(r.ID)
 	out := events.RestoreFinishedResult{Restore: r.ID, Checkpoint: r.Checkpoint, Status: status}
 	for _, f := range failures {
 		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})

@@ -17,7 +17,21 @@ type Batches struct {
 	batches    map[string]graph.Batch
 	of         map[string]string   // resource key -> name of its batch
 	children   map[string][]string // pod key -> the keys of its volumes
+	order      []string            // the batches' names, in graph.Batches order
+	problems   []graph.Problem
 }
+
+// All are the batches, in the order graph.Batches cuts them.
+func (bs *Batches) All() []graph.Batch {
+	out := make([]graph.Batch, len(bs.order))
+	for i, name := range bs.order {
+		out[i] = bs.batches[name]
+	}
+	return out
+}
+
+// Problems are the graph's volumes that could not be resolved.
+func (bs *Batches) Problems() []graph.Problem { return bs.problems }
 
 // Batch is the batch called name; false when the checkpoint has none of that name.
 func (bs *Batches) Batch(name string) (graph.Batch, bool) {
@@ -36,9 +50,10 @@ func (bs *Batches) Children(podKey string) []string { return bs.children[podKey]
 
 // newBatches cuts a checkpoint's graph.
 func newBatches(cp *Checkpoint, g *graph.Graph) *Batches {
-	bs := &Batches{Checkpoint: cp, batches: map[string]graph.Batch{}, of: map[string]string{}, children: map[string][]string{}}
+	bs := &Batches{Checkpoint: cp, batches: map[string]graph.Batch{}, of: map[string]string{}, children: map[string][]string{}, problems: g.Problems}
 	for _, b := range g.Batches(cp.BatchSize) {
 		bs.batches[b.Name] = b
+		bs.order = append(bs.order, b.Name)
 		for _, r := range b.Resources {
 			bs.of[r.Key()] = b.Name
 		}

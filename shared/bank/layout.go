@@ -140,6 +140,20 @@ func (l Layout) Failure(op Op, key string) string {
 	return l.FailurePrefix(op) + EscapeKey(key) + ".json"
 }
 
+// FailureKey reads the key of the resource a failure record names, as Failure wrote it;
+// false for a name that is not one of op's failures.
+func (l Layout) FailureKey(op Op, name string) (string, bool) {
+	seg, ok := strings.CutPrefix(name, l.FailurePrefix(op))
+	if !ok {
+		return "", false
+	}
+	if seg, ok = strings.CutSuffix(seg, ".json"); !ok || seg == "" || strings.Contains(seg, "/") {
+		return "", false
+	}
+	key, err := UnescapeKey(seg)
+	return key, err == nil
+}
+
 // AllIndexPrefix lists every checkpoint, newest first.
 func (Layout) AllIndexPrefix() string { return "indices/all/" }
 

@@ -47,6 +47,12 @@ func FuzzLayout(f *testing.F) {
 					t.Fatalf("%s %q: %q is outside %q", kind, id, name, prefix)
 				}
 			}
+			if got, ok := l.FailureKey(op, l.Failure(op, key)); key != "" && (!ok || got != key) {
+				t.Fatalf("%s %q: failure of %q reads back %q %v", kind, id, key, got, ok)
+			}
+			if _, ok := l.FailureKey(op, l.Record(op, batch)); ok {
+				t.Fatalf("%s %q: the record of %q reads as a failure", kind, id, batch)
+			}
 			if other != id && strings.HasPrefix(Op{Kind: kind, ID: other}.Prefix(), prefix) {
 				t.Fatalf("%q and %q share the prefix %q", id, other, prefix)
 			}

@@ -224,6 +224,23 @@ func (o *Ops) Failures(ctx context.Context, id string) ([]Failure, error) {
 	return out, nil
 }
 
+// FailedKeys lists the keys of the resources of an operation that ended in error, in
+// order, from one listing: no record is read.
+func (o *Ops) FailedKeys(ctx context.Context, id string) ([]string, error) {
+	objs, err := o.b.listAll(ctx, o.b.layout.FailurePrefix(o.op(id)))
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(objs))
+	for _, obj := range objs {
+		if key, ok := o.b.layout.FailureKey(o.op(id), obj.Name); ok {
+			keys = append(keys, key)
+		}
+	}
+	sort.Strings(keys)
+	return keys, nil
+}
+
 // PutRecord writes a batch's record; only the step that owns the batch writes it.
 func (o *Ops) PutRecord(ctx context.Context, id string, r Record) error {
 	return o.b.putJSON(ctx, o.b.layout.Record(o.op(id), r.Batch), r, false)

@@ -28,6 +28,8 @@ type RestoreView struct {
 	Resources []RestoreResourceView `json:"resources,omitempty"`
 	// Failed are the failures that are not a resource of the checkpoint.
 	Failed []bank.Failure `json:"failed,omitempty"`
+	// Progress is how far the restore has come (or came, once it ended).
+	Progress events.Progress `json:"progress"`
 }
 
 // RestoreResourceView is one resource of a restore.
@@ -61,6 +63,8 @@ type RestoreReader interface {
 	RestoreHistory(ctx context.Context, id string) ([]bank.StatusChange, error)
 	RestoreFailures(ctx context.Context, id string) ([]bank.Failure, error)
 	RestoreRecords(ctx context.Context, id string) ([]bank.Record, error)
+	RestorePending(ctx context.Context, id string) ([]bank.Pending, error)
+	RestoreFannedOut(ctx context.Context, id, phase string) (bool, error)
 }
 
 // BankRestores reads restore views from a bank: the progress methods read the bank's
@@ -84,14 +88,29 @@ func (b bankRestores) RestoreRecords(ctx context.Context, id string) ([]bank.Rec
 	return b.ops.Records(ctx, id)
 }
 
+func (b bankRestores) RestorePending(ctx context.Context, id string) ([]bank.Pending, error) {
+	return b.ops.PendingResources(ctx, id)
+}
+
+func (b bankRestores) RestoreFannedOut(ctx context.Context, id, phase string) (bool, error) {
+	return b.ops.FannedOut(ctx, id, phase)
+}
+
 // LoadRestore reads a restore's view; bank.ErrNotFound when the restore does not exist.
+func LoadRestore(ctx context.Context, r RestoreReader, id string) (*RestoreView, error) {
+	return LoadRestoreAt(ctx, r, id, time.Now())
+}
+
+// LoadRestoreAt is LoadRestore, with the progress of a restore still running taken at
+// now.
 //
 // The resources are the nodes of the checkpoint's graph, in graph order. A resource that
 // failed is error with the first reason; else the record of its batch gives its status,
 // reason and what it was restored into; else it is restoring (its batch is pending, or
 // not yet reached). A checkpoint removed since (or a graph not found) leaves the
-// resources the restore recorded.
-func LoadRestore(ctx context.Context, r RestoreReader, id string) (*RestoreView, error) {
+// resources the restore recorded. Progress is counted from the restore's markers and
+// failures, as the choreographer counts it.
+func LoadRestoreAt(ctx context.Context, r RestoreReader, id string, now time.Time) (*RestoreView, error) {
 	rs, err := r.Restore(ctx, id)
 	if err != nil {
 		return nil, err
@@ -103,9 +122,15 @@ func LoadRestore(ctx context.Context, r RestoreReader, id string) (*RestoreView,
 	if n := len(v.History); n > 0 {
 		v.Status = v.History[n-1].Status
 	}
-	g, batches, err := restoreGraph(ctx, r, rs.Checkpoint)
+	g, cut, err := restoreGraph(ctx, r, rs.Checkpoint)
 	if err != nil {
 		return nil, err
+	}
+	batches := make(map[string]string, len(g.Nodes))
+	for _, b := range cut {
+		for _, res := range b.Resources {
+			batches[res.Key()] = b.Name
+		}
 	}
 	records, err := r.RestoreRecords(ctx, id)
 	if err != nil {
@@ -160,12 +185,45 @@ func LoadRestore(ctx context.Context, r RestoreReader, id string) (*RestoreView,
 			delete(failed, f.Key)
 		}
 	}
+	if v.Progress, err = restoreProgress(ctx, r, rs, v.History, cut, failures, now); err != nil {
+		return nil, err
+	}
 	return v, nil
 }
 
-// restoreGraph reads the graph of a restore's checkpoint and the batch of each resource;
+// restoreProgress counts a restore's progress from its pending markers, the phases it
+// fanned out and its failures.
+func restoreProgress(ctx context.Context, r RestoreReader, rs *bank.Restore, h []bank.StatusChange, batches []graph.Batch, failures []bank.Failure, now time.Time) (events.Progress, error) {
+	t := Tally{Batches: batches, Pending: map[string]bool{}, Unstarted: map[string]bool{}, Failed: map[string]bool{},
+		Started: rs.CreatedAt, Ended: endOf(h, events.RestoreInProgress), Now: now}
+	for _, f := range failures {
+		t.Failed[f.Key] = true
+	}
+	if len(batches) == 0 {
+		return t.Progress(), nil
+	}
+	pending, err := r.RestorePending(ctx, rs.ID)
+	if err != nil {
+		return events.Progress{}, err
+	}
+	for _, p := range pending {
+		t.Pending[p.Batch] = true
+	}
+	if t.Ended.IsZero() {
+		for typ, phase := range map[string]string{graph.VolumeType: PhaseVolumes, graph.PodType: PhasePods} {
+			fanned, err := r.RestoreFannedOut(ctx, rs.ID, phase)
+			if err != nil {
+				return events.Progress{}, err
+			}
+			t.Unstarted[typ] = !fanned
+		}
+	}
+	return t.Progress(), nil
+}
+
+// restoreGraph reads the graph of a restore's checkpoint and cuts it into its batches;
 // an empty graph when the checkpoint or its graph is gone.
-func restoreGraph(ctx context.Context, r RestoreReader, checkpoint string) (*graph.Graph, map[string]string, error) {
+func restoreGraph(ctx context.Context, r RestoreReader, checkpoint string) (*graph.Graph, []graph.Batch, error) {
 	cp, err := r.Checkpoint(ctx, checkpoint)
 	if errors.Is(err, bank.ErrNotFound) {
 		return &graph.Graph{}, nil, nil
@@ -180,13 +238,7 @@ func restoreGraph(ctx context.Context, r RestoreReader, checkpoint string) (*gra
 	if err != nil {
 		return nil, nil, err
 	}
-	batches := make(map[string]string, len(g.Nodes))
-	for _, b := range g.Batches(cp.BatchSize) {
-		for _, res := range b.Resources {
-			batches[res.Key()] = b.Name
-		}
-	}
-	return g, batches, nil
+	return g, g.Batches(cp.BatchSize), nil
 }
 
 // restoreResource is a resource's view from its record (nil when none) and the failures

@@ -33,6 +33,8 @@ type View struct {
 	// one of its pods (such as a listing that never completed, or a scope with no
 	// protectable pod).
 	Failed []bank.Failure `json:"failed,omitempty"`
+	// Progress is how far the protect has come (or came, once it ended).
+	Progress events.Progress `json:"progress"`
 }
 
 // ResourceView is one resource of a checkpoint with its status.
@@ -57,14 +59,21 @@ type Reader interface {
 	History(ctx context.Context, id string) ([]bank.StatusChange, error)
 	Graph(ctx context.Context, id string) (*graph.Graph, error)
 	PendingResources(ctx context.Context, id string) ([]bank.Pending, error)
+	FannedOut(ctx context.Context, id, phase string) (bool, error)
 	Failures(ctx context.Context, id string) ([]bank.Failure, error)
 	ListCheckpoints(ctx context.Context, plan string, limit int, marker string) ([]string, string, error)
 }
 
 // Load reads a checkpoint's view. Per-resource status comes from the markers, not from
-// the records: a resource of a pending batch is protecting, a failed one is error, the
-// rest is available.
+// the records: a resource of a pending batch (or of a checkpoint protecting that has not
+// fanned out yet) is protecting, a failed one is error, the rest is available. Progress
+// is counted from the same markers.
 func Load(ctx context.Context, r Reader, id string) (*View, error) {
+	return LoadAt(ctx, r, id, time.Now())
+}
+
+// LoadAt is Load, with the progress of a protect still running taken at now.
+func LoadAt(ctx context.Context, r Reader, id string, now time.Time) (*View, error) {
 	cp, err := r.Checkpoint(ctx, id)
 	if err != nil {
 		return nil, err
@@ -91,22 +100,38 @@ func Load(ctx context.Context, r Reader, id string) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Between the graph and the fan-out no marker exists yet: nothing is done.
+	unstarted := map[string]bool{}
+	if v.Status == events.StatusProtecting && len(g.Nodes) > 0 {
+		fanned, err := r.FannedOut(ctx, id, "")
+		if err != nil {
+			return nil, err
+		}
+		if !fanned {
+			unstarted[graph.PodType], unstarted[graph.VolumeType] = true, true
+		}
+	}
 	pendingBatch := make(map[string]bool, len(pending))
 	for _, p := range pending {
 		pendingBatch[p.Batch] = true
 	}
+	batches := g.Batches(cp.BatchSize)
 	isPending := map[string]bool{}
-	for _, b := range g.Batches(cp.BatchSize) {
-		if pendingBatch[b.Name] {
+	for _, b := range batches {
+		if pendingBatch[b.Name] || unstarted[b.Type] {
 			for _, r := range b.Resources {
 				isPending[r.Key()] = true
 			}
 		}
 	}
 	failed := make(map[string]string, len(failures))
+	isFailed := make(map[string]bool, len(failures))
 	for _, f := range failures {
 		failed[f.Key] = f.Reason
+		isFailed[f.Key] = true
 	}
+	v.Progress = Tally{Batches: batches, Problems: g.Problems, Pending: pendingBatch, Unstarted: unstarted, Failed: isFailed,
+		Started: cp.CreatedAt, Ended: endOf(v.History, events.StatusProtecting), Now: now}.Progress()
 	problems := map[string][]string{} // pod name -> the failure keys of its problems
 	for _, p := range g.Problems {
 		problems[p.Pod] = append(problems[p.Pod], p.Key())
@@ -131,6 +156,17 @@ func Load(ctx context.Context, r Reader, id string) (*View, error) {
 		}
 	}
 	return v, nil
+}
+
+// endOf is when an operation left its running status: the time of the first status
+// after it; zero while it runs.
+func endOf(h []bank.StatusChange, running string) time.Time {
+	for _, c := range h {
+		if c.Status != running {
+			return c.At
+		}
+	}
+	return time.Time{}
 }
 
 // withProblems shows a pod whose problems failed the checkpoint in error, with their

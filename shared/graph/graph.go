@@ -9,6 +9,7 @@ package graph
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -27,6 +28,10 @@ const (
 	InfoPV        = "persistentVolume" // PV name
 	InfoSource    = "source"           // SourceCSI or SourceInTree
 	InfoPhase     = "phase"            // pod phase when listed
+	// InfoSizeBytes is a volume's size in bytes, in decimal, from its persistent
+	// volume's capacity; absent when the listing could not know it (an in-tree cinder
+	// volume written into the pod itself).
+	InfoSizeBytes = "sizeBytes"
 )
 
 // Volume sources.
@@ -54,6 +59,19 @@ func (r Resource) Key() string { return r.Type + "#" + r.ID }
 func SplitKey(key string) (typ, id string, ok bool) {
 	typ, id, ok = strings.Cut(key, "#")
 	return typ, id, ok && typ != "" && id != ""
+}
+
+// SizeBytes is the size a volume's listing recorded (InfoSizeBytes); false when none was.
+func (r Resource) SizeBytes() (int64, bool) {
+	v, ok := r.ExtraInfo[InfoSizeBytes]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // Node is a resource with the keys of the resources it depends on.

@@ -68,3 +68,22 @@ func TestProblemKeyAndDescription(t *testing.T) {
 		}
 	}
 }
+
+func TestSizeBytes(t *testing.T) {
+	for _, tt := range []struct {
+		info map[string]string
+		want int64
+		ok   bool
+	}{
+		{map[string]string{InfoSizeBytes: "1073741824"}, 1 << 30, true},
+		{map[string]string{InfoSizeBytes: "0"}, 0, true},
+		{nil, 0, false},
+		{map[string]string{InfoSizeBytes: "1Gi"}, 0, false},
+		{map[string]string{InfoSizeBytes: "-1"}, 0, false},
+	} {
+		got, ok := Resource{Type: VolumeType, ID: "v", ExtraInfo: tt.info}.SizeBytes()
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("SizeBytes(%v) = %d, %v; want %d, %v", tt.info, got, ok, tt.want, tt.ok)
+		}
+	}
+}

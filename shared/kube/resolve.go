@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -318,6 +319,9 @@ func resolveRef(p podInfo, ref volumeRef, claims map[nsName]*corev1.PersistentVo
 		return graph.Resource{}, problem(c.Spec.VolumeName, fmt.Sprintf("persistent volume claim is not bound (phase %s)", phaseOrUnknown(c.Status.Phase)))
 	}
 	info := map[string]string{graph.InfoNamespace: p.namespace, graph.InfoClaim: ref.claim, graph.InfoPV: pv.Name}
+	if size, ok := pv.Spec.Capacity[corev1.ResourceStorage]; ok && size.Sign() > 0 {
+		info[graph.InfoSizeBytes] = strconv.FormatInt(size.Value(), 10)
+	}
 	switch s := pv.Spec.PersistentVolumeSource; {
 	case s.CSI != nil && s.CSI.Driver == graph.CinderCSIDriver:
 		info[graph.InfoSource] = graph.SourceCSI

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -122,6 +123,12 @@ func inTreePV(name, id string) corev1.PersistentVolume {
 		PersistentVolumeSource: corev1.PersistentVolumeSource{Cinder: &corev1.CinderPersistentVolumeSource{VolumeID: id}}}}
 }
 
+// sized gives a persistent volume a capacity.
+func sized(pv corev1.PersistentVolume, capacity string) corev1.PersistentVolume {
+	pv.Spec.Capacity = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(capacity)}
+	return pv
+}
+
 func fixture() *memCluster {
 	return &memCluster{
 		requests: map[string]int{},
@@ -143,7 +150,7 @@ func fixture() *memCluster {
 			boundPVC("c", "ephemeral-scratch", "pv-eph"),
 		},
 		pvs: []corev1.PersistentVolume{
-			csiPV("pv-csi", graph.CinderCSIDriver, "vol-csi"), inTreePV("pv-intree", "vol-intree"),
+			sized(csiPV("pv-csi", graph.CinderCSIDriver, "vol-csi"), "10Gi"), inTreePV("pv-intree", "vol-intree"),
 			{ObjectMeta: metav1.ObjectMeta{Name: "pv-nfs"}, Spec: corev1.PersistentVolumeSpec{PersistentVolumeSource: corev1.PersistentVolumeSource{NFS: &corev1.NFSVolumeSource{}}}},
 			csiPV("pv-ebs", "ebs.csi.aws.com", "vol-ebs"), csiPV("pv-eph", graph.CinderCSIDriver, "vol-eph"),
 		},
@@ -176,11 +183,19 @@ func TestResolveAllNamespaces(t *testing.T) {
 			if v := byName["a/c1"]; v.ID != "vol-csi" || v.ExtraInfo[graph.InfoSource] != graph.SourceCSI || v.ExtraInfo[graph.InfoPV] != "pv-csi" {
 				t.Errorf("csi volume %+v", v)
 			}
+			if size, ok := byName["a/c1"].SizeBytes(); !ok || size != 10<<30 {
+				t.Errorf("csi volume size %d %v, want the PV's capacity, 10Gi", size, ok)
+			}
 			if v := byName["a/c2"]; v.ID != "vol-intree" || v.ExtraInfo[graph.InfoSource] != graph.SourceInTree {
 				t.Errorf("in-tree volume %+v", v)
 			}
 			if v := byName["legacy"]; v.ID != "vol-inline" || v.ExtraInfo[graph.InfoSource] != graph.SourceInTree {
 				t.Errorf("inline volume %+v", v)
+			}
+			for _, name := range []string{"a/c2", "legacy"} { // a PV without capacity, a volume in the pod itself
+				if _, ok := byName[name].ExtraInfo[graph.InfoSizeBytes]; ok {
+					t.Errorf("%s: a size recorded that nothing gave: %+v", name, byName[name])
+				}
 			}
 			if p := byName["a:csi"]; p.ID != graph.PodID("a", "csi") || p.Type != graph.PodType {
 				t.Errorf("pod %+v", p)

@@ -43,6 +43,7 @@ type restoreView struct {
 		Reason   string          `json:"reason"`
 		Restored json.RawMessage `json:"restored"`
 	} `json:"resources"`
+	Progress events.Progress `json:"progress"`
 }
 
 func (e *env) showRestore(id string) *restoreView {
