@@ -21,8 +21,9 @@
 //
 // Steps work on batches of resources of one type (BATCH_SIZE), so the bank requests and
 // events per resource stay small. Each event costs a bounded number of bank operations,
-// whatever the size of the operation; only the tick, and the start of a restore's pod
-// phase, read an operation's progress in full.
+// whatever the size of the operation; only the tick, the start of a restore's pod phase
+// and a progress announcement (progress.go: at most once every PROGRESS_INTERVAL per
+// operation; the graph is kept from one to the next) read an operation's progress in full.
 package choreographer
 
 import (
