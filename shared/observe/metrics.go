@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync"
 	"time"
@@ -258,19 +259,11 @@ func (x *Metrics) ForgetPlan(id string) {
 func (x *Metrics) snapshotFlights() map[string]Flights {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := make(map[string]Flights, len(x.flights))
-	for k, v := range x.flights {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(x.flights)
 }
 
 func (x *Metrics) snapshotPlans() map[string]Plan {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := make(map[string]Plan, len(x.plans))
-	for k, v := range x.plans {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(x.plans)
 }
