@@ -101,6 +101,10 @@ reseller_admin_role = ResellerAdmin
 [filter:cache]
 use = egg:swift#memcache
 memcache_servers = $LISTEN_ADDR:$SWIFT_MEMCACHED_PORT
+# Every request's token is looked up through this cache. The default pool of 2
+# connections runs dry under a few hundred concurrent requests; each miss validates the
+# token against Keystone, whose queue then grows until the proxy answers in minutes.
+memcache_max_connections = 64
 [filter:catch_errors]
 use = egg:swift#catch_errors
 [filter:gatekeeper]

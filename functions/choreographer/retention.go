@@ -448,10 +448,12 @@ type storedPlans interface {
 	Schedule(ctx context.Context, id string) (*bank.ScheduleRecord, error)
 }
 
-// planSchedule is a schedule that stores a plan, and the plan's retention policy there.
+// planSchedule is a schedule that stores a plan, and the plan's retention policy and
+// scope there.
 type planSchedule struct {
 	schedule string
 	policy   events.Retention
+	scope    events.Scope
 }
 
 // planSchedules returns the schedules that store a plan, in id order; none when the
@@ -475,7 +477,7 @@ func (s *Step) planSchedules(ctx context.Context, plan string) ([]planSchedule, 
 			return nil, err
 		}
 		if sc.Plan.ID == plan {
-			out = append(out, planSchedule{schedule: id, policy: policyOf(sc.Plan.Retention)})
+			out = append(out, planSchedule{schedule: id, policy: policyOf(sc.Plan.Retention), scope: sc.Plan.Scope})
 		}
 	}
 	return out, nil
@@ -516,7 +518,8 @@ func agreed(ctx context.Context, plan string, stored []planSchedule) events.Rete
 	return stored[0].policy
 }
 
-// planRetention checks a protect request's retention against the plan as stored and
+// planRetention checks a protect request's scope and retention against the plan as
+// stored and
 // returns the policy to record in the checkpoint (nil when the plan has none stored).
 // A policy without a plan id is refused: retention applies to the checkpoints of a plan.
 // A policy that differs from the stored one is refused with the stored one. A policy for
@@ -539,6 +542,14 @@ func (s *Step) planRetention(ctx context.Context, p events.Plan) (*events.Retent
 				zap.String("plan", p.ID), zap.Int("max_backups", p.Retention.MaxBackups), zap.Int("retention_duration", p.Retention.RetentionDuration))
 		}
 		return nil, nil
+	}
+	// A checkpoint of another scope under the plan's id would count among the plan's
+	// checkpoints, and retention would delete the plan's own for it.
+	for _, o := range stored {
+		if !sameScope(o.scope, p.Scope) {
+			return nil, function.Permanent(fmt.Errorf("/plan/scope: plan %s is stored by schedule %s with scope %s, not %s: change the schedule (schedule.set), or give the request another plan id",
+				p.ID, o.schedule, describeScope(o.scope), describeScope(p.Scope)))
+		}
 	}
 	if p.Retention != nil {
 		asked := policyOf(p.Retention)

@@ -545,8 +545,8 @@ func TestRetentionKeepsTheNewestAvailableWhileProtectsFail(t *testing.T) {
 	}
 }
 
-// A protect request that reuses a stored plan's id with another retention is refused
-// with the stored policy, and changes nothing; one that says nothing of retention is the
+// A protect request that reuses a stored plan's id with another retention or scope is
+// refused with the stored one, and changes nothing; one that says nothing of retention is the
 // plan's, and records the stored policy.
 func TestForgedRetentionOfAStoredPlanRemovesNothing(t *testing.T) {
 	w := newWorld(t)
@@ -561,6 +561,16 @@ func TestForgedRetentionOfAStoredPlanRemovesNothing(t *testing.T) {
 	_, err := w.step.Handle(ctx, w.event(events.ProtectRequested, "", events.ProtectRequest{Plan: forged}))
 	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/plan/retention: plan shop is stored by schedule shop-nightly with retention {max_backups: 2, retention_duration: 0}, not {max_backups: 1") {
 		t.Fatalf("forged retention: %v, want a permanent error with the stored policy", err)
+	}
+	if sent := w.out.take(); len(sent) != 0 || !slices.Equal(w.planIDs("shop"), before) {
+		t.Fatalf("a refused request sent %v; checkpoints %v, before %v", types(sent), w.planIDs("shop"), before)
+	}
+	// Another scope under the plan's id: its checkpoints would count among the plan's.
+	elsewhere := shopPlan
+	elsewhere.Scope = events.Scope{Namespaces: []string{"shop", "scratch"}}
+	_, err = w.step.Handle(ctx, w.event(events.ProtectRequested, "", events.ProtectRequest{Plan: elsewhere}))
+	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/plan/scope: plan shop is stored by schedule shop-nightly with scope {namespaces [shop]}, not {namespaces [shop scratch]}") {
+		t.Fatalf("forged scope: %v, want a permanent error with the stored scope", err)
 	}
 	if sent := w.out.take(); len(sent) != 0 || !slices.Equal(w.planIDs("shop"), before) {
 		t.Fatalf("a refused request sent %v; checkpoints %v, before %v", types(sent), w.planIDs("shop"), before)
@@ -609,6 +619,13 @@ func TestSchedulesOfOnePlanShareItsRetention(t *testing.T) {
 	_, err := w.step.Handle(ctx, w.event(events.ScheduleSet, "", events.Schedule{ID: "shop-weekly", Plan: other, Trigger: events.Trigger{Pattern: "FREQ=WEEKLY"}}))
 	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "plan shop is stored by schedule shop-nightly with retention {max_backups: 2") {
 		t.Fatalf("a second schedule of the plan with another retention: %v", err)
+	}
+	indexed("shop", "shop-nightly")
+	wider := shopPlan
+	wider.Scope = events.Scope{AllNamespaces: true}
+	_, err = w.step.Handle(ctx, w.event(events.ScheduleSet, "", events.Schedule{ID: "shop-weekly", Plan: wider, Trigger: events.Trigger{Pattern: "FREQ=WEEKLY"}}))
+	if !function.IsPermanent(err) || !strings.Contains(err.Error(), "/plan/scope: plan shop is stored by schedule shop-nightly with scope {namespaces [shop]}, not {allNamespaces}") {
+		t.Fatalf("a second schedule of the plan with another scope: %v", err)
 	}
 	indexed("shop", "shop-nightly")
 	w.storeSchedule("shop-weekly", shopPlan)

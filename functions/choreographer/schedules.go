@@ -215,7 +215,7 @@ func (s *Step) runSchedule(ctx context.Context, id string) error {
 }
 
 // agreesWithPlan refuses a schedule whose plan another schedule stores with a different
-// retention policy: the policy in force for a plan must be one.
+// scope or retention policy: the plan in force must be one.
 func (s *Step) agreesWithPlan(ctx context.Context, sc events.Schedule) error {
 	stored, err := s.planSchedules(ctx, sc.Plan.ID)
 	if err != nil {
@@ -223,6 +223,10 @@ func (s *Step) agreesWithPlan(ctx context.Context, sc events.Schedule) error {
 	}
 	policy := policyOf(sc.Plan.Retention)
 	for _, o := range stored {
+		if o.schedule != sc.ID && !sameScope(o.scope, sc.Plan.Scope) {
+			return function.Permanent(fmt.Errorf("/plan/scope: plan %s is stored by schedule %s with scope %s, not %s: schedules of one plan share its scope (give this one another plan id, or change or delete schedule %s first)",
+				sc.Plan.ID, o.schedule, describeScope(o.scope), describeScope(sc.Plan.Scope), o.schedule))
+		}
 		if o.schedule != sc.ID && o.policy != policy {
 			return function.Permanent(fmt.Errorf("/plan/retention: plan %s is stored by schedule %s with retention %s, not %s: schedules of one plan share its retention (give this one another plan id, or change or delete schedule %s first)",
 				sc.Plan.ID, o.schedule, describePolicy(o.policy), describePolicy(policy), o.schedule))

@@ -3,6 +3,7 @@ package choreographer
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/graph"
@@ -27,4 +28,36 @@ func outOfScope(s events.Scope, g *graph.Graph) error {
 		}
 	}
 	return nil
+}
+
+// sameScope: the two scopes select the same pods, whatever the order of their
+// namespaces and pods.
+func sameScope(a, b events.Scope) bool {
+	return a.AllNamespaces == b.AllNamespaces && a.LabelSelector == b.LabelSelector &&
+		sameSet(a.Namespaces, b.Namespaces) && sameSet(a.Pods, b.Pods)
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
+// describeScope is a scope in a reason.
+func describeScope(s events.Scope) string {
+	var parts []string
+	if s.AllNamespaces {
+		parts = append(parts, "allNamespaces")
+	}
+	if len(s.Namespaces) > 0 {
+		parts = append(parts, fmt.Sprintf("namespaces %v", s.Namespaces))
+	}
+	if len(s.Pods) > 0 {
+		parts = append(parts, fmt.Sprintf("pods %v", s.Pods))
+	}
+	if s.LabelSelector != "" {
+		parts = append(parts, fmt.Sprintf("labelSelector %q", s.LabelSelector))
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
 }

@@ -10,6 +10,7 @@ package openstack
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -28,6 +29,10 @@ type Config struct {
 	Region string `envconfig:"OS_REGION_NAME"`
 	// Interface is the endpoint interface: public, internal or admin (OS_INTERFACE).
 	Interface string `envconfig:"OS_INTERFACE" default:"public"`
+	// BlockStorageEndpoint, when set, is used in place of the catalog's Cinder endpoint
+	// (OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE, as openstacksdk names it): the full URL with
+	// the project, such as a proxy's in front of Cinder. Keystone still authenticates.
+	BlockStorageEndpoint string `envconfig:"OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE"`
 }
 
 // AuthOptions resolves the credentials, with re-authentication allowed so long-running
@@ -63,7 +68,8 @@ func (c Config) availability() gophercloud.Availability {
 	}
 }
 
-// BlockStorage authenticates and returns a Cinder v3 client from the catalog.
+// BlockStorage authenticates and returns a Cinder v3 client from the catalog, or at
+// BlockStorageEndpoint when set.
 func (c Config) BlockStorage(ctx context.Context) (*gophercloud.ServiceClient, error) {
 	ao, err := c.AuthOptions()
 	if err != nil {
@@ -81,6 +87,12 @@ func (c Config) BlockStorage(ctx context.Context) (*gophercloud.ServiceClient, e
 	sc, err := openstack.NewBlockStorageV3(pc, gophercloud.EndpointOpts{Region: c.RegionName(), Availability: c.availability()})
 	if err != nil {
 		return nil, fmt.Errorf("block storage v3 endpoint from the catalog: %w", err)
+	}
+	if c.BlockStorageEndpoint != "" {
+		if u, err := url.Parse(c.BlockStorageEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE=%q: want an http(s) URL", c.BlockStorageEndpoint)
+		}
+		sc.Endpoint = gophercloud.NormalizeURL(c.BlockStorageEndpoint)
 	}
 	return sc, nil
 }

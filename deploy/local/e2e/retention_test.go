@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +14,10 @@ import (
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/choreographer"
 	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/checkpoint"
+	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/openstack/volumes"
+	"github.com/podguard/podguard/shared/stacktest"
 )
 
 // protectPlan sends a protect request of a plan covering a namespace and returns the
@@ -216,30 +220,39 @@ func TestRetention(t *testing.T) {
 }
 
 // TestRetentionWhileProtectsFail: a plan stored by a schedule with max_backups 2 is
-// protected three times (the first checkpoint goes), then its volume is gone from
-// Cinder (back-up-volume's instant Cinder stands in for the shared one) and three
-// protects end in error: the two newest available checkpoints stay, and a forged
-// protect.requested with the plan's id and max_backups 1 is refused and removes nothing.
-// Once backups work again, the next available checkpoint makes only the older of the two
-// go: the error checkpoints do not count.
+// protected three times on the real Cinder (the first checkpoint goes), then Cinder is
+// down for the functions (a proxy between them and Cinder drops every connection) for
+// three occurrences, whose protects end in error at their deadline: the two newest
+// available checkpoints stay, and forged protect.requested events with the plan's id and
+// max_backups 1, or another scope, are refused and remove nothing. Once Cinder is back,
+// the next available checkpoint makes only the older of the two go: the error
+// checkpoints do not count.
 func TestRetentionWhileProtectsFail(t *testing.T) {
-	cinder := backupvolume.NewInstantCinder()
-	e := newEnv(t, envOptions{cinder: cinder, observe: []string{events.ScheduleSaved}})
+	cinder, override := cinderProxy(t)
+	e := newEnv(t, envOptions{observe: []string{events.ScheduleSaved},
+		extra: map[string]string{"OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE": override, "PROTECT_TIMEOUT": "45s"}})
 	ns := e.st.Namespace(t, e.kube, "retfail")
-	vol := "retention-" + ns
-	e.podWithVolume(ns, "app", &volumes.Volume{ID: vol}, true)
+	e.podWithVolume(ns, "app", e.cinderVolume("retention-"+ns, []byte("retention "+ns)), true)
 	plan := events.Plan{ID: "plan-" + ns, Scope: events.Scope{Namespaces: []string{ns}}, Retention: &events.Retention{MaxBackups: 2},
 		Parameters: events.Parameters{Volume: events.VolumeParameters{Force: true}}}
 	e.saveSchedule("nightly-"+ns, plan)
-	protect := func(want string) string {
+	request := func() string {
 		t.Helper()
 		req := events.ProtectRequest{Plan: plan}
 		ev := newEvent(events.ProtectRequested, req)
-		id := choreographer.CheckpointID(req, ev)
 		e.send(ev)
-		if res := e.finished(id, 2*time.Minute); res.Status != want {
+		return choreographer.CheckpointID(req, ev)
+	}
+	ended := func(id, want string) {
+		t.Helper()
+		if res := e.finished(id, 3*time.Minute); res.Status != want {
 			t.Fatalf("checkpoint %s finished %+v, want %s", id, res, want)
 		}
+	}
+	protect := func(want string) string {
+		t.Helper()
+		id := request()
+		ended(id, want)
 		return id
 	}
 	var good []string
@@ -250,12 +263,21 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 		t.Fatalf("deletion of the oldest: %+v", d)
 	}
 
-	// Backups fail: the volume is gone from Cinder. No finished protect is in flight, so
-	// back-up-volume reads the map only after it is written.
-	cinder.Missing[vol] = true
+	// Cinder is down for three occurrences (sent at once: each fails at its deadline).
+	cinder.Down()
 	var failed []string
 	for range 3 {
-		failed = append(failed, protect(events.StatusError))
+		failed = append(failed, request())
+	}
+	for _, id := range failed {
+		ended(id, events.StatusError)
+	}
+	for _, id := range failed {
+		v := e.show(id)
+		i := slices.IndexFunc(v.Resources, func(r checkpoint.ResourceView) bool { return r.Type == graph.VolumeType })
+		if i < 0 || v.Resources[i].Status != events.StatusError || !strings.Contains(v.Resources[i].Reason, "deadline") {
+			t.Fatalf("checkpoint %s: resources %+v, want its volume failed at the deadline", id, v.Resources)
+		}
 	}
 	ctx := context.Background()
 	bk := e.readBank()
@@ -282,13 +304,25 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 	if got := list(); !slices.Equal(got, want) {
 		t.Fatalf("after the forged request: checkpoints %v, want %v", got, want)
 	}
+	other := e.st.Namespace(t, e.kube, "retfail-other")
+	e.podWithVolume(other, "app", &volumes.Volume{ID: "retention-" + other}, true)
+	forged = plan
+	forged.Scope = events.Scope{Namespaces: []string{other}}
+	ev = newEvent(events.ProtectRequested, events.ProtectRequest{Plan: forged})
+	e.send(ev)
+	if reason := e.rejected(ev); !strings.Contains(reason, "/plan/scope") || !strings.Contains(reason, ns) {
+		t.Fatalf("forged scope: %q", reason)
+	}
+	if got := list(); !slices.Equal(got, want) {
+		t.Fatalf("after the forged scope: checkpoints %v, want %v", got, want)
+	}
 	for _, id := range good[1:] {
 		if v := e.show(id); v.Status != events.StatusAvailable {
 			t.Fatalf("%s is %s", id, v.Status)
 		}
 	}
 
-	delete(cinder.Missing, vol)
+	cinder.Up()
 	newest := protect(events.StatusAvailable)
 	if d := e.deleted(good[1], 2*time.Minute); d.Status != events.StatusDeleted {
 		t.Fatalf("deletion of %s: %+v", good[1], d)
@@ -296,4 +330,22 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 	if got, want := list(), []string{newest, failed[2], failed[1], failed[0], good[2]}; !slices.Equal(got, want) {
 		t.Fatalf("checkpoints of the plan %v, want %v", got, want)
 	}
+}
+
+// cinderProxy starts a proxy in front of the stack's Cinder and returns it with the
+// block-storage endpoint that goes through it (OS_BLOCK_STORAGE_ENDPOINT_OVERRIDE).
+func cinderProxy(t *testing.T) (*stacktest.Proxy, string) {
+	t.Helper()
+	st := stacktest.Load(t)
+	sc, err := st.OpenStack().BlockStorage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(sc.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := stacktest.NewProxy(t, u.Host)
+	u.Host = p.Addr
+	return p, u.String()
 }
