@@ -220,7 +220,7 @@ func TestRetention(t *testing.T) {
 }
 
 // TestRetentionWhileProtectsFail: a plan stored by a schedule with max_backups 2 is
-// protected three times on the real Cinder (the first checkpoint goes), then Cinder is
+// protected twice on the real Cinder, then Cinder is
 // down for the functions (a proxy between them and Cinder drops every connection) for
 // three occurrences, whose protects end in error at their deadline: the two newest
 // available checkpoints stay, and forged protect.requested events with the plan's id and
@@ -256,12 +256,11 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 		return id
 	}
 	var good []string
-	for range 3 {
+	start := time.Now()
+	for range 2 {
 		good = append(good, protect(events.StatusAvailable))
 	}
-	if d := e.deleted(good[0], 2*time.Minute); d.Status != events.StatusDeleted {
-		t.Fatalf("deletion of the oldest: %+v", d)
-	}
+	t.Logf("two protects on the real Cinder: %s", time.Since(start).Round(100*time.Millisecond))
 
 	// Cinder is down for three occurrences (sent at once: each fails at its deadline).
 	cinder.Down()
@@ -269,9 +268,11 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 	for range 3 {
 		failed = append(failed, request())
 	}
+	start = time.Now()
 	for _, id := range failed {
 		ended(id, events.StatusError)
 	}
+	t.Logf("three protects with Cinder down: error at their deadline in %s", time.Since(start).Round(100*time.Millisecond))
 	for _, id := range failed {
 		v := e.show(id)
 		i := slices.IndexFunc(v.Resources, func(r checkpoint.ResourceView) bool { return r.Type == graph.VolumeType })
@@ -289,7 +290,7 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 		}
 		return ids
 	}
-	want := []string{failed[2], failed[1], failed[0], good[2], good[1]}
+	want := []string{failed[2], failed[1], failed[0], good[1], good[0]}
 	if got := list(); !slices.Equal(got, want) {
 		t.Fatalf("checkpoints of the plan %v, want %v", got, want)
 	}
@@ -316,7 +317,7 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 	if got := list(); !slices.Equal(got, want) {
 		t.Fatalf("after the forged scope: checkpoints %v, want %v", got, want)
 	}
-	for _, id := range good[1:] {
+	for _, id := range good {
 		if v := e.show(id); v.Status != events.StatusAvailable {
 			t.Fatalf("%s is %s", id, v.Status)
 		}
@@ -324,10 +325,10 @@ func TestRetentionWhileProtectsFail(t *testing.T) {
 
 	cinder.Up()
 	newest := protect(events.StatusAvailable)
-	if d := e.deleted(good[1], 2*time.Minute); d.Status != events.StatusDeleted {
-		t.Fatalf("deletion of %s: %+v", good[1], d)
+	if d := e.deleted(good[0], 2*time.Minute); d.Status != events.StatusDeleted {
+		t.Fatalf("deletion of %s: %+v", good[0], d)
 	}
-	if got, want := list(), []string{newest, failed[2], failed[1], failed[0], good[2]}; !slices.Equal(got, want) {
+	if got, want := list(), []string{newest, failed[2], failed[1], failed[0], good[1]}; !slices.Equal(got, want) {
 		t.Fatalf("checkpoints of the plan %v, want %v", got, want)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/podguard/podguard/deploy/local/eventing"
+	"github.com/podguard/podguard/deploy/local/prometheus"
 	"github.com/podguard/podguard/deploy/local/runner"
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/restorevolume"
@@ -39,6 +41,8 @@ func main() {
 	namespace := flag.String("namespace", "podguard", "with -broker knative: the namespace of the Broker and its Triggers")
 	overlay := flag.String("overlay", "deploy/overlays/local-eventing", "with -broker knative: the kustomization whose Broker and Triggers are installed")
 	kubectl := flag.String("kubectl", os.Getenv("PODGUARD_KUBECTL"), "with -broker knative: the kubectl that renders the overlay")
+	prom := flag.Bool("prometheus", false, "start Debian's prometheus (make stack-install installs it) scraping every function, with deploy/monitoring's alert rules; it stops with the runner")
+	promDir := flag.String("prometheus-dir", "", "with -prometheus: where its configuration, data and log stay (default: a temporary directory removed at exit)")
 	flag.Parse()
 
 	logger, _ := logging.NewLogger("", *level)
@@ -70,6 +74,17 @@ func main() {
 	fmt.Printf("broker ingress %s\n", r.IngressURL)
 	for _, n := range r.Names() {
 		fmt.Printf("  %-18s %-28s metrics %s\n", n, r.Functions[n], r.Metrics[n])
+	}
+	if *prom {
+		srv, err := prometheus.Start(ctx, prometheus.Config{Targets: r.Metrics, ScrapeInterval: 5 * time.Second, EvaluationInterval: 5 * time.Second,
+			RuleFiles: []string{filepath.Join(filepath.Dir(*triggers), "monitoring", "podguard.rules.yaml")}, Dir: *promDir})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "podguard-local: prometheus:", err)
+			_ = r.Close(context.Background())
+			os.Exit(1)
+		}
+		defer srv.Close()
+		fmt.Printf("prometheus %s (pid %d, log %s): alerts at %s/alerts\n", srv.URL(), srv.PID(), srv.LogPath(), srv.URL())
 	}
 	fmt.Printf("checkpoints: GET %s/api/checkpoints\n", r.Functions["checkpoints"])
 	fmt.Printf("restores:    GET %s/api/restores\n", r.Functions["checkpoints"])
