@@ -82,6 +82,31 @@ func (m *Swift) Writes() int {
 	return m.writes
 }
 
+// Names lists the objects of a container, sorted.
+func (m *Swift) Names(container string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for key := range m.objs {
+		if name, ok := strings.CutPrefix(key, container+"/"); ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Object is the content of an object; nil when there is none.
+func (m *Swift) Object(container, name string) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	o, ok := m.objs[container+"/"+name]
+	if !ok {
+		return nil
+	}
+	return append([]byte(nil), o.data...)
+}
+
 type object struct {
 	data []byte
 	mod  time.Time
