@@ -378,3 +378,19 @@ func RestoringPods(t testing.TB, b *bank.Bank, cp bank.Checkpoint, pods []graph.
 	}
 	return RestoreRequest(bs, stored, "pods-0000")
 }
+
+// PodRecord is a checkpoint's record of a batch in which every pod was saved (available)
+// with the given info, sealed with keys for its place, as snapshot-metadata writes it.
+func PodRecord(t testing.TB, keys checkpoint.Sealer, checkpointID, batch string, infos ...checkpoint.PodInfo) bank.Record {
+	t.Helper()
+	rec := bank.Record{Batch: batch, UpdatedAt: time.Now().UTC(), Resources: map[string]bank.ResourceRecord{}}
+	for _, info := range infos {
+		r := graph.PodResource(info.Pod.Namespace, info.Pod.Name)
+		data, err := checkpoint.SealPodInfo(keys, checkpointID, batch, r.Key(), &info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Resources[r.Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
+	}
+	return rec
+}
