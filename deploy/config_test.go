@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -23,6 +24,8 @@ import (
 	"github.com/podguard/podguard/functions/snapshotmetadata"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/observe"
+	"github.com/podguard/podguard/shared/seal"
+	"github.com/podguard/podguard/shared/seal/sealtest"
 )
 
 // configs are the typed configurations the functions read from their environment.
@@ -46,6 +49,7 @@ func configs() map[string]any {
 var notDefaults = map[string]string{
 	"HANDLER_TIMEOUT": "below the Services' timeoutSeconds, so a stuck handler answers before Knative cuts it",
 	"OS_CLOUD":        "the clouds.yaml entry of the Secret template",
+	"BANK_KEYS_DIR":   "where snapshot-metadata and recreate-pod mount the podguard-bank-keys Secret; without it set they refuse to start",
 }
 
 // readByLibraries are settings read by the libraries the functions use, not by envconfig.
@@ -166,5 +170,57 @@ func TestSecretTemplate(t *testing.T) {
 	}
 	if filepath.Base(cm.Data["OS_CLIENT_CONFIG_FILE"]) != "clouds.yaml" {
 		t.Errorf("OS_CLIENT_CONFIG_FILE %q does not name the Secret's clouds.yaml", cm.Data["OS_CLIENT_CONFIG_FILE"])
+	}
+}
+
+// TestBankKeysTemplate: the keyring template is the Secret the two Services mount, says
+// how to create one from random bytes, and cannot be used as it is: its placeholder is
+// refused where a key is read, and the same entries with a real key load, the primary
+// naming it.
+func TestBankKeysTemplate(t *testing.T) {
+	file := "bank-keys-secret.example.yaml"
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var secret corev1.Secret
+	if err := yaml.UnmarshalStrict(src, &secret); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	if secret.Name != bankKeysSecret || secret.Namespace != "" {
+		t.Errorf("%s: Secret %s/%s, want %s without a namespace (applied with -n)", file, secret.Namespace, secret.Name, bankKeysSecret)
+	}
+	for _, want := range []string{"head -c 32 /dev/urandom", "kubectl -n podguard create secret generic " + bankKeysSecret + " --from-file="} {
+		if !strings.Contains(string(src), want) {
+			t.Errorf("%s does not say %q", file, want)
+		}
+	}
+	write := func(entries map[string]string) string {
+		dir := t.TempDir()
+		for k, v := range entries {
+			if err := os.WriteFile(filepath.Join(dir, k), []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	if k, err := seal.Load(write(secret.StringData)); err == nil {
+		t.Fatalf("%s loads as it is (primary %s): its placeholder must be refused", file, k.Primary())
+	} else {
+		t.Logf("as it is: %v", err)
+	}
+	filled := map[string]string{}
+	for k, v := range secret.StringData {
+		if k != seal.PrimaryFile {
+			v = base64.StdEncoding.EncodeToString(sealtest.Key(t))
+		}
+		filled[k] = v
+	}
+	k, err := seal.Load(write(filled))
+	if err != nil {
+		t.Fatalf("%s with real keys: %v", file, err)
+	}
+	if k.Primary() != secret.StringData[seal.PrimaryFile] {
+		t.Errorf("%s: primary %q, loaded %q", file, secret.StringData[seal.PrimaryFile], k.Primary())
 	}
 }

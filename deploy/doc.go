@@ -9,13 +9,16 @@
 //   - overlays/namespaced: podguard protecting one namespace (Roles there; ClusterRoles
 //     only for PersistentVolumes, which are cluster-scoped).
 //   - openstack-secret.example.yaml: the template of the clouds.yaml Secret.
+//   - bank-keys-secret.example.yaml: the template of the podguard-bank-keys Secret, the
+//     keyring that seals saved pod definitions, mounted by snapshot-metadata and
+//     recreate-pod only.
 //   - monitoring/: Prometheus alerting rules (podguard.rules.yaml, with their promtool
 //     unit tests), the same rules as a PrometheusRule, a Grafana dashboard, and a
 //     kustomization installing both for the Prometheus Operator and Grafana's sidecar.
 //
 // The tests render both overlays with `kubectl kustomize` and check them offline (images,
 // ServiceAccounts, routing against the event catalog, RBAC, settings against the
-// functions' configuration); against the local stack they apply each overlay with
+// functions' configuration, which Services hold the bank's keys); against the local stack they apply each overlay with
 // `kubectl apply --dry-run=server`, validate the Knative objects as the Knative webhooks
 // do (deploy/local/tools/knative), and ask the API server what each ServiceAccount may do.
 // With promtool (Debian's prometheus package, which the local stack installs) they check

@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 const (
 	configMapName   = "podguard-config"
 	secretName      = "podguard-openstack"
+	bankKeysSecret  = "podguard-bank-keys"
 	brokerName      = "podguard"
 	sinkLabel       = "podguard.dev/sink"
 	visibilityLabel = "networking.knative.dev/visibility"
@@ -88,6 +90,11 @@ func checkServices(t *testing.T, m *manifests, bound map[string]bool) {
 		t.Errorf("POD_WAIT %s is not well below HANDLER_TIMEOUT %s", podWait, handlerTimeout)
 	}
 	secretDir := filepath.Dir(config.Data["OS_CLIENT_CONFIG_FILE"])
+	keysDir := config.Data["BANK_KEYS_DIR"]
+	if keysDir == "" {
+		t.Errorf("%s: no BANK_KEYS_DIR", configMapName)
+	}
+	keyHolders := bankKeyHolders()
 
 	var names []string
 	for _, o := range m.all(servingGroup, "Service") {
@@ -155,6 +162,7 @@ func checkServices(t *testing.T, m *manifests, bound map[string]bool) {
 			t.Errorf("service %s: env %s set on the Service; settings belong in %s", name, e.Name, configMapName)
 		}
 		checkSecretMount(t, name, spec.PodSpec, c, secretDir)
+		checkBankKeys(t, name, spec.PodSpec, c, keysDir, keyHolders[name])
 
 		// Runtime contract.
 		if spec.TimeoutSeconds == nil || time.Duration(*spec.TimeoutSeconds)*time.Second <= handlerTimeout {
@@ -236,6 +244,46 @@ func checkSecretMount(t *testing.T, name string, pod corev1.PodSpec, c corev1.Co
 		}
 	}
 	t.Errorf("service %s: the Secret %s is not mounted", name, secretName)
+}
+
+// bankKeyHolders are the functions whose configuration reads the bank's keyring
+// (BANK_KEYS_DIR): snapshot-metadata and recreate-pod, and none other.
+func bankKeyHolders() map[string]bool {
+	holders := map[string]bool{}
+	for name, cfg := range configs() {
+		for _, v := range envVars(reflect.TypeOf(cfg).Elem()) {
+			if v.name == "BANK_KEYS_DIR" {
+				holders[name] = true
+			}
+		}
+	}
+	return holders
+}
+
+// checkBankKeys: the functions that read the keyring mount the podguard-bank-keys Secret
+// read-only where BANK_KEYS_DIR points; no other function mounts it.
+func checkBankKeys(t *testing.T, name string, pod corev1.PodSpec, c corev1.Container, dir string, holder bool) {
+	var vol string
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == bankKeysSecret {
+			vol = v.Name
+		}
+	}
+	mounted := false
+	for _, vm := range c.VolumeMounts {
+		if vol != "" && vm.Name == vol {
+			mounted = true
+			if vm.MountPath != dir || !vm.ReadOnly || vm.SubPath != "" {
+				t.Errorf("service %s: %s mounted at %s (read-only %v), want read-only at %s (BANK_KEYS_DIR)", name, bankKeysSecret, vm.MountPath, vm.ReadOnly, dir)
+			}
+		}
+	}
+	switch {
+	case holder && !mounted:
+		t.Errorf("service %s seals or opens saved definitions but does not mount the Secret %s", name, bankKeysSecret)
+	case !holder && vol != "":
+		t.Errorf("service %s holds no key of the bank, but has a volume of the Secret %s", name, bankKeysSecret)
+	}
 }
 
 // checkRouting: the Broker, each Trigger's subscriber and dead-letter sink, and the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -24,6 +25,8 @@ import (
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
+	"github.com/podguard/podguard/shared/seal"
+	"github.com/podguard/podguard/shared/seal/sealtest"
 	"github.com/podguard/podguard/shared/stacktest"
 )
 
@@ -39,8 +42,12 @@ type env struct {
 	vols       map[string][]string
 	bank       *bank.Bank
 	checkpoint string
-	// saved is the checkpoint's record of the pods, stored with the next request.
-	saved bank.Record
+	// keys seal the saved pods, as snapshot-metadata does, and open them in the step.
+	keys *seal.Keyring
+	// saved are the pods the checkpoint saved, and extra more resources of its record
+	// (in clear), stored with the next request.
+	saved []checkpoint.PodInfo
+	extra map[string]bank.ResourceRecord
 }
 
 // sources are the pods of the source namespace and how many Cinder volumes each has.
@@ -77,21 +84,20 @@ func TestRecreatePod(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := &env{st: st, cs: cs, src: src, vols: vols, checkpoint: uuid.NewString()}
+			e := &env{st: st, cs: cs, src: src, vols: vols, checkpoint: uuid.NewString(), keys: sealtest.Keyring(t)}
 			e.bank, _ = st.TempBank(t, "keystone")
 			tc.fn(t, e)
 		})
 	}
 }
 
-// save keeps the checkpoint's record of the batch with the given saved pods.
-func (e *env) save(t *testing.T, infos ...checkpoint.PodInfo) {
-	t.Helper()
-	e.saved = stacktest.PodRecord(t, batchName, infos...)
+// save keeps the pods the checkpoint saved, for the next request.
+func (e *env) save(infos ...checkpoint.PodInfo) {
+	e.saved = infos
 }
 
 func (e *env) step(podWait time.Duration, now func() time.Time) *recreatepod.Step {
-	return recreatepod.NewStep(e.cs, e.bank, podWait, now)
+	return recreatepod.NewStep(e.cs, e.bank, e.keys, podWait, now)
 }
 
 // restore is a new restore id whose cluster-scoped objects are removed after the test.
@@ -107,7 +113,9 @@ func (e *env) restore(t *testing.T) string {
 func (e *env) request(t *testing.T, restore string, pods []graph.Resource, params events.RestoreParameters, volumes map[string]string, deadline time.Time) event.Event {
 	t.Helper()
 	e.checkpoint = uuid.NewString()
-	req := banktest.RestoringPods(t, e.bank, bank.Checkpoint{ID: e.checkpoint}, pods, e.saved,
+	saved := banktest.PodRecord(t, e.keys, e.checkpoint, batchName, e.saved...)
+	maps.Copy(saved.Resources, e.extra)
+	req := banktest.RestoringPods(t, e.bank, bank.Checkpoint{ID: e.checkpoint}, pods, saved,
 		bank.Restore{ID: restore, Parameters: params, Deadline: deadline}, volumes)
 	ev := event.New()
 	ev.SetID(restore + "/" + batchName)
@@ -194,7 +202,7 @@ func uniqueNS(prefix string) string {
 // second delivery answers the same and creates nothing.
 func testIntoNewNamespace(t *testing.T, e *env) {
 	src, orig := e.src, e.vols["web"]
-	e.save(t, stacktest.SavedPodInfo(t, e.cs, src, "web"))
+	e.save(stacktest.SavedPodInfo(t, e.cs, src, "web"))
 
 	restore, dst := e.restore(t), uniqueNS("rp-dst")
 	restored := map[string]string{orig[0]: uuid.NewString(), orig[1]: uuid.NewString()}
@@ -254,7 +262,7 @@ func testIntoNewNamespace(t *testing.T, e *env) {
 // claims get the restore's suffix, and the original pod is untouched.
 func testBesideOriginal(t *testing.T, e *env) {
 	ns, orig := e.src, e.vols["db"][0]
-	e.save(t, stacktest.SavedPodInfo(t, e.cs, ns, "db"))
+	e.save(stacktest.SavedPodInfo(t, e.cs, ns, "db"))
 	original, err := e.cs.CoreV1().Pods(ns).Get(context.Background(), "db", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +299,7 @@ func testNameClash(t *testing.T, e *env) {
 	ctx := context.Background()
 	src, dst := e.src, e.st.Namespace(t, e.cs, "rp-clash")
 	vols := []string{e.vols["a"][0], e.vols["b"][0]}
-	e.save(t, stacktest.SavedPodInfo(t, e.cs, src, "a"), stacktest.SavedPodInfo(t, e.cs, src, "b"))
+	e.save(stacktest.SavedPodInfo(t, e.cs, src, "a"), stacktest.SavedPodInfo(t, e.cs, src, "b"))
 
 	taken, err := e.cs.CoreV1().Pods(dst).Create(ctx, stacktest.Pod(dst, "taken", map[string]string{"owner": "someone"}), metav1.CreateOptions{})
 	if err != nil {
@@ -337,15 +345,16 @@ func testNameClash(t *testing.T, e *env) {
 }
 
 // A pod whose volume was not restored, one the checkpoint did not save, and one whose
-// saved definition is unreadable fail at once, and nothing is created for them.
+// saved definition is unreadable (not sealed) fail at once, and nothing is created for them.
 func testWithoutWhatItNeeds(t *testing.T, e *env) {
 	src, vols := e.src, e.vols["app"]
-	rec := stacktest.PodRecord(t, batchName, stacktest.SavedPodInfo(t, e.cs, src, "app"))
+	e.save(stacktest.SavedPodInfo(t, e.cs, src, "app"))
 	broken := graph.PodResource(src, "broken")
-	rec.Resources[broken.Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: json.RawMessage(`{"pod": 42}`)}
 	failed := graph.PodResource(src, "gone")
-	rec.Resources[failed.Key()] = bank.ResourceRecord{Status: events.StatusError, Reason: "pod gone no longer exists"}
-	e.saved = rec
+	e.extra = map[string]bank.ResourceRecord{
+		broken.Key(): {Status: events.StatusAvailable, Data: json.RawMessage(`{"pod": 42}`)},
+		failed.Key(): {Status: events.StatusError, Reason: "pod gone no longer exists"},
+	}
 
 	restore := e.restore(t)
 	app, unsaved := graph.PodResource(src, "app"), graph.PodResource(src, "never")
@@ -357,7 +366,7 @@ func testWithoutWhatItNeeds(t *testing.T, e *env) {
 	}
 	wantResult(t, r, app.Key(), events.StatusError, fmt.Sprintf("volume %s was not restored", vols[1]))
 	wantResult(t, r, unsaved.Key(), events.StatusError, fmt.Sprintf("checkpoint %s has no saved definition of pod %s", e.checkpoint, unsaved.Name))
-	wantResult(t, r, broken.Key(), events.StatusError, "cannot be read")
+	wantResult(t, r, broken.Key(), events.StatusError, "cannot be read: not a sealed envelope")
 	wantResult(t, r, failed.Key(), events.StatusError, "pod gone no longer exists")
 	if n := stacktest.CountRestored(t, e.cs, restore); n != (stacktest.Restored{}) {
 		t.Fatalf("objects created for pods that cannot be restored: %+v", n)
@@ -368,7 +377,7 @@ func testWithoutWhatItNeeds(t *testing.T, e *env) {
 // request, with its reason; that request creates nothing new.
 func testPodFails(t *testing.T, e *env) {
 	ns, orig := e.src, e.vols["job"][0]
-	e.save(t, stacktest.SavedPodInfo(t, e.cs, ns, "job"))
+	e.save(stacktest.SavedPodInfo(t, e.cs, ns, "job"))
 
 	restore := e.restore(t)
 	res := graph.PodResource(ns, "job")
@@ -402,7 +411,7 @@ func testDeadline(t *testing.T, e *env) {
 	ns, vols := e.src, []string{e.vols["stuck"][0], e.vols["late"][0]}
 	stuck := stacktest.SavedPodInfo(t, e.cs, ns, "stuck")
 	stuck.Pod.Spec.NodeSelector = map[string]string{"podguard.dev/test": "no-such-node"}
-	e.save(t, stuck, stacktest.SavedPodInfo(t, e.cs, ns, "late"))
+	e.save(stuck, stacktest.SavedPodInfo(t, e.cs, ns, "late"))
 	restored := map[string]string{vols[0]: uuid.NewString(), vols[1]: uuid.NewString()}
 
 	t.Run("unschedulable", func(t *testing.T) {

@@ -10,6 +10,11 @@
 // same saved object; anything else is a clash that fails the pod, and is never updated
 // or overwritten.
 //
+// The saved definitions are sealed (package seal); recreate-pod opens each with the key
+// its envelope names. One that does not open (a key the keyring no longer holds, an
+// envelope altered or moved from another resource, a definition saved in clear) fails
+// its pod with the reason, and nothing is created for it.
+//
 //	s, err := recreatepod.New(ctx, &cfg)
 //	reply, err := s.Handle(ctx, podRecreateEvent) // nil, nil while pods are starting
 package recreatepod
@@ -17,7 +22,6 @@ package recreatepod
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -41,6 +45,7 @@ import (
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack"
+	"github.com/podguard/podguard/shared/seal"
 	"github.com/podguard/podguard/shared/step"
 )
 
@@ -59,12 +64,17 @@ type Config struct {
 	// PodWait bounds how long one request watches the new pods start before it answers
 	// what is settled; 0 only looks at them once.
 	PodWait time.Duration `envconfig:"POD_WAIT" default:"10s"`
+	// Keys is the bank's keyring (BANK_KEYS_DIR); the step does not start without it.
+	Keys seal.Config
 }
 
 // Validate checks the configuration at start.
 func (c *Config) Validate() error {
 	if c.PodWait < 0 {
 		return fmt.Errorf("POD_WAIT=%s: must not be negative", c.PodWait)
+	}
+	if err := c.Keys.Validate(); err != nil {
+		return err
 	}
 	return c.Bank.Validate()
 }
@@ -73,12 +83,17 @@ func (c *Config) Validate() error {
 type Step struct {
 	kube    kubernetes.Interface
 	runner  *step.Runner
+	keys    checkpoint.Opener
 	podWait time.Duration
 	now     func() time.Time
 }
 
 // New builds the step from its configuration.
 func New(ctx context.Context, cfg *Config) (*Step, error) {
+	keys, err := cfg.Keys.Load()
+	if err != nil {
+		return nil, err
+	}
 	cs, err := kube.NewClientset(ctx, cfg.Kube)
 	if err != nil {
 		return nil, err
@@ -87,14 +102,15 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewStep(cs, b, cfg.PodWait, time.Now), nil
+	return NewStep(cs, b, keys, cfg.PodWait, time.Now), nil
 }
 
 // NewStep builds the step from its dependencies: the cluster, the bank (where the pods
-// were saved, and the restore is recorded), how long a request watches the new pods, and
-// the clock that deadlines are compared with.
-func NewStep(cs kubernetes.Interface, b *bank.Bank, podWait time.Duration, now func() time.Time) *Step {
-	return &Step{kube: cs, runner: step.New(b, now), podWait: podWait, now: now}
+// were saved, and the restore is recorded), the keyring the saved definitions open with,
+// how long a request watches the new pods, and the clock that deadlines are compared
+// with.
+func NewStep(cs kubernetes.Interface, b *bank.Bank, keys checkpoint.Opener, podWait time.Duration, now func() time.Time) *Step {
+	return &Step{kube: cs, runner: step.New(b, now), keys: keys, podWait: podWait, now: now}
 }
 
 // workers bounds the pods of a batch recreated at once. Each mostly waits for the PV
@@ -117,7 +133,7 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 func (s *Step) batch(ctx context.Context, j *step.Job) (map[string]bank.ResourceRecord, bool, error) {
 	pods := make([]*pod, len(j.Batch.Resources))
 	for i, r := range j.Batch.Resources {
-		pods[i] = plan(j, r)
+		pods[i] = plan(j, r, s.keys)
 	}
 	restore := j.Restore.ID
 	// Waiting, for volumes to be seen and pods to start, ends at waitUntil.
@@ -181,9 +197,9 @@ func (p *pod) failIf(reason string) {
 // ref is the restored pod's "namespace/name".
 func (p *pod) ref() string { return p.out.Namespace + "/" + p.out.Name }
 
-// plan decides where pod r goes and builds its objects from the saved definition; what
-// cannot be restored fails the pod before anything is created.
-func plan(j *step.Job, r graph.Resource) *pod {
+// plan decides where pod r goes and builds its objects from the saved definition, opened
+// with keys; what cannot be restored fails the pod before anything is created.
+func plan(j *step.Job, r graph.Resource, keys checkpoint.Opener) *pod {
 	restore, cp, params := j.Restore.ID, j.Checkpoint.ID, j.Restore.Parameters
 	ns, name, _ := graph.SplitPodName(r.Name)
 	p := &pod{res: r, out: checkpoint.RestoredPod{Original: ns + "/" + name, Namespace: ns, Name: params.Names[r.Name]}}
@@ -206,11 +222,8 @@ func plan(j *step.Job, r graph.Resource) *pod {
 		p.fail(reason)
 		return p
 	}
-	var info checkpoint.PodInfo
-	if err := json.Unmarshal(rr.Data, &info); err != nil || info.Pod == nil {
-		if err == nil {
-			err = errors.New("it holds no pod")
-		}
+	info, err := checkpoint.OpenPodInfo(keys, cp, j.Batch.Name, r.Key(), rr.Data)
+	if err != nil {
 		p.fail(fmt.Sprintf("the saved definition of pod %s in checkpoint %s cannot be read: %v", r.Name, cp, err))
 		return p
 	}
@@ -219,7 +232,7 @@ func plan(j *step.Job, r graph.Resource) *pod {
 	}
 	volumes := map[string]string{}
 	var missing []string
-	for _, id := range cinderVolumes(info) {
+	for _, id := range cinderVolumes(*info) {
 		if v := j.Volumes[id]; v != "" {
 			volumes[id] = v
 		} else {
@@ -230,7 +243,7 @@ func plan(j *step.Job, r graph.Resource) *pod {
 		p.fail(strings.Join(missing, "; "))
 		return p
 	}
-	objs, err := kube.RestoredPod(info, kube.RestoreOptions{RestoreID: restore, Namespace: p.out.Namespace, PodName: p.out.Name, Volumes: volumes})
+	objs, err := kube.RestoredPod(*info, kube.RestoreOptions{RestoreID: restore, Namespace: p.out.Namespace, PodName: p.out.Name, Volumes: volumes})
 	if err != nil {
 		p.fail(err.Error())
 		return p

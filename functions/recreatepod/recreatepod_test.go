@@ -25,6 +25,8 @@ import (
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
+	"github.com/podguard/podguard/shared/seal"
+	"github.com/podguard/podguard/shared/seal/sealtest"
 )
 
 func request(t *testing.T, req events.RestoreStepRequest) event.Event {
@@ -43,12 +45,12 @@ func request(t *testing.T, req events.RestoreStepRequest) event.Event {
 func TestBadRequestsArePermanent(t *testing.T) {
 	pod := graph.PodResource("ns", "web")
 	b := banktest.New(t, nil)
-	data, _ := json.Marshal(savedPod("ns", "web", "v1"))
+	keys := sealtest.Keyring(t)
 	good := banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{pod},
-		bank.Record{Resources: map[string]bank.ResourceRecord{pod.Key(): {Status: events.StatusAvailable, Data: data}}},
+		banktest.PodRecord(t, keys, "c1", "pods-0000", savedPod("ns", "web", "v1")),
 		bank.Restore{ID: "r1"}, map[string]string{"v1": "n1"})
 	cs := fake.NewClientset()
-	s := NewStep(cs, b, 0, time.Now)
+	s := NewStep(cs, b, keys, 0, time.Now)
 	for name, change := range map[string]func(*events.RestoreStepRequest){
 		"volume": func(r *events.RestoreStepRequest) {
 			r.Resources = []graph.Resource{{Type: graph.VolumeType, ID: "v1", Name: "v1"}}
@@ -100,8 +102,87 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("negative POD_WAIT: %v", err)
 	}
 	c.PodWait = 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "BANK_KEYS_DIR") {
+		t.Fatalf("no keyring: %v", err)
+	}
+	c.Keys.Dir = "/etc/podguard/bank-keys"
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Saved definitions open with the key their envelope names, also after the keyring was
+// rotated; one that does not open (its key retired, moved from another pod, altered, or
+// in clear) fails its pod with the reason, and nothing is created for it.
+func TestSealedDefinitions(t *testing.T) {
+	january := sealtest.Key(t)
+	old, err := seal.NewKeyring("2025-01", map[string][]byte{"2025-01": january})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := seal.NewKeyring("2025-06", map[string][]byte{"2025-01": january, "2025-06": sealtest.Key(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, moved, tampered, inClear, retired := graph.PodResource("ns", "ok"), graph.PodResource("ns", "moved"),
+		graph.PodResource("ns", "tampered"), graph.PodResource("ns", "clear"), graph.PodResource("ns", "retired")
+	rec := banktest.PodRecord(t, old, "c1", "pods-0000", savedPod("ns", "ok", "v1"), savedPod("ns", "tampered", "v1"))
+	rec.Resources[moved.Key()] = rec.Resources[ok.Key()] // a valid envelope, of another pod
+	t1 := rec.Resources[tampered.Key()]
+	t1.Data = bytes.Replace(t1.Data, []byte(`"ciphertext":"`), []byte(`"ciphertext":"AAAA`), 1)
+	rec.Resources[tampered.Key()] = t1
+	clearData, _ := json.Marshal(savedPod("ns", "clear", "v1"))
+	rec.Resources[inClear.Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: clearData}
+	gone := sealtest.Keyring(t, "2024-01")
+	rec.Resources[retired.Key()] = banktest.PodRecord(t, gone, "c1", "pods-0000", savedPod("ns", "retired", "v1")).Resources[retired.Key()]
+
+	b := banktest.New(t, nil)
+	pods := []graph.Resource{ok, moved, tampered, inClear, retired}
+	ev := request(t, banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, pods, rec,
+		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{Namespace: "t"}}, map[string]string{"v1": "n1"}))
+	cs := fake.NewClientset()
+	s := NewStep(cs, b, rotated, 0, time.Now)
+	if out, err := s.Handle(context.Background(), ev); out != nil || err != nil {
+		t.Fatalf("first delivery: %v %v (the pod that opened is starting)", out, err)
+	}
+	pl, err := cs.CoreV1().Pods("t").List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(pl.Items) != 1 || pl.Items[0].Labels[kube.LabelRestore] != "r1" {
+		t.Fatalf("want only the pod whose definition opened: %v %+v", err, pl)
+	}
+	running := pl.Items[0]
+	running.Status.Phase = corev1.PodRunning
+	if _, err := cs.CoreV1().Pods("t").UpdateStatus(context.Background(), &running, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Handle(context.Background(), ev)
+	if err != nil || out == nil {
+		t.Fatalf("second delivery: %v %v", out, err)
+	}
+	var res events.RestoreStepResult
+	if err := out.DataAs(&res); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		ok.Key():       "",
+		moved.Key():    "does not open here",
+		tampered.Key(): "its nonce or ciphertext was altered",
+		inClear.Key():  "not a sealed envelope",
+		retired.Key():  `sealed with key "2024-01", which the keyring (2025-01, 2025-06) does not hold`,
+	}
+	for _, r := range res.Results {
+		reason, known := want[r.Key]
+		switch {
+		case !known:
+			t.Errorf("result for %s", r.Key)
+		case reason == "" && r.Status != events.StatusAvailable:
+			t.Errorf("%s: %s %q, want available", r.Key, r.Status, r.Reason)
+		case reason != "" && (r.Status != events.StatusError || !strings.Contains(r.Reason, "cannot be read: ") || !strings.Contains(r.Reason, reason)):
+			t.Errorf("%s: %s %q, want error with %q", r.Key, r.Status, r.Reason, reason)
+		}
+		t.Logf("%s: %s %s", r.Key, r.Status, r.Reason)
+	}
+	if len(res.Results) != len(want) {
+		t.Fatalf("%d results, want %d", len(res.Results), len(want))
 	}
 }
 
@@ -216,14 +297,11 @@ func TestSameNamesFromTwoNamespaces(t *testing.T) {
 	cs := fake.NewClientset()
 	b := banktest.New(t, nil)
 	x, y := graph.PodResource("x", "web"), graph.PodResource("y", "web")
-	rec := bank.Record{Resources: map[string]bank.ResourceRecord{}}
-	for _, info := range []checkpoint.PodInfo{savedPod("x", "web", "vx"), savedPod("y", "web", "vy")} {
-		data, _ := json.Marshal(info)
-		rec.Resources[graph.PodResource(info.Pod.Namespace, info.Pod.Name).Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
-	}
+	keys := sealtest.Keyring(t)
+	rec := banktest.PodRecord(t, keys, "c1", "pods-0000", savedPod("x", "web", "vx"), savedPod("y", "web", "vy"))
 	ev := request(t, banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{x, y}, rec,
 		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{Namespace: "t"}}, map[string]string{"vx": "nx", "vy": "ny"}))
-	s := NewStep(cs, b, 0, time.Now)
+	s := NewStep(cs, b, keys, 0, time.Now)
 	ctx := context.Background()
 	if out, err := s.Handle(ctx, ev); out != nil || err != nil {
 		t.Fatalf("first delivery: %v %v (a new pod is starting)", out, err)
@@ -286,12 +364,12 @@ func TestOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := banktest.New(t, nil)
-	data, _ := json.Marshal(savedPod("x", "web", "vx"))
+	keys := sealtest.Keyring(t)
 	web := graph.PodResource("x", "web")
 	req := banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{web},
-		bank.Record{Resources: map[string]bank.ResourceRecord{web.Key(): {Status: events.StatusAvailable, Data: data}}},
+		banktest.PodRecord(t, keys, "c1", "pods-0000", savedPod("x", "web", "vx")),
 		bank.Restore{ID: "r1"}, map[string]string{"vx": "nx"})
-	s := NewStep(fake.NewClientset(), b, 0, time.Now)
+	s := NewStep(fake.NewClientset(), b, keys, 0, time.Now)
 	srv := function.NewServer(events.FnRecreatePod, Accepts, s, v, function.ServerOptions{})
 	post := func(req events.RestoreStepRequest) *httptest.ResponseRecorder {
 		body, _ := json.Marshal(req)

@@ -1,11 +1,17 @@
 // Package snapshotmetadata is the snapshot-metadata function: it saves into a checkpoint
 // what recreating one pod needs (its definition, and those of its claims and persistent
 // volumes), and reports the resource available, or error with the reason.
+//
+// A pod's definition holds whatever its owners put in it (passwords in literal env
+// values, say), so it is sealed with the bank's primary key (package seal) before it
+// is written: Swift holds it only as an envelope, bound to its place in the checkpoint.
+// Statuses and reasons stay in clear, for the functions that hold no key. The keys used
+// are noted in the bank (bank.NoteKeys) before the record is written, so that the
+// checkpoints a key still opens are known when it is to be retired.
 package snapshotmetadata
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -19,6 +25,7 @@ import (
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack"
+	"github.com/podguard/podguard/shared/seal"
 	"github.com/podguard/podguard/shared/step"
 )
 
@@ -30,10 +37,17 @@ type Config struct {
 	Kube      kube.Config
 	Bank      bank.Config
 	OpenStack openstack.Config
+	// Keys is the bank's keyring (BANK_KEYS_DIR); the step does not start without it.
+	Keys seal.Config
 }
 
 // Validate checks the configuration at start.
-func (c *Config) Validate() error { return c.Bank.Validate() }
+func (c *Config) Validate() error {
+	if err := c.Keys.Validate(); err != nil {
+		return err
+	}
+	return c.Bank.Validate()
+}
 
 // cluster reads the objects a pod's definition is made of.
 type cluster interface {
@@ -42,15 +56,32 @@ type cluster interface {
 	GetPV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
 }
 
+// sealer seals saved definitions with its primary key (a *seal.Keyring).
+type sealer interface {
+	checkpoint.Sealer
+	Primary() string
+}
+
+// keyNotes records which keys a checkpoint's envelopes are sealed with (the bank).
+type keyNotes interface {
+	NoteKeys(ctx context.Context, checkpoint string, ids []string) error
+}
+
 // Step is the snapshot-metadata step.
 type Step struct {
 	cluster cluster
 	runner  *step.Runner
+	keys    sealer
+	notes   keyNotes
 	now     func() time.Time
 }
 
 // New builds the step from its configuration.
 func New(ctx context.Context, cfg *Config) (*Step, error) {
+	keys, err := cfg.Keys.Load()
+	if err != nil {
+		return nil, err
+	}
 	cs, err := kube.NewClientset(ctx, cfg.Kube)
 	if err != nil {
 		return nil, err
@@ -59,12 +90,13 @@ func New(ctx context.Context, cfg *Config) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewStep(kube.Clientset{Interface: cs}, b, time.Now), nil
+	return NewStep(kube.Clientset{Interface: cs}, b, keys, time.Now), nil
 }
 
-// NewStep builds the step from its dependencies.
-func NewStep(c cluster, b *bank.Bank, now func() time.Time) *Step {
-	return &Step{cluster: c, runner: step.New(b, now), now: now}
+// NewStep builds the step from its dependencies: the cluster, the bank, the keyring
+// saved definitions are sealed with, and the clock.
+func NewStep(c cluster, b *bank.Bank, keys sealer, now func() time.Time) *Step {
+	return &Step{cluster: c, runner: step.New(b, now), keys: keys, notes: b, now: now}
 }
 
 // Workers bounds the pods of a batch read at once.
@@ -77,7 +109,25 @@ var kind = step.Kind{Step: events.FnSnapshotMetadata, Type: graph.PodType, Reply
 // and their persistent volumes) in the batch's record. A redelivered request finds the
 // work done and reports the same outcome.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	return s.runner.Protect(ctx, e, kind, step.Each(workers, s.pod))
+	return s.runner.Protect(ctx, e, kind, s.batch)
+}
+
+// batch saves the pods of a job; once any was sealed, the key is noted before the
+// record is written.
+func (s *Step) batch(ctx context.Context, j *step.Job) (map[string]bank.ResourceRecord, bool, error) {
+	settled, done, err := step.Each(workers, s.pod)(ctx, j)
+	if err != nil || !done {
+		return nil, false, err
+	}
+	for _, rr := range settled {
+		if rr.Status == events.StatusAvailable {
+			if err := s.notes.NoteKeys(ctx, j.Checkpoint.ID, []string{s.keys.Primary()}); err != nil {
+				return nil, false, err
+			}
+			break
+		}
+	}
+	return settled, true, nil
 }
 
 // pod saves one pod's definition; a pod that can never be saved (gone, or past the
@@ -97,9 +147,9 @@ func (s *Step) pod(ctx context.Context, j *step.Job, r graph.Resource) (bank.Res
 	if reason != "" {
 		return bank.ResourceRecord{Status: events.StatusError, Reason: reason}, true, nil
 	}
-	data, err := json.Marshal(info)
+	data, err := checkpoint.SealPodInfo(s.keys, j.Checkpoint.ID, j.Batch.Name, r.Key(), info)
 	if err != nil {
-		return bank.ResourceRecord{}, false, fmt.Errorf("encode pod %s: %w", r.Name, err)
+		return bank.ResourceRecord{}, false, err
 	}
 	return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, nil
 }

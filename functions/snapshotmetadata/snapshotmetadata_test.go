@@ -1,9 +1,11 @@
 package snapshotmetadata
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
+	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,8 @@ import (
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
+	"github.com/podguard/podguard/shared/seal"
+	"github.com/podguard/podguard/shared/seal/sealtest"
 )
 
 // protecting stores checkpoint cp1 being protected, its graph holding pods.
@@ -70,7 +74,8 @@ func objects() []runtime.Object {
 
 func TestSavesPodClaimsAndVolumesOnce(t *testing.T) {
 	b := banktest.New(t, nil)
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
+	keys := sealtest.Keyring(t)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, keys, time.Now)
 	pod, gone := graph.PodResource("ns", "web"), graph.PodResource("ns", "gone")
 	bs := protecting(t, b, time.Time{}, pod, gone)
 	var first time.Time
@@ -88,12 +93,89 @@ func TestSavesPodClaimsAndVolumesOnce(t *testing.T) {
 			t.Fatalf("the duplicate wrote the record again (%s, then %s)", first, rec.UpdatedAt)
 		}
 	}
-	var info checkpoint.PodInfo
-	if err := json.Unmarshal(record(t, b).Resources[pod.Key()].Data, &info); err != nil {
+	info, err := checkpoint.OpenPodInfo(keys, "cp1", "pods-0000", pod.Key(), record(t, b).Resources[pod.Key()].Data)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if info.Pod.Name != "web" || info.Pod.UID != "" || info.Pod.Spec.NodeName != "" || len(info.Claims) != 1 || len(info.Volumes) != 1 || info.Volumes[0].Spec.CSI.VolumeHandle != "vol-1" {
 		t.Fatalf("saved info %+v", info)
+	}
+}
+
+// What the pod's owners put in its definition is in the bank only sealed: the record
+// holds an envelope of the primary key bound to the pod's place, its status and reasons
+// stay in clear, and the key is noted for the checkpoint before the record is written.
+func TestSealsTheDefinition(t *testing.T) {
+	const password, note = "s3cr3t-unit-7f3a", "token=t0ken-unit-91c2"
+	objs := objects()
+	p := objs[0].(*corev1.Pod)
+	p.Annotations = map[string]string{"example.com/note": note}
+	p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "PASSWORD", Value: password}}
+	sw := banktest.NewSwift(time.Now)
+	b := banktest.NewOn(t, sw, time.Now)
+	keys := sealtest.Keyring(t, "2025-06", "2025-01")
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objs...)}, b, keys, time.Now)
+	pod, gone := graph.PodResource("ns", "web"), graph.PodResource("ns", "gone")
+	bs := protecting(t, b, time.Time{}, pod, gone)
+	resultOf(t, must(s.Handle(context.Background(), request(t, banktest.Request(bs, "pods-0000")))))
+
+	for _, name := range sw.Names("bank") {
+		data := sw.Object("bank", name)
+		for _, planted := range []string{password, note} {
+			for _, form := range []string{planted, base64.StdEncoding.EncodeToString([]byte(planted))} {
+				if bytes.Contains(data, []byte(form)) {
+					t.Errorf("%s holds %q in clear", name, form)
+				}
+			}
+		}
+	}
+	rec := record(t, b)
+	saved := rec.Resources[pod.Key()]
+	if id, err := seal.KeyID(saved.Data); err != nil || id != "2025-06" {
+		t.Fatalf("the saved definition is sealed with %q (%v), want the primary key", id, err)
+	}
+	if r := rec.Resources[gone.Key()]; r.Status != events.StatusError || r.Reason != "pod ns/gone no longer exists" || r.Data != nil {
+		t.Fatalf("the failed pod's record: %+v", r)
+	}
+	info, err := checkpoint.OpenPodInfo(keys, "cp1", "pods-0000", pod.Key(), saved.Data)
+	if err != nil || info.Pod.Spec.Containers[0].Env[0].Value != password || info.Pod.Annotations["example.com/note"] != note {
+		t.Fatalf("opened: %+v %v", info, err)
+	}
+	// Bound to its place: the same envelope does not open as another pod's.
+	if _, err := checkpoint.OpenPodInfo(keys, "cp1", "pods-0000", gone.Key(), saved.Data); !errors.Is(err, seal.ErrNotAuthentic) {
+		t.Fatalf("opened as another pod's: %v", err)
+	}
+	used, err := b.CheckpointKeys(context.Background(), "cp1")
+	if err != nil || !slices.Equal(used, []string{"2025-06"}) {
+		t.Fatalf("keys noted for the checkpoint: %v %v", used, err)
+	}
+	if cps, err := b.SealedWith(context.Background(), "2025-06"); err != nil || !slices.Equal(cps, []string{"cp1"}) {
+		t.Fatalf("checkpoints sealed with the key: %v %v", cps, err)
+	}
+	if cps, err := b.SealedWith(context.Background(), "2025-01"); err != nil || len(cps) != 0 {
+		t.Fatalf("checkpoints sealed with the other key: %v %v", cps, err)
+	}
+}
+
+// A batch in which nothing was saved notes no key.
+func TestNothingSavedNotesNoKey(t *testing.T) {
+	b := banktest.New(t, nil)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset()}, b, sealtest.Keyring(t), time.Now)
+	bs := protecting(t, b, time.Time{}, graph.PodResource("ns", "gone"))
+	resultOf(t, must(s.Handle(context.Background(), request(t, banktest.Request(bs, "pods-0000")))))
+	if used, err := b.CheckpointKeys(context.Background(), "cp1"); err != nil || len(used) != 0 {
+		t.Fatalf("keys noted: %v %v", used, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := Config{Bank: bank.Config{Auth: "keystone", Container: "podguard"}}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "BANK_KEYS_DIR") {
+		t.Fatalf("no keyring: %v", err)
+	}
+	c.Keys.Dir = "/etc/podguard/bank-keys"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -115,7 +197,7 @@ func record(t *testing.T, b *bank.Bank) *bank.Record {
 
 func TestPastDeadlineEndsEveryResource(t *testing.T) {
 	b := banktest.New(t, nil)
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, sealtest.Keyring(t), time.Now)
 	bs := protecting(t, b, time.Now().Add(-time.Minute), graph.PodResource("ns", "web"))
 	r := resultOf(t, must(s.Handle(context.Background(), request(t, banktest.Request(bs, "pods-0000")))))
 	if r.Results[0].Status != events.StatusError || !strings.Contains(r.Results[0].Reason, "deadline") {
@@ -129,7 +211,7 @@ func TestPastDeadlineEndsEveryResource(t *testing.T) {
 func TestBankDownIsRetried(t *testing.T) {
 	sw := banktest.NewSwift(time.Now)
 	b := banktest.NewOn(t, sw, time.Now)
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, sealtest.Keyring(t), time.Now)
 	req := banktest.Request(protecting(t, b, time.Time{}, graph.PodResource("ns", "web")), "pods-0000")
 	sw.Down(errors.New("swift: 503"))
 	_, err := s.Handle(context.Background(), request(t, req))
@@ -142,7 +224,7 @@ func TestBankDownIsRetried(t *testing.T) {
 // nothing: the pods of a batch are the checkpoint's graph's.
 func TestPodsOutsideTheBatchAreRefused(t *testing.T) {
 	b := banktest.New(t, nil)
-	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, time.Now)
+	s := NewStep(kube.Clientset{Interface: fake.NewSimpleClientset(objects()...)}, b, sealtest.Keyring(t), time.Now)
 	req := banktest.Request(protecting(t, b, time.Time{}, graph.PodResource("ns", "gone")), "pods-0000")
 	req.Resources = []graph.Resource{graph.PodResource("ns", "web")}
 	_, err := s.Handle(context.Background(), request(t, req))

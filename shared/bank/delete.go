@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -31,8 +32,8 @@ func (o *Ops) Reset(ctx context.Context, id string) error {
 }
 
 // RemoveCheckpoint deletes a checkpoint's metadata: its index entries first, so that lists
-// stop showing it, then every object under its prefix, the index object last, so that a
-// removal cut short can be done again. A checkpoint already removed is not an error.
+// stop showing it, then every object under its prefix (its records before its entries in
+// the keys' index), the index object last, so that a removal cut short can be done again. A checkpoint already removed is not an error.
 func (b *Bank) RemoveCheckpoint(ctx context.Context, id string) error {
 	cp, err := b.Checkpoint(ctx, id)
 	if errors.Is(err, ErrNotFound) {
@@ -54,15 +55,24 @@ func (b *Bank) RemoveCheckpoint(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	index := b.layout.CheckpointIndex(id)
-	var names []string
+	index, keysPrefix := b.layout.CheckpointIndex(id), b.layout.CheckpointKeysPrefix(id)
+	var names, keyMarkers, keyEntries []string
 	for _, obj := range objs {
-		if obj.Name != index {
+		switch seg, isKey := strings.CutPrefix(obj.Name, keysPrefix); {
+		case obj.Name == index:
+		case isKey:
+			keyMarkers = append(keyMarkers, obj.Name)
+			keyEntries = append(keyEntries, b.layout.KeyIndex(unsegment(seg), id))
+		default:
 			names = append(names, obj.Name)
 		}
 	}
-	if err := b.removeAll(ctx, names); err != nil {
-		return err
+	// The keys' index entries go once the records sealed with them are gone, and before
+	// the markers they are found by.
+	for _, batch := range [][]string{names, keyEntries, keyMarkers} {
+		if err := b.removeAll(ctx, batch); err != nil {
+			return err
+		}
 	}
 	return b.remove(ctx, index)
 }

@@ -19,10 +19,12 @@ import (
 //	checkpoints/<id>/pending/<batch>                 present while a batch is not finished
 //	checkpoints/<id>/resent/<batch>                  when the tick last sent a pending batch's request again
 //	checkpoints/<id>/failed/<key>.json               a resource that ended in error, and why (create-only)
+//	checkpoints/<id>/keys/<key id>                   a key whose envelopes the checkpoint's records hold (empty)
 //	indices/all/<inverted time>_<id>                 every checkpoint, newest first
 //	indices/plans/<plan>/<inverted time>_<id>        the checkpoints of a plan, newest first
 //	indices/dates/<yyyy-mm-dd>/<id>                  checkpoints by creation day
 //	indices/active/<kind>/<id>                       operations still in progress, for the tick
+//	indices/keys/<key id>/<id>                       the checkpoints whose records hold envelopes of a key (empty)
 //	restores/<id>/restore.json                       a restore's index; status/, records/, pending/, failed/ as above
 //	deletions/<checkpoint>/...                       the deletion of a checkpoint: status/, records/, pending/, failed/
 //	deletions/<checkpoint>/deletion.json             the deletion's index: the checkpoint's plan, kept once its metadata is removed
@@ -152,6 +154,24 @@ func (l Layout) FailureKey(op Op, name string) (string, bool) {
 	}
 	key, err := UnescapeKey(seg)
 	return key, err == nil
+}
+
+// CheckpointKeysPrefix lists the keys whose envelopes a checkpoint's records hold.
+func (l Layout) CheckpointKeysPrefix(checkpoint string) string {
+	return l.CheckpointPrefix(checkpoint) + "keys/"
+}
+
+// CheckpointKey marks that a checkpoint's records hold envelopes sealed with a key.
+func (l Layout) CheckpointKey(checkpoint, keyID string) string {
+	return l.CheckpointKeysPrefix(checkpoint) + Segment(keyID)
+}
+
+// KeyIndexPrefix lists the checkpoints whose records hold envelopes sealed with a key.
+func (Layout) KeyIndexPrefix(keyID string) string { return "indices/keys/" + Segment(keyID) + "/" }
+
+// KeyIndex is a checkpoint's entry in the index of a key.
+func (l Layout) KeyIndex(keyID, checkpoint string) string {
+	return l.KeyIndexPrefix(keyID) + Segment(checkpoint)
 }
 
 // AllIndexPrefix lists every checkpoint, newest first.

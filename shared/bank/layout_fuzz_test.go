@@ -41,7 +41,7 @@ func FuzzLayout(f *testing.F) {
 			for _, name := range []string{
 				l.StatusMarker(op, time.Unix(0, 1), events.StatusAvailable), l.FanOut(op, ""), l.Record(op, batch),
 				l.Pending(op, batch), l.Resent(op, batch), l.Failure(op, key), l.CheckpointIndex(id), l.Graph(id),
-				l.RestoreIndex(id), l.DeletionIndex(id),
+				l.RestoreIndex(id), l.DeletionIndex(id), l.CheckpointKey(id, key),
 			} {
 				if strings.HasPrefix(name, kind+"/") && !strings.HasPrefix(name, prefix) {
 					t.Fatalf("%s %q: %q is outside %q", kind, id, name, prefix)
@@ -63,6 +63,11 @@ func FuzzLayout(f *testing.F) {
 			}
 		}
 		if other != "" {
+			// A checkpoint's entry in the index of a key (other) is one segment under it.
+			keyEntry, keyPrefix := l.KeyIndex(other, id), l.KeyIndexPrefix(other)
+			if seg, ok := strings.CutPrefix(keyEntry, keyPrefix); !ok || strings.Contains(seg, "/") || unsegment(seg) != id {
+				t.Fatalf("key %q, checkpoint %q: entry %q under %q", other, id, keyEntry, keyPrefix)
+			}
 			// A schedule's entry under its plan (other) reads back the schedule, one segment
 			// under the plan's prefix.
 			entry := l.PlanSchedule(other, id)

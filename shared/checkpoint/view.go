@@ -237,25 +237,43 @@ type RecordReader interface {
 
 // Saved returns what a checkpoint saved for one resource, found through its batch.
 func Saved(ctx context.Context, r RecordReader, id, key string) (*bank.ResourceRecord, error) {
-	cp, err := r.Checkpoint(ctx, id)
+	rr, _, err := saved(ctx, r, id, key)
+	return rr, err
+}
+
+// SavedPod reads and opens what a checkpoint saved of a pod (key is its resource key).
+func SavedPod(ctx context.Context, r RecordReader, o Opener, id, key string) (*PodInfo, error) {
+	rr, batch, err := saved(ctx, r, id, key)
 	if err != nil {
 		return nil, err
+	}
+	if rr.Status != events.StatusAvailable {
+		return nil, fmt.Errorf("%s was not saved in checkpoint %s (status %q)", key, id, rr.Status)
+	}
+	return OpenPodInfo(o, id, batch, key, rr.Data)
+}
+
+// saved is a resource's record and the batch it is in.
+func saved(ctx context.Context, r RecordReader, id, key string) (*bank.ResourceRecord, string, error) {
+	cp, err := r.Checkpoint(ctx, id)
+	if err != nil {
+		return nil, "", err
 	}
 	g, err := r.Graph(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	batch, ok := graph.BatchOf(g.Batches(cp.BatchSize), key)
 	if !ok {
-		return nil, fmt.Errorf("%s is not in checkpoint %s: %w", key, id, bank.ErrNotFound)
+		return nil, "", fmt.Errorf("%s is not in checkpoint %s: %w", key, id, bank.ErrNotFound)
 	}
 	rec, err := r.Record(ctx, id, batch)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	rr, ok := rec.Resources[key]
 	if !ok {
-		return nil, fmt.Errorf("%s has no record in batch %s of checkpoint %s: %w", key, batch, id, bank.ErrNotFound)
+		return nil, "", fmt.Errorf("%s has no record in batch %s of checkpoint %s: %w", key, batch, id, bank.ErrNotFound)
 	}
-	return &rr, nil
+	return &rr, batch, nil
 }

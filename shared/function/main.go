@@ -25,9 +25,17 @@ import (
 
 // LoadConfig reads a function's typed configuration from the environment and validates
 // it (a Validate method, when it has one). The error names the missing or bad variable.
-func LoadConfig(cfg any) error {
+func LoadConfig(cfg any) error { return LoadConfigWith(cfg, nil) }
+
+// LoadConfigWith is LoadConfig with set, when not nil, called between reading the
+// environment and validating: the local runner gives a function what it provides itself
+// (the bank's keyring it made) this way.
+func LoadConfigWith(cfg any, set func()) error {
 	if err := envconfig.Process("", cfg); err != nil {
 		return fmt.Errorf("configuration: %w", err)
+	}
+	if set != nil {
+		set()
 	}
 	if v, ok := cfg.(interface{ Validate() error }); ok {
 		if err := v.Validate(); err != nil {

@@ -2,7 +2,6 @@ package stacktest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,10 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
-	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 )
 
@@ -125,22 +122,6 @@ func SavedPodInfo(t testing.TB, cs kubernetes.Interface, ns, name string) checkp
 		info.Volumes = append(info.Volumes, kube.SavedVolume(pv))
 	}
 	return info
-}
-
-// PodRecord is a checkpoint's record of a batch in which every pod was saved (available)
-// with the given info.
-func PodRecord(t testing.TB, batch string, infos ...checkpoint.PodInfo) bank.Record {
-	t.Helper()
-	rec := bank.Record{Batch: batch, UpdatedAt: time.Now().UTC(), Resources: map[string]bank.ResourceRecord{}}
-	for _, info := range infos {
-		data, err := json.Marshal(info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := graph.PodResource(info.Pod.Namespace, info.Pod.Name)
-		rec.Resources[r.Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
-	}
-	return rec
 }
 
 // Restored counts the objects a restore created (labelled with its id).

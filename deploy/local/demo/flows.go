@@ -57,6 +57,7 @@ func (d *demo) start() error {
 		Observers:    observers,
 		ObserverURLs: map[string]string{"demo": "http://" + ln.Addr().String()},
 		DeadLetters:  d.deadLetters,
+		BankKeys:     runner.StateBankKeys(),
 	})
 	d.runner = r
 	return err

@@ -120,8 +120,12 @@ func launchLocal(b testing.TB, st *stacktest.Stack, bin, container string, flags
 	}
 	l.cmd = exec.Command(bin, append([]string{"-addr", strings.TrimPrefix(l.ingress, "http://"), "-tick", "1s", "-log-level", "warn",
 		"-triggers", filepath.Join(stacktest.RepoRoot(b), "deploy", "base")}, flags...)...)
+	// The bank container's own keyring unless env names one: every process on the same
+	// bank (a restart, the restores after a protect) opens what the ones before sealed.
+	keys := filepath.Join(os.TempDir(), "podguard-bank-keys-"+container)
+	b.Cleanup(func() { _ = os.RemoveAll(keys) })
 	l.cmd.Env = append(append(os.Environ(), "KUBE_API_QPS=2000", "KUBE_API_BURST=4000", "BANK_AUTH=tempauth", "ST_AUTH=http://"+ln.Addr().String()+"/auth/v1.0",
-		"BANK_CONTAINER="+container, "REDRIVE_AFTER=60s", "LOG_LEVEL=warn"), env...)
+		"BANK_CONTAINER="+container, "REDRIVE_AFTER=60s", "LOG_LEVEL=warn", "BANK_KEYS_DIR="+keys), env...)
 	stdout, _ := l.cmd.StdoutPipe()
 	l.cmd.Stderr = os.Stderr
 	if err := l.cmd.Start(); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack/backups"
 	"github.com/podguard/podguard/shared/openstack/volumes"
+	"github.com/podguard/podguard/shared/seal"
 	"github.com/podguard/podguard/shared/stacktest"
 )
 
@@ -46,7 +47,13 @@ func TestRunnerKilledMidWork(t *testing.T) {
 	ctx := context.Background()
 	// Every process: the tick every second (the runner's -tick), requests re-sent after
 	// 2 s, deadlines far away.
-	crashConfig := []string{"REDRIVE_AFTER=2s", "PROTECT_TIMEOUT=10m", "RESTORE_TIMEOUT=10m", "DELETE_TIMEOUT=10m"}
+	// Every process seals and opens with the same keyring, kept across the kills.
+	keysDir := t.TempDir()
+	keys, err := seal.Create(keysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashConfig := []string{"REDRIVE_AFTER=2s", "PROTECT_TIMEOUT=10m", "RESTORE_TIMEOUT=10m", "DELETE_TIMEOUT=10m", "BANK_KEYS_DIR=" + keysDir}
 
 	ns := st.Namespace(t, e.kube, "crash")
 	var vols []string
@@ -108,13 +115,9 @@ func TestRunnerKilledMidWork(t *testing.T) {
 		backupOf[v] = info.BackupID
 	}
 	for _, name := range []string{"a", "b"} {
-		rec, err := checkpoint.Saved(ctx, reader, id, graph.PodResource(ns, name).Key())
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pi checkpoint.PodInfo
-		if err := json.Unmarshal(rec.Data, &pi); rec.Status != events.StatusAvailable || err != nil || pi.Pod.Name != name || len(pi.Claims) != 1 {
-			t.Fatalf("saved pod %s: %s %+v %v", name, rec.Status, pi, err)
+		pi, err := checkpoint.SavedPod(ctx, reader, keys, id, graph.PodResource(ns, name).Key())
+		if err != nil || pi.Pod.Name != name || len(pi.Claims) != 1 {
+			t.Fatalf("saved pod %s: %+v %v", name, pi, err)
 		}
 	}
 

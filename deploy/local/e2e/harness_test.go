@@ -23,6 +23,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -337,6 +338,13 @@ func (e *env) podWithVolume(ns, name string, v *volumes.Volume, csi bool) {
 // is <name>-data, the next <name>-data1, and so on.
 func (e *env) podWithVolumes(ns, name string, vs []*volumes.Volume, csi []bool) {
 	e.t.Helper()
+	e.podWith(ns, name, vs, csi, nil)
+}
+
+// podWith is podWithVolumes with edit, when not nil, changing the pod before it is
+// created.
+func (e *env) podWith(ns, name string, vs []*volumes.Volume, csi []bool, edit func(*corev1.Pod)) {
+	e.t.Helper()
 	ctx := context.Background()
 	var claims []string
 	for i, v := range vs {
@@ -357,7 +365,11 @@ func (e *env) podWithVolumes(ns, name string, vs []*volumes.Volume, csi []bool) 
 		}
 		claims = append(claims, claim)
 	}
-	if _, err := e.kube.CoreV1().Pods(ns).Create(ctx, stacktest.Pod(ns, name, map[string]string{"app": name}, claims...), metav1.CreateOptions{}); err != nil {
+	p := stacktest.Pod(ns, name, map[string]string{"app": name}, claims...)
+	if edit != nil {
+		edit(p)
+	}
+	if _, err := e.kube.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
 	stacktest.WaitPod(e.t, e.kube, ns, name, time.Minute, stacktest.Running)

@@ -22,6 +22,7 @@ import (
 	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/openstack/backups"
 	"github.com/podguard/podguard/shared/openstack/volumes"
+	"github.com/podguard/podguard/shared/seal"
 )
 
 // twice delivers every request to a function two times, as an at-least-once broker may,
@@ -49,6 +50,16 @@ func (e *env) readBank() *bank.Bank {
 		e.t.Fatal(err)
 	}
 	return b
+}
+
+// keys is the keyring the runner's snapshot-metadata and recreate-pod seal with.
+func (e *env) keys() *seal.Keyring {
+	e.t.Helper()
+	k, err := seal.Load(e.runner.BankKeys)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return k
 }
 
 func (e *env) show(id string) *checkpoint.View {
@@ -118,12 +129,8 @@ func TestProtectTwoPodsWithCinderVolumes(t *testing.T) {
 		if err := json.Unmarshal(rec.Data, &info); err != nil || info.BackupID != bs[0].ID || info.Mode != "full" {
 			t.Fatalf("record of %s: %+v %v", name, info, err)
 		}
-		pod, err := checkpoint.Saved(ctx, b, id, graph.PodResource(ns, name).Key())
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pi checkpoint.PodInfo
-		if err := json.Unmarshal(pod.Data, &pi); err != nil || pi.Pod.Name != name || len(pi.Claims) != 1 || len(pi.Volumes) != 1 || pi.Pod.Spec.NodeName != "" {
+		pi, err := checkpoint.SavedPod(ctx, b, e.keys(), id, graph.PodResource(ns, name).Key())
+		if err != nil || pi.Pod.Name != name || len(pi.Claims) != 1 || len(pi.Volumes) != 1 || pi.Pod.Spec.NodeName != "" {
 			t.Fatalf("saved pod %s: %+v %v", name, pi, err)
 		}
 	}

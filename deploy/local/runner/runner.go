@@ -9,6 +9,12 @@
 // broker's Recorder (Options.DeadLetters). A name in ObserverURLs takes the place of a
 // function of that name (tests watch dead letters by mapping "dead-letters" to themselves).
 //
+// snapshot-metadata and recreate-pod seal and open the saved pod definitions with the
+// bank's keyring (BANK_KEYS_DIR), and refuse to start without one: the runner gives them
+// Options.BankKeys, a keyring directory it creates with a random key when it holds none,
+// or else a keyring of its own in a temporary directory, for this run only (removed by
+// Close). The other functions get no keyring, as in a cluster.
+//
 // With Options.Knative the functions sit behind Knative Eventing's own broker instead
 // (the local Knative mode, deploy/local/eventing.sh): each listens on its address in the
 // Triggers of deploy/overlays/local-eventing, sends to the broker's ingress, and
@@ -20,11 +26,14 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -46,6 +55,7 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/observe"
+	"github.com/podguard/podguard/shared/seal"
 )
 
 // Options configures a local run. Each function reads its own configuration from the
@@ -82,6 +92,9 @@ type Options struct {
 	// environment (tests export traces this way). Metrics are served for Prometheus
 	// either way, each function on a port of its own (Runner.Metrics).
 	Telemetry *observe.Config
+	// BankKeys is the keyring directory of snapshot-metadata and recreate-pod, created
+	// with a random key when it holds none; empty: a new keyring for this run only.
+	BankKeys string
 }
 
 // Runner is a running local deployment.
@@ -94,6 +107,9 @@ type Runner struct {
 	Functions map[string]string
 	// Metrics maps each function name to the URL of its Prometheus metrics.
 	Metrics map[string]string
+	// BankKeys is the keyring directory snapshot-metadata and recreate-pod use (tests
+	// open what the checkpoints saved with it).
+	BankKeys string
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -101,6 +117,8 @@ type Runner struct {
 	// closeKnative removes what the runner added to a Knative broker.
 	closeKnative func(ctx context.Context) error
 	telemetry    []*observe.Telemetry
+	// removeKeys removes a keyring made for this run only.
+	removeKeys func() error
 }
 
 // lateSender forwards to the broker once it exists: functions are started before the
@@ -178,14 +196,55 @@ func (o Options) telemetry() (observe.Config, error) {
 	return cfg, nil
 }
 
-func load[C any](build func(ctx context.Context, cfg *C, sink function.Sender) (function.Handler, error)) func(context.Context, function.Sender) (function.Handler, error) {
+// load reads a function's configuration from the environment, with set, when given,
+// applying what the runner provides, and builds the function.
+func load[C any](build func(ctx context.Context, cfg *C, sink function.Sender) (function.Handler, error), set ...func(*C)) func(context.Context, function.Sender) (function.Handler, error) {
 	return func(ctx context.Context, sink function.Sender) (function.Handler, error) {
 		var cfg C
-		if err := function.LoadConfig(&cfg); err != nil {
+		err := function.LoadConfigWith(&cfg, func() {
+			for _, s := range set {
+				s(&cfg)
+			}
+		})
+		if err != nil {
 			return nil, err
 		}
 		return build(ctx, &cfg, sink)
 	}
+}
+
+// StateBankKeys is where local runs keep the bank's keyring from one run to the next, so
+// that checkpoints of an earlier run can be restored: BANK_KEYS_DIR when set, else
+// bank-keys in the local stack's state directory (STACK_DIR, PODGUARD_STACK_DIR or
+// ~/.local/state/podguard/stack), beside the Swift whose bank it seals.
+func StateBankKeys() string {
+	if dir := os.Getenv("BANK_KEYS_DIR"); dir != "" {
+		return dir
+	}
+	dir := cmp.Or(os.Getenv("STACK_DIR"), os.Getenv("PODGUARD_STACK_DIR"))
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".local", "state", "podguard", "stack")
+	}
+	return filepath.Join(dir, "bank-keys")
+}
+
+// bankKeys makes sure o.BankKeys is a keyring directory, a temporary one when none was
+// given, and returns how to remove what it made.
+func bankKeys(o *Options) (remove func() error, err error) {
+	remove = func() error { return nil }
+	if o.BankKeys == "" {
+		dir, err := os.MkdirTemp("", "podguard-bank-keys-")
+		if err != nil {
+			return nil, fmt.Errorf("bank keyring: %w", err)
+		}
+		o.BankKeys, remove = dir, func() error { return os.RemoveAll(dir) }
+	}
+	if _, err := seal.Create(o.BankKeys); err != nil {
+		_ = remove()
+		return nil, err
+	}
+	return remove, nil
 }
 
 func functions(o Options) []fn {
@@ -195,7 +254,7 @@ func functions(o Options) []fn {
 		})},
 		{events.FnSnapshotMetadata, snapshotmetadata.Accepts, load(func(ctx context.Context, c *snapshotmetadata.Config, _ function.Sender) (function.Handler, error) {
 			return snapshotmetadata.New(ctx, c)
-		})},
+		}, func(c *snapshotmetadata.Config) { c.Keys.Dir = o.BankKeys })},
 		{events.FnBackupVolume, backupvolume.Accepts, load(func(ctx context.Context, c *backupvolume.Config, _ function.Sender) (function.Handler, error) {
 			if o.Cinder == nil {
 				return backupvolume.New(ctx, c)
@@ -224,7 +283,7 @@ func functions(o Options) []fn {
 		})},
 		{events.FnRecreatePod, recreatepod.Accepts, load(func(ctx context.Context, c *recreatepod.Config, _ function.Sender) (function.Handler, error) {
 			return recreatepod.New(ctx, c)
-		})},
+		}, func(c *recreatepod.Config) { c.Keys.Dir = o.BankKeys })},
 		{events.FnDeleteBackup, deletebackup.Accepts, load(func(ctx context.Context, c *deletebackup.Config, _ function.Sender) (function.Handler, error) {
 			return deletebackup.New(ctx, c)
 		})},
@@ -242,9 +301,25 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
-	if o.Knative != nil {
-		return startKnative(ctx, o)
+	removeKeys, err := bankKeys(&o)
+	if err != nil {
+		return nil, err
 	}
+	var r *Runner
+	if o.Knative != nil {
+		r, err = startKnative(ctx, o)
+	} else {
+		r, err = start(ctx, o)
+	}
+	if err != nil {
+		return nil, errors.Join(err, removeKeys())
+	}
+	r.BankKeys, r.removeKeys = o.BankKeys, removeKeys
+	return r, nil
+}
+
+// start starts every function behind the embedded broker.
+func start(ctx context.Context, o Options) (*Runner, error) {
 	triggers, err := broker.LoadTriggers(o.Triggers)
 	if err != nil {
 		return nil, err
@@ -350,6 +425,9 @@ func (r *Runner) Close(ctx context.Context) error {
 	// Spans still buffered are exported before the runner returns.
 	for _, t := range r.telemetry {
 		err = errors.Join(err, t.Shutdown(ctx))
+	}
+	if r.removeKeys != nil {
+		err = errors.Join(err, r.removeKeys())
 	}
 	return err
 }

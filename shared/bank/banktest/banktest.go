@@ -82,6 +82,31 @@ func (m *Swift) Writes() int {
 	return m.writes
 }
 
+// Names lists the objects of a container, sorted.
+func (m *Swift) Names(container string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for key := range m.objs {
+		if name, ok := strings.CutPrefix(key, container+"/"); ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Object is the content of an object; nil when there is none.
+func (m *Swift) Object(container, name string) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	o, ok := m.objs[container+"/"+name]
+	if !ok {
+		return nil
+	}
+	return append([]byte(nil), o.data...)
+}
+
 type object struct {
 	data []byte
 	mod  time.Time
@@ -352,4 +377,20 @@ func RestoringPods(t testing.TB, b *bank.Bank, cp bank.Checkpoint, pods []graph.
 		}
 	}
 	return RestoreRequest(bs, stored, "pods-0000")
+}
+
+// PodRecord is a checkpoint's record of a batch in which every pod was saved (available)
+// with the given info, sealed with keys for its place, as snapshot-metadata writes it.
+func PodRecord(t testing.TB, keys checkpoint.Sealer, checkpointID, batch string, infos ...checkpoint.PodInfo) bank.Record {
+	t.Helper()
+	rec := bank.Record{Batch: batch, UpdatedAt: time.Now().UTC(), Resources: map[string]bank.ResourceRecord{}}
+	for _, info := range infos {
+		r := graph.PodResource(info.Pod.Namespace, info.Pod.Name)
+		data, err := checkpoint.SealPodInfo(keys, checkpointID, batch, r.Key(), &info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Resources[r.Key()] = bank.ResourceRecord{Status: events.StatusAvailable, Data: data}
+	}
+	return rec
 }

@@ -7,6 +7,10 @@
 // Broker and Triggers of deploy/overlays/local-eventing into -namespace, listens where
 // they deliver (PODGUARD_FUNCTION_ADDRS of the eventing env file), waits until the broker
 // routes, and prints the broker's ingress.
+//
+// Saved pod definitions are sealed with the keyring of -bank-keys (BANK_KEYS_DIR, else
+// bank-keys in the stack's state directory), which is created with a random key on the
+// first run and kept, so that later runs restore what earlier ones protected.
 package main
 
 import (
@@ -43,12 +47,13 @@ func main() {
 	kubectl := flag.String("kubectl", os.Getenv("PODGUARD_KUBECTL"), "with -broker knative: the kubectl that renders the overlay")
 	prom := flag.Bool("prometheus", false, "start Debian's prometheus (make stack-install installs it) scraping every function, with deploy/monitoring's alert rules; it stops with the runner")
 	promDir := flag.String("prometheus-dir", "", "with -prometheus: where its configuration, data and log stay (default: a temporary directory removed at exit)")
+	bankKeys := flag.String("bank-keys", runner.StateBankKeys(), "keyring directory of snapshot-metadata and recreate-pod (one file per key, and primary); created with a random key when empty")
 	flag.Parse()
 
 	logger, _ := logging.NewLogger("", *level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	o := runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger}
+	o := runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger, BankKeys: *bankKeys}
 	if *instant {
 		o.Cinder = backupvolume.NewInstantCinder()
 		o.Volumes = restorevolume.NewInstantVolumes()
@@ -89,6 +94,7 @@ func main() {
 	fmt.Printf("checkpoints: GET %s/api/checkpoints\n", r.Functions["checkpoints"])
 	fmt.Printf("restores:    GET %s/api/restores\n", r.Functions["checkpoints"])
 	fmt.Printf("dead letters: GET %s/api/deadletters\n", r.Functions["checkpoints"])
+	fmt.Printf("bank keyring: %s\n", r.BankKeys)
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
