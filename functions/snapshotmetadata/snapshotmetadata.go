@@ -1,6 +1,8 @@
 // Package snapshotmetadata is the snapshot-metadata function: it saves into a checkpoint
 // what recreating one pod needs (its definition, and those of its claims and persistent
-// volumes), and reports the resource available, or error with the reason.
+// volumes), and the definitions of the ConfigMaps, Secrets and ServiceAccounts pods
+// reference (dependencies.go), and reports each resource available, or error with the
+// reason. Every definition reaches the record through one function, saved.
 package snapshotmetadata
 
 import (
@@ -35,11 +37,14 @@ type Config struct {
 // Validate checks the configuration at start.
 func (c *Config) Validate() error { return c.Bank.Validate() }
 
-// cluster reads the objects a pod's definition is made of.
+// cluster reads the objects a pod's definition is made of, and those a pod references.
 type cluster interface {
 	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 	GetPVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error)
 	GetPV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
+	GetConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	GetServiceAccount(ctx context.Context, namespace, name string) (*corev1.ServiceAccount, error)
 }
 
 // Step is the snapshot-metadata step.
@@ -70,14 +75,31 @@ func NewStep(c cluster, b *bank.Bank, now func() time.Time) *Step {
 // Workers bounds the pods of a batch read at once.
 const workers = 8
 
-// kind: snapshot-metadata takes batches of pods of a checkpoint being protected.
-var kind = step.Kind{Step: events.FnSnapshotMetadata, Type: graph.PodType, Reply: events.MetadataSnapshotted}
+// kind: snapshot-metadata takes batches of pods of a checkpoint being protected, and of
+// the ConfigMaps, Secrets and ServiceAccounts they reference.
+var kind = step.Kind{Step: events.FnSnapshotMetadata, Types: append([]string{graph.PodType}, graph.DependencyTypes()...), Reply: events.MetadataSnapshotted}
 
 // Handle saves the definitions of a batch of the checkpoint's pods (the pod, its claims
-// and their persistent volumes) in the batch's record. A redelivered request finds the
-// work done and reports the same outcome.
+// and their persistent volumes), or of the objects they reference, in the batch's
+// record. A redelivered request finds the work done and reports the same outcome.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	return s.runner.Protect(ctx, e, kind, step.Each(workers, s.pod))
+	return s.runner.Protect(ctx, e, kind, func(ctx context.Context, j *step.Job) (map[string]bank.ResourceRecord, bool, error) {
+		if j.Batch.Type == graph.PodType {
+			return step.Each(workers, s.pod)(ctx, j)
+		}
+		return step.Each(workers, s.object)(ctx, j)
+	})
+}
+
+// saved is the record of a resource whose definitions were read: info, the resource's
+// saved info, as the record's data. Every definition snapshot-metadata saves, the
+// Secrets' included, is written into a record here and nowhere else.
+func saved(what string, info any) (bank.ResourceRecord, error) {
+	data, err := json.Marshal(info)
+	if err != nil {
+		return bank.ResourceRecord{}, fmt.Errorf("encode %s: %w", what, err)
+	}
+	return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, nil
 }
 
 // pod saves one pod's definition; a pod that can never be saved (gone, or past the
@@ -97,11 +119,8 @@ func (s *Step) pod(ctx context.Context, j *step.Job, r graph.Resource) (bank.Res
 	if reason != "" {
 		return bank.ResourceRecord{Status: events.StatusError, Reason: reason}, true, nil
 	}
-	data, err := json.Marshal(info)
-	if err != nil {
-		return bank.ResourceRecord{}, false, fmt.Errorf("encode pod %s: %w", r.Name, err)
-	}
-	return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, nil
+	rec, err := saved("pod "+r.Name, info)
+	return rec, err == nil, err
 }
 
 // collect reads the pod, its claims and their volumes. A reason is returned for what can
