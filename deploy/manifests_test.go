@@ -401,32 +401,50 @@ type grant struct {
 // clusterRBAC is the cluster-wide install's matrix: exactly what each function's client
 // calls (shared/kube for list-pods and snapshot-metadata, functions/recreatepod).
 var clusterRBAC = []grant{
+	{events.FnListPods, "configmaps", "cluster", "get,list"},
 	{events.FnListPods, "persistentvolumeclaims", "cluster", "get,list"},
 	{events.FnListPods, "persistentvolumes", "cluster", "get,list"},
 	{events.FnListPods, "pods", "cluster", "get,list"},
+	{events.FnListPods, "secrets", "cluster", "get,list"},
+	{events.FnListPods, "serviceaccounts", "cluster", "get,list"},
+	{events.FnRecreatePod, "configmaps", "cluster", "create,get"},
 	{events.FnRecreatePod, "namespaces", "cluster", "create,get"},
 	{events.FnRecreatePod, "persistentvolumeclaims", "cluster", "create,get,watch"},
 	{events.FnRecreatePod, "persistentvolumes", "cluster", "create,get,watch"},
 	{events.FnRecreatePod, "pods", "cluster", "create,get,list,watch"},
+	{events.FnRecreatePod, "secrets", "cluster", "create,get"},
+	{events.FnRecreatePod, "serviceaccounts", "cluster", "create,get"},
+	{events.FnSnapshotMetadata, "configmaps", "cluster", "get"},
 	{events.FnSnapshotMetadata, "persistentvolumeclaims", "cluster", "get"},
 	{events.FnSnapshotMetadata, "persistentvolumes", "cluster", "get"},
 	{events.FnSnapshotMetadata, "pods", "cluster", "get"},
+	{events.FnSnapshotMetadata, "secrets", "cluster", "get"},
+	{events.FnSnapshotMetadata, "serviceaccounts", "cluster", "get"},
 }
 
 // namespacedRBAC is the namespace-scoped install's: the same, in the target namespace,
 // except persistentvolumes (cluster-scoped by nature); recreate-pod may read the target
 // namespace object and create no namespace.
 var namespacedRBAC = []grant{
+	{events.FnListPods, "configmaps", "target", "get,list"},
 	{events.FnListPods, "persistentvolumeclaims", "target", "get,list"},
 	{events.FnListPods, "persistentvolumes", "cluster", "get,list"},
 	{events.FnListPods, "pods", "target", "get,list"},
+	{events.FnListPods, "secrets", "target", "get,list"},
+	{events.FnListPods, "serviceaccounts", "target", "get,list"},
+	{events.FnRecreatePod, "configmaps", "target", "create,get"},
 	{events.FnRecreatePod, "namespaces", "target", "get"},
 	{events.FnRecreatePod, "persistentvolumeclaims", "target", "create,get,watch"},
 	{events.FnRecreatePod, "persistentvolumes", "cluster", "create,get,watch"},
 	{events.FnRecreatePod, "pods", "target", "create,get,list,watch"},
+	{events.FnRecreatePod, "secrets", "target", "create,get"},
+	{events.FnRecreatePod, "serviceaccounts", "target", "create,get"},
+	{events.FnSnapshotMetadata, "configmaps", "target", "get"},
 	{events.FnSnapshotMetadata, "persistentvolumeclaims", "target", "get"},
 	{events.FnSnapshotMetadata, "persistentvolumes", "cluster", "get"},
 	{events.FnSnapshotMetadata, "pods", "target", "get"},
+	{events.FnSnapshotMetadata, "secrets", "target", "get"},
+	{events.FnSnapshotMetadata, "serviceaccounts", "target", "get"},
 }
 
 // checkRBAC computes what each ServiceAccount may do from the roles and bindings, and
@@ -511,8 +529,10 @@ func checkRBAC(t *testing.T, m *manifests, ns, target string, want []grant) map[
 	return bound
 }
 
-// checkRule: no wildcards, core resources only, nothing beyond reading and creating,
-// never Secrets.
+// checkRule: no wildcards, core resources only, nothing beyond reading and creating.
+// Secrets are among them: a checkpoint holds the Secrets its pods reference, and a
+// restore creates them before the pods; the matrix (clusterRBAC, namespacedRBAC) says
+// which functions.
 func checkRule(t *testing.T, role string, r rbacv1.PolicyRule) {
 	all := append(append(append(slices.Clone(r.Verbs), r.Resources...), r.APIGroups...), r.NonResourceURLs...)
 	for _, s := range all {
@@ -524,8 +544,8 @@ func checkRule(t *testing.T, role string, r rbacv1.PolicyRule) {
 		t.Errorf("%s: rule %+v: want core resources, without resourceNames or URLs", role, r)
 	}
 	for _, res := range r.Resources {
-		if !slices.Contains([]string{"pods", "persistentvolumeclaims", "persistentvolumes", "namespaces"}, res) {
-			t.Errorf("%s: resource %q: podguard reads pods, claims, volumes and namespaces only", role, res)
+		if !slices.Contains([]string{"pods", "persistentvolumeclaims", "persistentvolumes", "namespaces", "configmaps", "secrets", "serviceaccounts"}, res) {
+			t.Errorf("%s: resource %q: podguard reads pods, claims, volumes, namespaces and the ConfigMaps, Secrets and ServiceAccounts pods reference only", role, res)
 		}
 	}
 	for _, v := range r.Verbs {

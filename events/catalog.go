@@ -31,7 +31,8 @@ const (
 
 	// ProtectRequested starts a checkpoint of a plan (from a user, a system or a PingSource).
 	ProtectRequested = "dev.podguard.protect.requested"
-	// MetadataSnapshot asks snapshot-metadata to save one pod's definitions.
+	// MetadataSnapshot asks snapshot-metadata to save the definitions of a batch of pods,
+	// or of the ConfigMaps, Secrets or ServiceAccounts they reference.
 	MetadataSnapshot = "dev.podguard.metadata.snapshot"
 	// MetadataSnapshotted reports the outcome of MetadataSnapshot.
 	MetadataSnapshotted = "dev.podguard.metadata.snapshotted"
@@ -60,7 +61,8 @@ const (
 	VolumeRestore = "dev.podguard.volume.restore"
 	// VolumeRestored reports the outcome of VolumeRestore.
 	VolumeRestored = "dev.podguard.volume.restored"
-	// PodRecreate asks recreate-pod to recreate a batch of pods on their restored volumes.
+	// PodRecreate asks recreate-pod to recreate a batch of pods on their restored volumes,
+	// or, before them, a batch of the ConfigMaps, Secrets or ServiceAccounts they reference.
 	PodRecreate = "dev.podguard.pod.recreate"
 	// PodRecreated reports the outcome of PodRecreate: the pods Running, or why not.
 	PodRecreated = "dev.podguard.pod.recreated"
@@ -197,9 +199,9 @@ func Catalog() []Type {
 			Producers: []string{FnListPods}, Consumers: []string{User}},
 		{Name: ProtectRequested, Description: "Protect a plan: start a checkpoint of its pods and volumes.",
 			Producers: []string{User, FnChoreographer}, Consumers: []string{FnChoreographer}},
-		{Name: MetadataSnapshot, Description: "Save one pod's definition, and those of its PVCs and PVs, into the checkpoint.",
+		{Name: MetadataSnapshot, Description: "Save the definitions of a batch of pods (each with its PVCs and PVs), or of the ConfigMaps, Secrets or ServiceAccounts they reference, into the checkpoint.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnSnapshotMetadata}},
-		{Name: MetadataSnapshotted, Description: "A pod's metadata is saved (available) or could not be (error).",
+		{Name: MetadataSnapshotted, Description: "The definitions of a batch are saved (available) or could not be (error).",
 			Producers: []string{FnSnapshotMetadata}, Consumers: []string{FnChoreographer}},
 		{Name: VolumeBackup, Description: "Back up one Cinder volume into the checkpoint, or check the backup already started.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnBackupVolume}},
@@ -231,9 +233,9 @@ func Catalog() []Type {
 			Producers: []string{FnChoreographer}, Consumers: []string{FnRestoreVolume}},
 		{Name: VolumeRestored, Description: "The volumes of a batch are restored (available), or failed (error) with the volume created, if any.",
 			Producers: []string{FnRestoreVolume}, Consumers: []string{FnChoreographer}},
-		{Name: PodRecreate, Description: "Recreate the pods of a batch on their restored volumes (PVs, PVCs, pods), or check those already created.",
+		{Name: PodRecreate, Description: "Recreate the pods of a batch on their restored volumes (PVs, PVCs, pods), or check those already created; or create the ConfigMaps, Secrets or ServiceAccounts of a batch, before the pods that need them.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnRecreatePod}},
-		{Name: PodRecreated, Description: "The pods of a batch are Running (available), or failed (error) with the reason.",
+		{Name: PodRecreated, Description: "The pods of a batch are Running (available), or failed (error) with the reason; or the objects of a batch are restored (available, also when an existing one was kept) or not (error).",
 			Producers: []string{FnRecreatePod}, Consumers: []string{FnChoreographer}},
 		{Name: RestoreFinished, Description: "A restore ended: success, or fail with every failed resource and its reason.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},

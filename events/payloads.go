@@ -145,7 +145,8 @@ type ProtectRequest struct {
 }
 
 // StepRequest is the data of MetadataSnapshot and VolumeBackup: a batch of resources of
-// one type in a checkpoint, and the time by which the step must be finished.
+// one type in a checkpoint (MetadataSnapshot: pods, or the ConfigMaps, Secrets or
+// ServiceAccounts they reference), and the time by which the step must be finished.
 type StepRequest struct {
 	Checkpoint string            `json:"checkpoint"`
 	Batch      string            `json:"batch"`
@@ -194,7 +195,8 @@ type CheckpointFinishedResult struct {
 // volumes that could not be resolved), and waiting otherwise.
 type Progress struct {
 	// Resources counts the resources of each type (OS::Kubernetes::Pod,
-	// OS::Cinder::Volume): done, failed and total.
+	// OS::Cinder::Volume, and the ConfigMaps, Secrets and ServiceAccounts pods
+	// reference, when the checkpoint holds any): done, failed and total.
 	Resources map[string]Count `json:"resources"`
 	// Bytes counts the sizes of the volumes, as the listing recorded them.
 	Bytes Bytes `json:"bytes"`
@@ -271,7 +273,21 @@ type RestoreParameters struct {
 	Namespace string `json:"namespace,omitempty"`
 	// Names maps an original pod ("namespace:name") to the name of its restored pod.
 	Names map[string]string `json:"names,omitempty"`
+	// ExistingResources says what to do with a ConfigMap, Secret or ServiceAccount of a
+	// restored pod when the target namespace holds one of the same name with other
+	// content: ExistingSkip (the default, "") keeps it, ExistingFail fails the resource.
+	// One with the same content counts as restored either way.
+	ExistingResources string `json:"existing_resources,omitempty"`
 }
+
+// Values of RestoreParameters.ExistingResources.
+const (
+	// ExistingSkip keeps an object of the same name and other content that the target
+	// namespace holds; the resource is available, and its reason says it was kept.
+	ExistingSkip = "skip"
+	// ExistingFail fails the resource instead, leaving the existing object as it is.
+	ExistingFail = "fail"
+)
 
 // RestoreRequest is the data of RestoreRequested.
 type RestoreRequest struct {
@@ -280,7 +296,8 @@ type RestoreRequest struct {
 }
 
 // RestoreStepRequest is the data of VolumeRestore and PodRecreate: a batch of the
-// checkpoint's resources to restore.
+// checkpoint's resources to restore (PodRecreate: pods, or the ConfigMaps, Secrets or
+// ServiceAccounts they reference).
 type RestoreStepRequest struct {
 	Restore    string            `json:"restore"`
 	Checkpoint string            `json:"checkpoint"`

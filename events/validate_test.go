@@ -54,6 +54,11 @@ func TestValidate(t *testing.T) {
 		{"retention without limits", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":0}}}`, ""},
 		{"negative max_backups", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_backups":-1}}}`, "/plan/retention/max_backups"},
 		{"fractional retention_duration", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"retention_duration":1.5}}}`, "/plan/retention/retention_duration"},
+		{"a batch of secrets", MetadataSnapshot, `{"checkpoint":"cp-1","batch":"secrets-0000","deadline":"2026-03-01T12:00:00Z","resources":[{"type":"OS::Kubernetes::Secret","id":"bc2ac010-b1ad-539b-9181-e574b01942f5","name":"shop:db"}]}`, ""},
+		{"a batch of service accounts", PodRecreate, `{"restore":"r-1","checkpoint":"cp-1","batch":"serviceaccounts-0001","deadline":"2026-03-01T12:00:00Z","resources":[{"type":"OS::Kubernetes::ServiceAccount","id":"x","name":"shop:app"}],"parameters":{"namespace":"dr","existing_resources":"fail"}}`, ""},
+		{"a batch of another kind", MetadataSnapshot, `{"checkpoint":"cp-1","batch":"services-0000","deadline":"2026-03-01T12:00:00Z","resources":[{"type":"OS::Kubernetes::Pod","id":"x","name":"shop:db"}]}`, "/batch"},
+		{"an existing_resources policy that is not one", RestoreRequested, `{"checkpoint":"cp-1","parameters":{"existing_resources":"overwrite"}}`, "/parameters/existing_resources"},
+		{"a missing object among the listing's problems", PodsListed, `{"scope":{"namespaces":["shop"]},"pods":1,"volumes":0,"graph":{"nodes":[{"type":"OS::Kubernetes::Pod","id":"x","name":"shop:web"}],"problems":[{"pod":"shop:web","object":"Secret/db","reason":"not found"}]}}`, ""},
 		{"unknown retention field", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_checkpoints":3}}}`, "max_checkpoints"},
 	}
 	for _, tt := range tests {

@@ -74,7 +74,7 @@ func NewStep(c cinder, b *bank.Bank, now func() time.Time) *Step {
 const workers = 8
 
 // kind: back-up-volume takes batches of volumes of a checkpoint being protected.
-var kind = step.Kind{Step: events.FnBackupVolume, Type: graph.VolumeType, Reply: events.VolumeBackedUp}
+var kind = step.Kind{Step: events.FnBackupVolume, Types: []string{graph.VolumeType}, Reply: events.VolumeBackedUp}
 
 // Handle starts or checks the backups of a batch of the checkpoint's volumes, with the
 // options the checkpoint recorded. It answers with VolumeBackedUp once every backup of

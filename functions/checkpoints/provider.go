@@ -29,15 +29,34 @@ func Provider() (json.RawMessage, error) {
 		Restore   json.RawMessage `json:"restore_schema"`
 		SavedInfo json.RawMessage `json:"saved_info_schema"`
 	}
+	types := map[string]resourceType{
+		graph.PodType: {Options: common.Defs["podParameters"], Restore: common.Defs["restoreParameters"], SavedInfo: json.RawMessage(podSavedInfo)},
+		graph.VolumeType: {Options: common.Defs["volumeParameters"], Restore: json.RawMessage(`{"type":"object","properties":{"restore_name":{"type":"string"}}}`),
+			SavedInfo: json.RawMessage(volumeSavedInfo)},
+	}
+	// The objects pods reference are protected with their pods: no options of their own;
+	// a restore creates them in the pods' target namespace, as existing_resources says.
+	var params struct {
+		Properties map[string]json.RawMessage `json:"properties"`
+	}
+	if err := json.Unmarshal(common.Defs["restoreParameters"], &params); err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	restore, err := json.Marshal(map[string]any{"type": "object", "properties": map[string]json.RawMessage{
+		"namespace":          json.RawMessage(`{"type":"string","description":"the restore's target namespace: that of the pods referencing it"}`),
+		"existing_resources": params.Properties["existing_resources"]}})
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	for typ, field := range map[string]string{graph.ConfigMapType: "configMap", graph.SecretType: "secret", graph.ServiceAccountType: "serviceAccount"} {
+		types[typ] = resourceType{Options: json.RawMessage(`{"type":"object","additionalProperties":false}`), Restore: restore,
+			SavedInfo: json.RawMessage(`{"type":"object","properties":{"` + field + `":{"description":"the ` + graph.Kind(typ) + `'s definition, server-set fields and owner references removed","type":"object"}}}`)}
+	}
 	p := map[string]any{
-		"id":          checkpoint.ProviderID,
-		"name":        "podguard",
-		"description": "Kubernetes pods on OpenStack: pod definitions in a Swift bank, Cinder volumes as Cinder backups",
-		"resource_types": map[string]resourceType{
-			graph.PodType: {Options: common.Defs["podParameters"], Restore: common.Defs["restoreParameters"], SavedInfo: json.RawMessage(podSavedInfo)},
-			graph.VolumeType: {Options: common.Defs["volumeParameters"], Restore: json.RawMessage(`{"type":"object","properties":{"restore_name":{"type":"string"}}}`),
-				SavedInfo: json.RawMessage(volumeSavedInfo)},
-		},
+		"id":             checkpoint.ProviderID,
+		"name":           "podguard",
+		"description":    "Kubernetes pods on OpenStack: pod definitions, and the ConfigMaps, Secrets and ServiceAccounts they reference, in a Swift bank; Cinder volumes as Cinder backups",
+		"resource_types": types,
 	}
 	return json.Marshal(p)
 }

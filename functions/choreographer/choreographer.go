@@ -4,11 +4,13 @@
 //
 //	protect (protect.go):
 //	  protect.requested -> checkpoint (protecting) -> pods.list
-//	  pods.listed       -> graph, pending markers  -> metadata.snapshot per batch of pods, volume.backup per batch of volumes
+//	  pods.listed       -> graph, pending markers  -> metadata.snapshot per batch of pods and of the ConfigMaps, Secrets
+//	                       and ServiceAccounts they reference, volume.backup per batch of volumes
 //	  *.snapshotted / *.backedup -> marker deleted; when none is left -> available | error, checkpoint.finished
 //	restore (restore.go):
-//	  restore.requested -> restore (in_progress) -> volume.restore per batch of volumes
-//	  volume.restored   -> when every volume batch is done -> pod.recreate per batch of pods, with the new volumes
+//	  restore.requested -> restore (in_progress) -> volume.restore per batch of volumes, and alongside
+//	                       pod.recreate per batch of the objects the pods reference
+//	  volume.restored / pod.recreated of those -> when every such batch is done -> pod.recreate per batch of pods
 //	  pod.recreated     -> when every pod batch is done -> success | fail, restore.finished
 //	delete (delete.go):
 //	  delete.requested  -> checkpoint deleting -> backup.delete per batch of volumes
@@ -310,14 +312,14 @@ func (s *Step) resend(ctx context.Context, flow string, r interface {
 // requestType is the type of the step request of a flow for a batch of typ.
 func requestType(flow, typ string) string {
 	switch {
-	case flow == events.FlowProtect && typ == graph.PodType:
-		return events.MetadataSnapshot
-	case flow == events.FlowProtect:
+	case flow == events.FlowProtect && typ == graph.VolumeType:
 		return events.VolumeBackup
-	case flow == events.FlowRestore && typ == graph.PodType:
-		return events.PodRecreate
-	case flow == events.FlowRestore:
+	case flow == events.FlowProtect:
+		return events.MetadataSnapshot // pods, and the objects they reference
+	case flow == events.FlowRestore && typ == graph.VolumeType:
 		return events.VolumeRestore
+	case flow == events.FlowRestore:
+		return events.PodRecreate // pods, and before them the objects they reference
 	}
 	return events.BackupDelete
 }

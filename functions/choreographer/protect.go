@@ -192,9 +192,8 @@ func (s *Step) sendAll(ctx context.Context, cp *bank.Checkpoint, batches []graph
 
 func (s *Step) sendStep(ctx context.Context, cp *bank.Checkpoint, b graph.Batch, attempt string) error {
 	req := events.StepRequest{Checkpoint: cp.ID, Batch: b.Name, Resources: b.Resources, Deadline: cp.Deadline}
-	typ := events.MetadataSnapshot
+	typ := requestType(events.FlowProtect, b.Type)
 	if b.Type == graph.VolumeType {
-		typ = events.VolumeBackup
 		p := cp.Parameters.Volume
 		req.Parameters = &p
 	}

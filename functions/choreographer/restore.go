@@ -24,12 +24,26 @@ import (
 	"github.com/podguard/podguard/shared/observe"
 )
 
-// Phases of a restore: its volumes, then its pods. Each phase's batches keep the names
-// the checkpoint gave them (volumes-0000..., pods-0000...).
+// Phases of a restore: its volumes and, alongside them, the ConfigMaps, Secrets and
+// ServiceAccounts its pods reference (its dependencies); then its pods, once both are
+// done. Each phase's batches keep the names the checkpoint gave them (volumes-0000...,
+// configmaps-0000, secrets-0000, serviceaccounts-0000..., pods-0000...).
 const (
-	phaseVolumes = checkpoint.PhaseVolumes
-	phasePods    = checkpoint.PhasePods
+	phaseVolumes      = checkpoint.PhaseVolumes
+	phaseDependencies = checkpoint.PhaseDependencies
+	phasePods         = checkpoint.PhasePods
 )
+
+// firstPhases are the batches restored before the pods: volumes and dependencies.
+func firstPhases(bs []graph.Batch) []graph.Batch {
+	var out []graph.Batch
+	for _, b := range bs {
+		if b.Type != graph.PodType {
+			out = append(out, b)
+		}
+	}
+	return out
+}
 
 // RestoreID is the restore a request makes: one per request event.
 func RestoreID(e event.Event) string { return function.DerivedID("restore", e.Source(), e.ID()) }
@@ -65,7 +79,7 @@ func (s *Step) restore(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return err
 	}
-	return s.restoreVolumes(ctx, r, cp, g)
+	return s.restoreFirst(ctx, r, cp, g)
 }
 
 func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequest, at time.Time) (*bank.Restore, *bank.Checkpoint, *graph.Graph, error) {
@@ -104,8 +118,14 @@ func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequ
 
 // restoreParameters checks the parameters against the checkpoint's pods and resolves
 // restore_name: as in Karbor it names the restored pod, when the checkpoint holds one.
+// existing_resources is kept as given (none means skip).
 // The error starts with the JSON pointer of what is wrong.
 func restoreParameters(p events.RestoreParameters, g *graph.Graph) (events.RestoreParameters, error) {
+	switch p.ExistingResources {
+	case "", events.ExistingSkip, events.ExistingFail:
+	default:
+		return p, fmt.Errorf("/existing_resources: %q is neither %s nor %s", p.ExistingResources, events.ExistingSkip, events.ExistingFail)
+	}
 	if p.Namespace != "" {
 		if errs := validation.IsDNS1123Label(p.Namespace); len(errs) > 0 {
 			return p, fmt.Errorf("/namespace: %q is not a namespace name: %s", p.Namespace, strings.Join(errs, "; "))
@@ -168,10 +188,12 @@ func (s *Step) restoreSource(ctx context.Context, r *bank.Restore) (*bank.Checkp
 	return cp, g, nil
 }
 
-// restoreVolumes fans out the volume phase; a redelivery re-sends only the requests that
-// waited long enough to be lost.
-func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, g *graph.Graph) error {
-	batches := ofType(g.Batches(cp.BatchSize), graph.VolumeType)
+// restoreFirst fans out the phases that come before the pods: the volumes, and alongside
+// them the objects the pods reference. Their pending markers are created together, then
+// the dependencies' fan-out is recorded, then the volumes'; the requests go once both
+// are. A redelivery re-sends only the requests that waited long enough to be lost.
+func (s *Step) restoreFirst(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, g *graph.Graph) error {
+	batches := firstPhases(g.Batches(cp.BatchSize))
 	done, err := s.restores.FannedOut(ctx, r.ID, phaseVolumes)
 	if err != nil {
 		return err
@@ -189,6 +211,10 @@ func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Che
 			return err
 		}
 	}
+	// The volumes' marker is written last: once it is there, both phases are out.
+	if err := s.restores.MarkFannedOut(ctx, r.ID, phaseDependencies); err != nil && !errors.Is(err, bank.ErrExists) {
+		return err
+	}
 	if err := s.restores.MarkFannedOut(ctx, r.ID, phaseVolumes); errors.Is(err, bank.ErrExists) {
 		return nil // a duplicate fanned out first
 	} else if err != nil {
@@ -200,10 +226,30 @@ func (s *Step) restoreVolumes(ctx context.Context, r *bank.Restore, cp *bank.Che
 	return s.sendRestore(ctx, r, cp, batches, "")
 }
 
-// restorePods fans out the pod phase once no volume batch is pending, or, when it was
-// fanned out, finishes the restore once nothing is pending. Each request carries the
-// restored volume of each volume of its pods, read from the volume records. source reads
-// the checkpoint and its graph, only when the phase is fanned out.
+// firstRemaining reports whether a batch of the phases before the pods is pending,
+// asking first about the prefix of the batch whose result came (the likeliest).
+func (s *Step) firstRemaining(ctx context.Context, id, batch string) (bool, error) {
+	var prefixes []string
+	for _, typ := range append([]string{graph.VolumeType}, graph.DependencyTypes()...) {
+		p, _ := graph.BatchPrefix(typ)
+		if strings.HasPrefix(batch, p) {
+			prefixes = append([]string{p}, prefixes...)
+		} else {
+			prefixes = append(prefixes, p)
+		}
+	}
+	for _, p := range prefixes {
+		if more, err := s.restores.Remaining(ctx, id, p); err != nil || more {
+			return more, err
+		}
+	}
+	return false, nil
+}
+
+// restorePods fans out the pod phase once no batch of the volumes and dependencies is
+// pending, or, when it was fanned out, finishes the restore once nothing is pending.
+// recreate-pod reads the restored volumes and objects of its pods from their records.
+// source reads the checkpoint and its graph, only when the phase is fanned out.
 func (s *Step) restorePods(ctx context.Context, r *bank.Restore, source func() (*bank.Checkpoint, *graph.Graph, error)) error {
 	done, err := s.restores.FannedOut(ctx, r.ID, phasePods)
 	if err != nil {
@@ -247,22 +293,20 @@ func (s *Step) restorePods(ctx context.Context, r *bank.Restore, source func() (
 }
 
 // sendRestore sends the request of each batch: volume.restore for volumes, pod.recreate
-// for pods. The steps read what they restore from the bank (recreate-pod reads the
-// restored volumes from the volume records), so a request only names the batch.
+// for pods and for the objects they reference. The steps read what they restore from
+// the bank (recreate-pod reads the restored volumes from the volume records), so a
+// request only names the batch.
 func (s *Step) sendRestore(ctx context.Context, r *bank.Restore, cp *bank.Checkpoint, batches []graph.Batch, attempt string) error {
 	return s.sendBatches(ctx, batches, func(ctx context.Context, b graph.Batch) error {
 		req := events.RestoreStepRequest{Restore: r.ID, Checkpoint: cp.ID, Batch: b.Name, Resources: b.Resources,
 			Parameters: r.Parameters, Deadline: r.Deadline}
-		typ := events.VolumeRestore
-		if b.Type == graph.PodType {
-			typ = events.PodRecreate
-		}
+		typ := requestType(events.FlowRestore, b.Type)
 		return s.emit(ctx, events.FlowRestore, r.ID, typ, function.DerivedID(events.FlowRestore, r.ID, b.Name, typ, attempt), req)
 	})
 }
 
-// restoreResult records a step's results; the last volume batch starts the pod phase,
-// the last pod batch ends the restore.
+// restoreResult records a step's results; the last batch of the volumes and
+// dependencies starts the pod phase, the last pod batch ends the restore.
 func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 	var res events.RestoreStepResult
 	if err := function.Decode(e, &res); err != nil {
@@ -288,15 +332,15 @@ func (s *Step) restoreResult(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return err
 	}
-	if strings.HasPrefix(res.Batch, phasePods+"-") {
-		// The pod phase starts once every volume batch is done: nothing pending is the end.
+	if podsPrefix, _ := graph.BatchPrefix(graph.PodType); strings.HasPrefix(res.Batch, podsPrefix) {
+		// The pod phase starts once every batch before it is done: nothing pending is the end.
 		if more {
 			return nil
 		}
 		return s.finishRestore(ctx, r)
 	}
 	if more {
-		if more, err = s.restores.Remaining(ctx, r.ID, phaseVolumes+"-"); err != nil || more {
+		if more, err = s.firstRemaining(ctx, r.ID, res.Batch); err != nil || more {
 			return err
 		}
 	}
@@ -365,13 +409,14 @@ func (s *Step) checkRestore(ctx context.Context, id string) error {
 	if now.After(r.Deadline.Add(2 * s.cfg.RedriveAfter)) {
 		return s.failRestore(ctx, r, batches)
 	}
-	volumesOut, err := s.restores.FannedOut(ctx, id, phaseVolumes)
+	// The volumes' fan-out is recorded after the dependencies': both are out once it is.
+	firstOut, err := s.restores.FannedOut(ctx, id, phaseVolumes)
 	if err != nil {
 		return err
 	}
-	if !volumesOut {
+	if !firstOut {
 		if now.Sub(r.CreatedAt) > s.cfg.RedriveAfter {
-			return s.restoreVolumes(ctx, r, cp, g)
+			return s.restoreFirst(ctx, r, cp, g)
 		}
 		return nil
 	}
@@ -390,13 +435,21 @@ func (s *Step) checkRestore(ctx context.Context, id string) error {
 }
 
 // failRestore fails every resource not finished past the deadline, those of a phase never
-// started included, and ends the restore.
+// started included (a resource listed twice fails once: failures are create-only), and
+// ends the restore.
 func (s *Step) failRestore(ctx context.Context, r *bank.Restore, batches []graph.Batch) error {
 	pending, err := s.restores.PendingResources(ctx, r.ID)
 	if err != nil {
 		return err
 	}
 	unfinished := pendingBatches(batches, pending, all)
+	firstOut, err := s.restores.FannedOut(ctx, r.ID, phaseVolumes)
+	if err != nil {
+		return err
+	}
+	if !firstOut {
+		unfinished = append(unfinished, firstPhases(batches)...)
+	}
 	podsOut, err := s.restores.FannedOut(ctx, r.ID, phasePods)
 	if err != nil {
 		return err

@@ -38,6 +38,9 @@ func TestRestoreParameters(t *testing.T) {
 			names: map[string]string{"shop:web": "db"}},
 		{name: "the mapped name clashes with another restored pod in the target", p: events.RestoreParameters{Namespace: "other", Names: map[string]string{"shop:web": "x", "shop:db": "x"}}, g: two, err: "other/x"},
 		{name: "bad namespace", p: events.RestoreParameters{Namespace: "Other"}, g: two, err: `/namespace: "Other" is not a namespace name`},
+		{name: "existing objects kept", p: events.RestoreParameters{ExistingResources: events.ExistingSkip}, g: two},
+		{name: "existing objects fail", p: events.RestoreParameters{ExistingResources: events.ExistingFail}, g: two},
+		{name: "existing objects overwritten", p: events.RestoreParameters{ExistingResources: "overwrite"}, g: two, err: `/existing_resources: "overwrite" is neither skip nor fail`},
 		{name: "restore_name that is not a pod name", p: events.RestoreParameters{RestoreName: "Nightly Restore"}, g: one, err: "is not a pod name"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

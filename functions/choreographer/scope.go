@@ -11,10 +11,26 @@ import (
 
 // outOfScope checks a listing against the scope the checkpoint recorded: a pods.listed
 // naming a pod outside it (another namespace, a pod not asked for) is not list-pods'
-// answer. A label selector cannot be checked without the cluster; namespaces and
-// explicit pods can.
+// answer, nor one naming a ConfigMap, Secret or ServiceAccount that no pod of its
+// namespace references. A label selector cannot be checked without the cluster;
+// namespaces and explicit pods can.
 func outOfScope(s events.Scope, g *graph.Graph) error {
+	referenced := map[string]string{} // object key -> namespace of a pod referencing it
+	for _, n := range g.Nodes {
+		if n.Type == graph.PodType {
+			for _, c := range n.Children {
+				referenced[c] = n.ExtraInfo[graph.InfoNamespace]
+			}
+		}
+	}
 	for i, n := range g.Nodes {
+		if graph.IsDependency(n.Type) {
+			ns, _, _ := graph.SplitPodName(n.Name)
+			if pod, ok := referenced[n.Key()]; !ok || pod != ns || n.ExtraInfo[graph.InfoNamespace] != ns {
+				return fmt.Errorf("/graph/nodes/%d: %s %s is not referenced by a pod of its namespace", i, graph.Kind(n.Type), n.Name)
+			}
+			continue
+		}
 		if n.Type != graph.PodType {
 			continue
 		}

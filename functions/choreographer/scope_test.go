@@ -25,3 +25,25 @@ func TestOutOfScope(t *testing.T) {
 		}
 	}
 }
+
+// A listing may name the objects its pods reference, in their namespaces; not a Secret
+// no pod references, nor one of another namespace.
+func TestOutOfScopeObjects(t *testing.T) {
+	web := graph.PodResource("shop", "web")
+	cfg := graph.ObjectResource(graph.ConfigMapType, "shop", "cfg")
+	stray := graph.ObjectResource(graph.SecretType, "shop", "admin")
+	elsewhere := graph.ObjectResource(graph.SecretType, "kube-system", "admin")
+	scope := events.Scope{Namespaces: []string{"shop"}}
+	for name, tc := range map[string]struct {
+		g   *graph.Graph
+		bad bool
+	}{
+		"referenced":           {&graph.Graph{Nodes: []graph.Node{{Resource: web, Children: []string{cfg.Key()}}, {Resource: cfg}}}, false},
+		"referenced by no pod": {&graph.Graph{Nodes: []graph.Node{{Resource: web, Children: []string{cfg.Key()}}, {Resource: cfg}, {Resource: stray}}}, true},
+		"of another namespace": {&graph.Graph{Nodes: []graph.Node{{Resource: web, Children: []string{elsewhere.Key()}}, {Resource: elsewhere}}}, true},
+	} {
+		if err := outOfScope(scope, tc.g); (err != nil) != tc.bad {
+			t.Errorf("%s: %v, want out of scope %t", name, err, tc.bad)
+		}
+	}
+}

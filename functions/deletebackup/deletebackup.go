@@ -81,7 +81,7 @@ func NewStep(c cinder, b *bank.Bank, now func() time.Time) *Step {
 const workers = 8
 
 // kind: delete-backup takes batches of volumes of a checkpoint being deleted.
-var kind = step.Kind{Step: events.FnDeleteBackup, Type: graph.VolumeType, Reply: events.BackupDeleted}
+var kind = step.Kind{Step: events.FnDeleteBackup, Types: []string{graph.VolumeType}, Reply: events.BackupDeleted}
 
 // Handle deletes, or checks the deletion of, the backups the checkpoint recorded for a
 // batch of its volumes. It answers with BackupDeleted once every volume of the batch is

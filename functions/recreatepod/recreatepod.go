@@ -1,7 +1,9 @@
 // Package recreatepod is the recreate-pod function: for each pod of a batch it reads the
 // pod's saved definition from the checkpoint and recreates it on the restored Cinder
 // volumes: a persistent volume per restored volume, pre-bound to a new claim, then the
-// pod using the new claims, all labelled with the restore. It then watches the new pods
+// pod using the new claims, all labelled with the restore. Before the pods, it restores
+// the ConfigMaps, Secrets and ServiceAccounts they reference, in batches of their own
+// (dependencies.go). It then watches the new pods
 // for a short while (POD_WAIT) and answers once every pod of the batch is Running, or has
 // failed with the reason; while any pod is still starting it answers nothing (202), and
 // the same request, sent again later, checks the pods instead of creating them twice.
@@ -118,15 +120,22 @@ func NewStep(cs kubernetes.Interface, b *bank.Bank, keys checkpoint.Opener, podW
 // limit (KUBE_API_QPS) bounds the requests.
 const workers = 64
 
-// kind: recreate-pod takes batches of pods of a restore in progress.
-var kind = step.Kind{Step: events.FnRecreatePod, Type: graph.PodType, Reply: events.PodRecreated}
+// kind: recreate-pod takes batches of pods of a restore in progress, and, before them,
+// batches of the ConfigMaps, Secrets and ServiceAccounts they reference.
+var kind = step.Kind{Step: events.FnRecreatePod, Types: append([]string{graph.PodType}, graph.DependencyTypes()...), Reply: events.PodRecreated}
 
 // Handle recreates or checks the pods of a batch; it answers once every pod of the batch
 // is Running or failed, and with nothing (202) while any is still starting. Where each
 // pod goes (namespace, name) is the restore's recorded parameters; the volumes it mounts
-// are those the restore-volume records name.
+// are those the restore-volume records name. A batch of the objects pods reference is
+// restored by objects (dependencies.go), and answered at once.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	return s.runner.Restore(ctx, e, kind, s.batch)
+	return s.runner.Restore(ctx, e, kind, func(ctx context.Context, j *step.Job) (map[string]bank.ResourceRecord, bool, error) {
+		if j.Batch.Type == graph.PodType {
+			return s.batch(ctx, j)
+		}
+		return s.objects(ctx, j)
+	})
 }
 
 // batch recreates, or checks, the pods of a job.
@@ -241,6 +250,12 @@ func plan(j *step.Job, r graph.Resource, keys checkpoint.Opener) *pod {
 	}
 	if len(missing) > 0 {
 		p.fail(strings.Join(missing, "; "))
+		return p
+	}
+	// The ConfigMaps, Secrets and ServiceAccount it references were restored first; a pod
+	// whose objects could not be is not created without them.
+	if reason := unrestoredObjects(j.Dependencies[r.Key()]); reason != "" {
+		p.fail(reason)
 		return p
 	}
 	objs, err := kube.RestoredPod(*info, kube.RestoreOptions{RestoreID: restore, Namespace: p.out.Namespace, PodName: p.out.Name, Volumes: volumes})

@@ -77,7 +77,7 @@ func NewStep(c cinder, b *bank.Bank, now func() time.Time) *Step {
 const workers = 8
 
 // kind: restore-volume takes batches of volumes of a restore in progress.
-var kind = step.Kind{Step: events.FnRestoreVolume, Type: graph.VolumeType, Reply: events.VolumeRestored}
+var kind = step.Kind{Step: events.FnRestoreVolume, Types: []string{graph.VolumeType}, Reply: events.VolumeRestored}
 
 // Handle restores or checks the volumes of a batch from the backups the checkpoint
 // recorded; it answers once every volume of the batch is available or failed, and with

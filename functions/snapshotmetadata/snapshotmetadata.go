@@ -1,9 +1,11 @@
 // Package snapshotmetadata is the snapshot-metadata function: it saves into a checkpoint
 // what recreating one pod needs (its definition, and those of its claims and persistent
-// volumes), and reports the resource available, or error with the reason.
+// volumes), and the definitions of the ConfigMaps, Secrets and ServiceAccounts pods
+// reference (dependencies.go), and reports each resource available, or error with the
+// reason. Every definition reaches the record through one function, saved.
 //
-// A pod's definition holds whatever its owners put in it (passwords in literal env
-// values, say), so it is sealed with the bank's primary key (package seal) before it
+// A definition holds whatever its owners put in it (passwords in literal env values, a
+// Secret's data), so it is sealed with the bank's primary key (package seal) before it
 // is written: Swift holds it only as an envelope, bound to its place in the checkpoint.
 // Statuses and reasons stay in clear, for the functions that hold no key. The keys used
 // are noted in the bank (bank.NoteKeys) before the record is written, so that the
@@ -49,11 +51,14 @@ func (c *Config) Validate() error {
 	return c.Bank.Validate()
 }
 
-// cluster reads the objects a pod's definition is made of.
+// cluster reads the objects a pod's definition is made of, and those a pod references.
 type cluster interface {
 	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 	GetPVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error)
 	GetPV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
+	GetConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	GetServiceAccount(ctx context.Context, namespace, name string) (*corev1.ServiceAccount, error)
 }
 
 // sealer seals saved definitions with its primary key (a *seal.Keyring).
@@ -102,20 +107,25 @@ func NewStep(c cluster, b *bank.Bank, keys sealer, now func() time.Time) *Step {
 // Workers bounds the pods of a batch read at once.
 const workers = 8
 
-// kind: snapshot-metadata takes batches of pods of a checkpoint being protected.
-var kind = step.Kind{Step: events.FnSnapshotMetadata, Type: graph.PodType, Reply: events.MetadataSnapshotted}
+// kind: snapshot-metadata takes batches of pods of a checkpoint being protected, and of
+// the ConfigMaps, Secrets and ServiceAccounts they reference.
+var kind = step.Kind{Step: events.FnSnapshotMetadata, Types: append([]string{graph.PodType}, graph.DependencyTypes()...), Reply: events.MetadataSnapshotted}
 
 // Handle saves the definitions of a batch of the checkpoint's pods (the pod, its claims
-// and their persistent volumes) in the batch's record. A redelivered request finds the
-// work done and reports the same outcome.
+// and their persistent volumes), or of the objects they reference, in the batch's
+// record. A redelivered request finds the work done and reports the same outcome.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	return s.runner.Protect(ctx, e, kind, s.batch)
 }
 
-// batch saves the pods of a job; once any was sealed, the key is noted before the
-// record is written.
+// batch saves the pods of a job, or the objects they reference; once any was sealed,
+// the key is noted before the record is written.
 func (s *Step) batch(ctx context.Context, j *step.Job) (map[string]bank.ResourceRecord, bool, error) {
-	settled, done, err := step.Each(workers, s.pod)(ctx, j)
+	each := s.object
+	if j.Batch.Type == graph.PodType {
+		each = s.pod
+	}
+	settled, done, err := step.Each(workers, each)(ctx, j)
 	if err != nil || !done {
 		return nil, false, err
 	}
@@ -128,6 +138,17 @@ func (s *Step) batch(ctx context.Context, j *step.Job) (map[string]bank.Resource
 		}
 	}
 	return settled, true, nil
+}
+
+// saved is the record of resource r of a job whose definitions were read: info, the
+// resource's saved info, sealed as the record's data. Every definition snapshot-metadata
+// saves, the Secrets' included, is written into a record here and nowhere else.
+func (s *Step) saved(j *step.Job, r graph.Resource, info any) (bank.ResourceRecord, error) {
+	data, err := checkpoint.SealInfo(s.keys, j.Checkpoint.ID, j.Batch.Name, r.Key(), info)
+	if err != nil {
+		return bank.ResourceRecord{}, err
+	}
+	return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, nil
 }
 
 // pod saves one pod's definition; a pod that can never be saved (gone, or past the
@@ -147,11 +168,8 @@ func (s *Step) pod(ctx context.Context, j *step.Job, r graph.Resource) (bank.Res
 	if reason != "" {
 		return bank.ResourceRecord{Status: events.StatusError, Reason: reason}, true, nil
 	}
-	data, err := checkpoint.SealPodInfo(s.keys, j.Checkpoint.ID, j.Batch.Name, r.Key(), info)
-	if err != nil {
-		return bank.ResourceRecord{}, false, err
-	}
-	return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, nil
+	rec, err := s.saved(j, r, info)
+	return rec, err == nil, err
 }
 
 // collect reads the pod, its claims and their volumes. A reason is returned for what can

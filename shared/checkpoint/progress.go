@@ -9,11 +9,25 @@ import (
 )
 
 // The phases of a restore, each fanned out on its own (bank.Ops.MarkFannedOut): its
-// volumes, then its pods. The protect of a checkpoint has one phase, "".
+// volumes, and alongside them the ConfigMaps, Secrets and ServiceAccounts its pods
+// reference (its dependencies); then its pods. The protect of a checkpoint has one
+// phase, "".
 const (
-	PhaseVolumes = "volumes"
-	PhasePods    = "pods"
+	PhaseVolumes      = "volumes"
+	PhaseDependencies = "dependencies"
+	PhasePods         = "pods"
 )
+
+// PhaseOf is the restore phase of the resources of type typ.
+func PhaseOf(typ string) string {
+	switch {
+	case typ == graph.PodType:
+		return PhasePods
+	case graph.IsDependency(typ):
+		return PhaseDependencies
+	}
+	return PhaseVolumes
+}
 
 // Tally is what an operation's progress is counted from, as the bank records it: the
 // batches of the checkpoint's graph, the batches still pending, the resource types whose

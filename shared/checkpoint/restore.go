@@ -40,7 +40,8 @@ type RestoreResourceView struct {
 	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"`
 	// Restored is what the restore recorded for the resource: a RestoredVolume (the new
-	// volume, listed even when its restore failed) or a RestoredPod.
+	// volume, listed even when its restore failed), a RestoredPod, or a RestoredObject (a
+	// ConfigMap, Secret or ServiceAccount).
 	Restored json.RawMessage `json:"restored,omitempty"`
 }
 
@@ -210,12 +211,18 @@ func restoreProgress(ctx context.Context, r RestoreReader, rs *bank.Restore, h [
 		t.Pending[p.Batch] = true
 	}
 	if t.Ended.IsZero() {
-		for typ, phase := range map[string]string{graph.VolumeType: PhaseVolumes, graph.PodType: PhasePods} {
-			fanned, err := r.RestoreFannedOut(ctx, rs.ID, phase)
-			if err != nil {
-				return events.Progress{}, err
+		fanned := map[string]bool{}
+		for _, b := range batches {
+			phase := PhaseOf(b.Type)
+			out, seen := fanned[phase]
+			if !seen {
+				var err error
+				if out, err = r.RestoreFannedOut(ctx, rs.ID, phase); err != nil {
+					return events.Progress{}, err
+				}
+				fanned[phase] = out
 			}
-			t.Unstarted[typ] = !fanned
+			t.Unstarted[b.Type] = !out
 		}
 	}
 	return t.Progress(), nil

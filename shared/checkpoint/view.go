@@ -108,7 +108,9 @@ func LoadAt(ctx context.Context, r Reader, id string, now time.Time) (*View, err
 			return nil, err
 		}
 		if !fanned {
-			unstarted[graph.PodType], unstarted[graph.VolumeType] = true, true
+			for _, n := range g.Nodes {
+				unstarted[n.Type] = true
+			}
 		}
 	}
 	pendingBatch := make(map[string]bool, len(pending))

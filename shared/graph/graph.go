@@ -1,10 +1,12 @@
 // Package graph holds podguard's protectable resources and their dependency graph, in
 // Karbor's terms: a resource is (type, id, name, extra info); a pod depends on the Cinder
-// volumes behind its persistent volume claims.
+// volumes behind its persistent volume claims, and on the ConfigMaps, Secrets and
+// ServiceAccount of its namespace that it references.
 //
 // Ids are Karbor's, so checkpoints and plans carry over from it:
 //
 //	graph.PodID("default", "busybox-test") // "c88b92a8-e8b4-504c-bad4-343d92061871"
+//	graph.ObjectID(graph.ConfigMapType, "default", "busybox-test") // another id: the kind is part of its input
 package graph
 
 import (
@@ -19,7 +21,55 @@ import (
 const (
 	PodType    = "OS::Kubernetes::Pod"
 	VolumeType = "OS::Cinder::Volume"
+	// The objects of a pod's namespace that a pod references and cannot start without:
+	// its pod's dependencies. Each is one node, however many pods reference it.
+	ConfigMapType      = "OS::Kubernetes::ConfigMap"
+	SecretType         = "OS::Kubernetes::Secret"
+	ServiceAccountType = "OS::Kubernetes::ServiceAccount"
 )
+
+// kinds are the resource types in the order Batches cuts them, with the prefix of their
+// batches' names and, for the objects of a namespace, their Kubernetes kind.
+func kinds() [5]struct{ typ, prefix, kind string } {
+	return [...]struct{ typ, prefix, kind string }{
+		{PodType, "pods", "Pod"},
+		{VolumeType, "volumes", ""},
+		{ConfigMapType, "configmaps", "ConfigMap"},
+		{SecretType, "secrets", "Secret"},
+		{ServiceAccountType, "serviceaccounts", "ServiceAccount"},
+	}
+}
+
+// DependencyTypes are the types of the objects a pod references (ConfigMaps, Secrets,
+// ServiceAccounts), in batch order.
+func DependencyTypes() []string { return []string{ConfigMapType, SecretType, ServiceAccountType} }
+
+// IsDependency reports whether typ is the type of an object a pod references.
+func IsDependency(typ string) bool {
+	return typ == ConfigMapType || typ == SecretType || typ == ServiceAccountType
+}
+
+// Kind is the Kubernetes kind of a resource type of a namespace's objects ("ConfigMap");
+// "" for a type that is not one (a Cinder volume).
+func Kind(typ string) string {
+	for _, k := range kinds() {
+		if k.typ == typ {
+			return k.kind
+		}
+	}
+	return ""
+}
+
+// BatchPrefix is the start of the names of the batches of a resource type, dash
+// included ("configmaps-"); false for a type the graph does not hold.
+func BatchPrefix(typ string) (string, bool) {
+	for _, k := range kinds() {
+		if k.typ == typ {
+			return k.prefix + "-", true
+		}
+	}
+	return "", false
+}
 
 // Keys of Resource.ExtraInfo.
 const (
@@ -80,31 +130,46 @@ type Node struct {
 	Children []string `json:"children,omitempty"`
 }
 
-// Problem is a dependency that could not be resolved to a Cinder volume. It is reported,
+// Problem is a dependency that could not be resolved: a volume that does not lead to a
+// Cinder volume, or an object the pod references that does not exist. It is reported,
 // never silently dropped.
 type Problem struct {
 	Pod              string `json:"pod"`
 	Volume           string `json:"volume,omitempty"`
 	Claim            string `json:"claim,omitempty"`
 	PersistentVolume string `json:"persistentVolume,omitempty"`
-	Reason           string `json:"reason"`
+	// Object is the referenced object of the pod's namespace that is missing, as
+	// ObjectRef writes it ("Secret/db-creds").
+	Object string `json:"object,omitempty"`
+	Reason string `json:"reason"`
 }
 
+// ObjectRef names an object of a pod's namespace in a problem: "<Kind>/<name>".
+func ObjectRef(kind, name string) string { return kind + "/" + name }
+
 // Key is the problem's key among a checkpoint's failures: the pod's name and, for a
-// problem with one of its volumes, the volume's name in the pod ("shop:web/data"). The
-// same problem of the same graph always has the same key, and each problem its own.
+// problem with one of its volumes, the volume's name in the pod ("shop:web/data"), for a
+// missing object, the object ("shop:web/Secret/db-creds"). The same problem of the same
+// graph always has the same key, and each problem its own (a volume's name has no "/").
 func (p Problem) Key() string {
-	if p.Volume == "" {
-		return p.Pod
+	switch {
+	case p.Object != "":
+		return p.Pod + "/" + p.Object
+	case p.Volume != "":
+		return p.Pod + "/" + p.Volume
 	}
-	return p.Pod + "/" + p.Volume
+	return p.Pod
 }
 
 // Describe is the problem as a failure's reason: what could not be protected and why,
-// with the claim and persistent volume it involves.
+// with the claim and persistent volume, or the object, it involves.
 func (p Problem) Describe() string {
 	what := "pod " + p.Pod
-	if p.Volume != "" {
+	switch {
+	case p.Object != "":
+		kind, name, _ := strings.Cut(p.Object, "/")
+		what = kind + " " + name + " of pod " + p.Pod
+	case p.Volume != "":
 		what = "volume " + p.Volume + " of pod " + p.Pod
 	}
 	var via []string
@@ -128,7 +193,8 @@ type Excluded struct {
 }
 
 // Graph is the dependency graph of a set of pods. Nodes lists each resource once: a pod is
-// followed by the volumes it is the first to reference, so parents precede their children.
+// followed by the volumes, then the ConfigMaps, Secrets and ServiceAccount, it is the
+// first to reference, so parents precede their children.
 type Graph struct {
 	Nodes    []Node     `json:"nodes"`
 	Problems []Problem  `json:"problems,omitempty"`
@@ -148,11 +214,12 @@ func (g *Graph) Counts() (pods, volumes int) {
 	return pods, volumes
 }
 
-// PodName is Karbor's name of a pod: "namespace:name".
+// PodName is Karbor's name of a pod: "namespace:name". The objects a pod references are
+// named the same way.
 func PodName(namespace, name string) string { return namespace + ":" + name }
 
-// SplitPodName reads a pod's name as PodName wrote it; false when it is not
-// "namespace:name" with both parts.
+// SplitPodName reads a pod's (or a pod's dependency's) name as PodName wrote it; false
+// when it is not "namespace:name" with both parts.
 func SplitPodName(podName string) (namespace, name string, ok bool) {
 	namespace, name, ok = strings.Cut(podName, ":")
 	return namespace, name, ok && namespace != "" && name != ""
@@ -173,6 +240,24 @@ func PodResource(namespace, name string) Resource {
 	}
 }
 
+// ObjectID is the id of an object of a pod's namespace of resource type typ, derived as
+// a pod's is: UUIDv5(NAMESPACE_OID, "<Kind>:namespace:name") ("ConfigMap:shop:web"), so
+// that a ConfigMap, a Secret and a pod of the same name each have their own id.
+func ObjectID(typ, namespace, name string) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(Kind(typ)+":"+PodName(namespace, name))).String()
+}
+
+// ObjectResource builds the resource of an object of a pod's namespace (a ConfigMap,
+// Secret or ServiceAccount), named "namespace:name" like a pod.
+func ObjectResource(typ, namespace, name string) Resource {
+	return Resource{
+		Type:      typ,
+		ID:        ObjectID(typ, namespace, name),
+		Name:      PodName(namespace, name),
+		ExtraInfo: map[string]string{InfoNamespace: namespace},
+	}
+}
+
 // Batch is a set of resources of one type handled by one step request.
 type Batch struct {
 	Name      string     `json:"name"`
@@ -181,14 +266,15 @@ type Batch struct {
 }
 
 // Batches splits the graph's resources into batches of at most size resources of one
-// type, in graph order: pods-0000, pods-0001, ..., volumes-0000, ... The split depends
-// only on the graph and the size, so anyone holding both names the same batches.
+// type, in graph order: pods-0000, pods-0001, ..., volumes-0000, ..., then configmaps-,
+// secrets- and serviceaccounts-0000, ... The split depends only on the graph and the
+// size, so anyone holding both names the same batches.
 func (g *Graph) Batches(size int) []Batch {
 	if size <= 0 {
 		size = 1
 	}
 	var out []Batch
-	for _, kind := range []struct{ typ, prefix string }{{PodType, "pods"}, {VolumeType, "volumes"}} {
+	for _, kind := range kinds() {
 		var cur *Batch
 		for _, n := range g.Nodes {
 			if n.Type != kind.typ {

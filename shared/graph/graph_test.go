@@ -87,3 +87,88 @@ func TestSizeBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestObjectIDs(t *testing.T) {
+	ids := map[string]string{PodID("shop", "web"): PodType}
+	for _, typ := range DependencyTypes() {
+		r := ObjectResource(typ, "shop", "web")
+		if r.Name != "shop:web" || r.ExtraInfo[InfoNamespace] != "shop" || r.Type != typ {
+			t.Fatalf("resource %+v", r)
+		}
+		if other, dup := ids[r.ID]; dup {
+			t.Fatalf("%s and %s named shop:web share id %s", typ, other, r.ID)
+		}
+		ids[r.ID] = typ
+		if ObjectID(typ, "shop", "web") != r.ID || ObjectID(typ, "shop", "db") == r.ID || ObjectID(typ, "other", "web") == r.ID {
+			t.Fatalf("%s id is not derived from namespace and name alone", typ)
+		}
+	}
+	// The id is UUIDv5(NAMESPACE_OID, "<Kind>:namespace:name"), as a pod's is of
+	// "namespace:name": Python's uuid.uuid5(uuid.NAMESPACE_OID, "ConfigMap:default:busybox-test").
+	if got, want := ObjectID(ConfigMapType, "default", "busybox-test"), "bc2ac010-b1ad-539b-9181-e574b01942f5"; got != want {
+		t.Fatalf("ObjectID = %s, want %s", got, want)
+	}
+}
+
+func TestBatchesOfDependencies(t *testing.T) {
+	cm := ObjectResource(ConfigMapType, "ns", "cfg")
+	sa := ObjectResource(ServiceAccountType, "ns", "app")
+	g := Graph{}
+	for _, name := range []string{"a", "b", "c"} {
+		p := PodResource("ns", name)
+		sec := ObjectResource(SecretType, "ns", "s-"+name)
+		children := []string{sec.Key()}
+		if name == "a" {
+			children = append([]string{cm.Key()}, append(children, sa.Key())...)
+		}
+		g.Nodes = append(g.Nodes, Node{Resource: p, Children: children})
+		if name == "a" {
+			g.Nodes = append(g.Nodes, Node{Resource: cm})
+		}
+		g.Nodes = append(g.Nodes, Node{Resource: sec})
+		if name == "a" {
+			g.Nodes = append(g.Nodes, Node{Resource: sa})
+		}
+	}
+	var got []string
+	for _, b := range g.Batches(2) {
+		got = append(got, b.Name+":"+b.Type+":"+string(rune('0'+len(b.Resources))))
+	}
+	want := []string{"pods-0000:" + PodType + ":2", "pods-0001:" + PodType + ":1", "configmaps-0000:" + ConfigMapType + ":1",
+		"secrets-0000:" + SecretType + ":2", "secrets-0001:" + SecretType + ":1", "serviceaccounts-0000:" + ServiceAccountType + ":1"}
+	if len(got) != len(want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("batches %v, want %v", got, want)
+		}
+	}
+	for i, b := range g.Batches(2) {
+		if again := g.Batches(2)[i]; again.Name != b.Name || len(again.Resources) != len(b.Resources) || again.Resources[0].Key() != b.Resources[0].Key() {
+			t.Fatalf("batch %d differs between two cuts: %+v, %+v", i, b, again)
+		}
+		prefix, ok := BatchPrefix(b.Type)
+		if !ok || b.Name[:len(prefix)] != prefix {
+			t.Fatalf("batch %s of %s: prefix %q %v", b.Name, b.Type, prefix, ok)
+		}
+	}
+	if _, ok := BatchPrefix("OS::Nova::Server"); ok {
+		t.Fatal("a prefix for a type the graph does not hold")
+	}
+	for typ, kind := range map[string]string{ConfigMapType: "ConfigMap", SecretType: "Secret", ServiceAccountType: "ServiceAccount", VolumeType: ""} {
+		if Kind(typ) != kind || IsDependency(typ) != (kind != "") {
+			t.Errorf("Kind(%s) = %q, IsDependency %v", typ, Kind(typ), IsDependency(typ))
+		}
+	}
+}
+
+func TestProblemOfAMissingObject(t *testing.T) {
+	p := Problem{Pod: "shop:web", Object: ObjectRef("Secret", "db-creds"), Reason: "not found; referenced by env DB_PASSWORD of container app"}
+	if got, want := p.Key(), "shop:web/Secret/db-creds"; got != want {
+		t.Errorf("Key() = %q, want %q", got, want)
+	}
+	if got, want := p.Describe(), "Secret db-creds of pod shop:web is not in the checkpoint: not found; referenced by env DB_PASSWORD of container app"; got != want {
+		t.Errorf("Describe() = %q, want %q", got, want)
+	}
+}

@@ -1,6 +1,7 @@
 // Package kube holds podguard's Kubernetes side: building a client the way a deployment
-// does (in-cluster, or a kubeconfig), and resolving pods into Karbor's dependency graph,
-// pod -> PVC -> PV -> Cinder volume.
+// does (in-cluster, or a kubeconfig), resolving pods into Karbor's dependency graph,
+// pod -> PVC -> PV -> Cinder volume, and pod -> the ConfigMaps, Secrets and ServiceAccount
+// it references; the definitions a checkpoint saves, and the objects a restore creates.
 //
 //	cs, err := kube.NewClientset(ctx, kube.Config{Kubeconfig: os.Getenv("KUBECONFIG")})
 //	r := kube.NewResolver(kube.Clientset{Interface: cs}, kube.ResolverOptions{})

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podguard/podguard/shared/batch"
 	"github.com/podguard/podguard/shared/graph"
 )
 
@@ -24,6 +25,13 @@ type Cluster interface {
 	GetPVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error)
 	ListPVs(ctx context.Context, opts metav1.ListOptions) (*corev1.PersistentVolumeList, error)
 	GetPV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
+	// The objects of a namespace that pods reference.
+	ListConfigMaps(ctx context.Context, namespace string, opts metav1.ListOptions) (*corev1.ConfigMapList, error)
+	GetConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+	ListSecrets(ctx context.Context, namespace string, opts metav1.ListOptions) (*corev1.SecretList, error)
+	GetSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	ListServiceAccounts(ctx context.Context, namespace string, opts metav1.ListOptions) (*corev1.ServiceAccountList, error)
+	GetServiceAccount(ctx context.Context, namespace, name string) (*corev1.ServiceAccount, error)
 }
 
 // Clientset adapts a client-go clientset to Cluster.
@@ -47,6 +55,24 @@ func (c Clientset) ListPVs(ctx context.Context, o metav1.ListOptions) (*corev1.P
 func (c Clientset) GetPV(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
 	return c.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
 }
+func (c Clientset) ListConfigMaps(ctx context.Context, ns string, o metav1.ListOptions) (*corev1.ConfigMapList, error) {
+	return c.CoreV1().ConfigMaps(ns).List(ctx, o)
+}
+func (c Clientset) GetConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
+	return c.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+}
+func (c Clientset) ListSecrets(ctx context.Context, ns string, o metav1.ListOptions) (*corev1.SecretList, error) {
+	return c.CoreV1().Secrets(ns).List(ctx, o)
+}
+func (c Clientset) GetSecret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+	return c.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+}
+func (c Clientset) ListServiceAccounts(ctx context.Context, ns string, o metav1.ListOptions) (*corev1.ServiceAccountList, error) {
+	return c.CoreV1().ServiceAccounts(ns).List(ctx, o)
+}
+func (c Clientset) GetServiceAccount(ctx context.Context, ns, name string) (*corev1.ServiceAccount, error) {
+	return c.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
+}
 
 // Selection names pods: explicit Pods ("namespace:name" or resource ids), or the pods of
 // Namespaces (none: all namespaces) matching LabelSelector.
@@ -62,6 +88,8 @@ type ResolverOptions struct {
 	PageSize int64
 	// GetThreshold: up to this many claims (or PVs) are read one by one; more are listed
 	// in pages, so the number of requests stays proportional to the scope (default 32).
+	// The same holds for the ConfigMaps, Secrets and ServiceAccounts pods reference, per
+	// namespace and kind.
 	GetThreshold int
 }
 
@@ -90,6 +118,7 @@ var notProtectable = map[corev1.PodPhase]bool{corev1.PodPending: true, corev1.Po
 type podInfo struct {
 	namespace, name string
 	refs            []volumeRef
+	objects         []objectRef
 }
 
 // volumeRef is one pod volume that may lead to a Cinder volume.
@@ -102,8 +131,11 @@ type volumeRef struct {
 type nsName struct{ ns, name string }
 
 // Resolve builds the graph of the selected pods. Pods in phase Pending, Failed or Unknown
-// are listed as excluded; volumes that do not lead to a Cinder volume are listed as
-// problems.
+// are listed as excluded; volumes that do not lead to a Cinder volume, and referenced
+// ConfigMaps, Secrets and ServiceAccounts that do not exist (unless every reference to
+// them is optional), are listed as problems. What Kubernetes creates in every namespace
+// (the default ServiceAccount, the kube-root-ca.crt ConfigMap, service-account-token
+// Secrets) is left out of the graph.
 func (r *Resolver) Resolve(ctx context.Context, sel Selection) (*graph.Graph, error) {
 	g := &graph.Graph{Nodes: []graph.Node{}}
 	var pods []podInfo
@@ -234,7 +266,7 @@ func excludedOf(p *corev1.Pod) graph.Excluded {
 }
 
 func podInfoOf(p *corev1.Pod) podInfo {
-	info := podInfo{namespace: p.Namespace, name: p.Name}
+	info := podInfo{namespace: p.Namespace, name: p.Name, objects: podReferences(p)}
 	for _, v := range p.Spec.Volumes {
 		switch {
 		case v.PersistentVolumeClaim != nil:
@@ -248,7 +280,8 @@ func podInfoOf(p *corev1.Pod) podInfo {
 	return info
 }
 
-// build reads the claims and volumes the pods need and adds the nodes.
+// build reads the claims, volumes and referenced objects the pods need and adds the
+// nodes: each pod, then the volumes and objects it is the first to reference.
 func (r *Resolver) build(ctx context.Context, pods []podInfo, g *graph.Graph) error {
 	claims := map[nsName]*corev1.PersistentVolumeClaim{}
 	for _, p := range pods {
@@ -270,6 +303,15 @@ func (r *Resolver) build(ctx context.Context, pods []podInfo, g *graph.Graph) er
 	if err := r.fetchPVs(ctx, pvs); err != nil {
 		return err
 	}
+	objects := map[objectKey]*objectState{}
+	for _, p := range pods {
+		for _, o := range p.objects {
+			objects[objectKey{o.typ, p.namespace, o.name}] = &objectState{}
+		}
+	}
+	if err := r.fetchObjects(ctx, objects); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, p := range pods {
 		pod := graph.Node{Resource: graph.PodResource(p.namespace, p.name)}
@@ -289,10 +331,144 @@ func (r *Resolver) build(ctx context.Context, pods []podInfo, g *graph.Graph) er
 				vols = append(vols, graph.Node{Resource: vol})
 			}
 		}
+		for _, o := range p.objects {
+			st := objects[objectKey{o.typ, p.namespace, o.name}]
+			switch {
+			case st.skip, !st.found && o.optional:
+				continue
+			case !st.found:
+				g.Problems = append(g.Problems, graph.Problem{Pod: graph.PodName(p.namespace, p.name),
+					Object: graph.ObjectRef(graph.Kind(o.typ), o.name), Reason: o.missingReason()})
+				continue
+			}
+			res := graph.ObjectResource(o.typ, p.namespace, o.name)
+			pod.Children = append(pod.Children, res.Key())
+			if !seen[res.Key()] {
+				seen[res.Key()] = true
+				vols = append(vols, graph.Node{Resource: res})
+			}
+		}
 		g.Nodes = append(g.Nodes, pod)
 		g.Nodes = append(g.Nodes, vols...)
 	}
 	return nil
+}
+
+// objectKey is an object of a namespace that pods reference.
+type objectKey struct{ typ, ns, name string }
+
+// objectState is what the resolver learnt of a referenced object: whether it exists,
+// and whether it is left out as what Kubernetes makes in every namespace (a
+// service-account-token Secret).
+type objectState struct{ found, skip bool }
+
+// objectWorkers bounds the referenced objects read at once.
+const objectWorkers = 8
+
+// fetchObjects fills objects, reading each once: per namespace and kind, one GET each
+// (up to objectWorkers at once) when few, else pages through the namespace's objects of
+// that kind. Pods without such references cost nothing.
+func (r *Resolver) fetchObjects(ctx context.Context, objects map[objectKey]*objectState) error {
+	groups := map[objectKey][]objectKey{} // (type, namespace) -> the objects wanted
+	for k := range objects {
+		g := objectKey{typ: k.typ, ns: k.ns}
+		groups[g] = append(groups[g], k)
+	}
+	var gets []objectKey
+	for g, ks := range groups {
+		if len(ks) <= r.getMax {
+			gets = append(gets, ks...)
+			continue
+		}
+		if err := r.listObjects(ctx, g.typ, g.ns, objects); err != nil {
+			return err
+		}
+	}
+	return batch.Each(ctx, gets, objectWorkers, func(ctx context.Context, k objectKey) error {
+		st, err := r.getObject(ctx, k)
+		if err != nil {
+			return err
+		}
+		*objects[k] = st // each worker writes its own object's state
+		return nil
+	})
+}
+
+// getObject reads one referenced object.
+func (r *Resolver) getObject(ctx context.Context, k objectKey) (objectState, error) {
+	var st objectState
+	var err error
+	switch k.typ {
+	case graph.ConfigMapType:
+		_, err = r.c.GetConfigMap(ctx, k.ns, k.name)
+	case graph.SecretType:
+		var s *corev1.Secret
+		if s, err = r.c.GetSecret(ctx, k.ns, k.name); err == nil {
+			st.skip = s.Type == corev1.SecretTypeServiceAccountToken
+		}
+	case graph.ServiceAccountType:
+		_, err = r.c.GetServiceAccount(ctx, k.ns, k.name)
+	default:
+		return st, fmt.Errorf("resolver: no objects of type %s", k.typ)
+	}
+	if apierrors.IsNotFound(err) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("get %s %s/%s: %w", graph.Kind(k.typ), k.ns, k.name, err)
+	}
+	st.found = true
+	return st, nil
+}
+
+// listObjects pages through the objects of type typ in namespace ns and fills the
+// states of those wanted; each page is reduced to that before the next is read.
+func (r *Resolver) listObjects(ctx context.Context, typ, ns string, objects map[objectKey]*objectState) error {
+	opts := metav1.ListOptions{Limit: r.pageSize}
+	mark := func(name string, skip bool) {
+		if st := objects[objectKey{typ, ns, name}]; st != nil {
+			*st = objectState{found: true, skip: skip}
+		}
+	}
+	for {
+		var next string
+		var err error
+		switch typ {
+		case graph.ConfigMapType:
+			var l *corev1.ConfigMapList
+			if l, err = r.c.ListConfigMaps(ctx, ns, opts); err == nil {
+				for i := range l.Items {
+					mark(l.Items[i].Name, false)
+				}
+				next = l.Continue
+			}
+		case graph.SecretType:
+			var l *corev1.SecretList
+			if l, err = r.c.ListSecrets(ctx, ns, opts); err == nil {
+				for i := range l.Items {
+					mark(l.Items[i].Name, l.Items[i].Type == corev1.SecretTypeServiceAccountToken)
+				}
+				next = l.Continue
+			}
+		case graph.ServiceAccountType:
+			var l *corev1.ServiceAccountList
+			if l, err = r.c.ListServiceAccounts(ctx, ns, opts); err == nil {
+				for i := range l.Items {
+					mark(l.Items[i].Name, false)
+				}
+				next = l.Continue
+			}
+		default:
+			return fmt.Errorf("resolver: no objects of type %s", typ)
+		}
+		if err != nil {
+			return fmt.Errorf("list %s (namespace %q): %w", graph.Kind(typ), ns, err)
+		}
+		if next == "" {
+			return nil
+		}
+		opts.Continue = next
+	}
 }
 
 func resolveRef(p podInfo, ref volumeRef, claims map[nsName]*corev1.PersistentVolumeClaim, pvs map[string]*corev1.PersistentVolume) (graph.Resource, *graph.Problem) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,10 +19,82 @@ import (
 
 // memCluster is an in-memory Cluster that pages like the API server and counts requests.
 type memCluster struct {
-	pods     []corev1.Pod
-	pvcs     []corev1.PersistentVolumeClaim
-	pvs      []corev1.PersistentVolume
-	requests map[string]int
+	pods       []corev1.Pod
+	pvcs       []corev1.PersistentVolumeClaim
+	pvs        []corev1.PersistentVolume
+	configMaps []corev1.ConfigMap
+	secrets    []corev1.Secret
+	accounts   []corev1.ServiceAccount
+	mu         sync.Mutex // the resolver reads referenced objects concurrently
+	requests   map[string]int
+}
+
+func (m *memCluster) count(what string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.requests[what]++
+}
+
+// inNamespace keeps the objects of namespace ns ("" for all).
+func inNamespace[T any](items []T, ns string, meta func(*T) *metav1.ObjectMeta) []T {
+	var out []T
+	for i := range items {
+		if ns == "" || meta(&items[i]).Namespace == ns {
+			out = append(out, items[i])
+		}
+	}
+	return out
+}
+
+// named finds the object ns/name.
+func named[T any](items []T, ns, name string, meta func(*T) *metav1.ObjectMeta) (*T, bool) {
+	for i := range items {
+		if m := meta(&items[i]); m.Namespace == ns && m.Name == name {
+			return &items[i], true
+		}
+	}
+	return nil, false
+}
+
+func cmMeta(c *corev1.ConfigMap) *metav1.ObjectMeta      { return &c.ObjectMeta }
+func secretMeta(s *corev1.Secret) *metav1.ObjectMeta     { return &s.ObjectMeta }
+func saMeta(s *corev1.ServiceAccount) *metav1.ObjectMeta { return &s.ObjectMeta }
+
+func (m *memCluster) ListConfigMaps(_ context.Context, ns string, o metav1.ListOptions) (*corev1.ConfigMapList, error) {
+	m.count("list configmaps")
+	items, next := page(inNamespace(m.configMaps, ns, cmMeta), o)
+	return &corev1.ConfigMapList{Items: items, ListMeta: metav1.ListMeta{Continue: next}}, nil
+}
+func (m *memCluster) GetConfigMap(_ context.Context, ns, name string) (*corev1.ConfigMap, error) {
+	m.count("get configmap")
+	if c, ok := named(m.configMaps, ns, name, cmMeta); ok {
+		return c, nil
+	}
+	return nil, notFound("configmaps", name)
+}
+func (m *memCluster) ListSecrets(_ context.Context, ns string, o metav1.ListOptions) (*corev1.SecretList, error) {
+	m.count("list secrets")
+	items, next := page(inNamespace(m.secrets, ns, secretMeta), o)
+	return &corev1.SecretList{Items: items, ListMeta: metav1.ListMeta{Continue: next}}, nil
+}
+func (m *memCluster) GetSecret(_ context.Context, ns, name string) (*corev1.Secret, error) {
+	m.count("get secret")
+	if s, ok := named(m.secrets, ns, name, secretMeta); ok {
+		return s, nil
+	}
+	return nil, notFound("secrets", name)
+}
+func (m *memCluster) ListServiceAccounts(_ context.Context, ns string, o metav1.ListOptions) (*corev1.ServiceAccountList, error) {
+	m.count("list serviceaccounts")
+	items, next := page(inNamespace(m.accounts, ns, saMeta), o)
+	return &corev1.ServiceAccountList{Items: items, ListMeta: metav1.ListMeta{Continue: next}}, nil
+}
+func (m *memCluster) GetServiceAccount(_ context.Context, ns, name string) (*corev1.ServiceAccount, error) {
+	m.count("get serviceaccount")
+	if s, ok := named(m.accounts, ns, name, saMeta); ok {
+		return s, nil
+	}
+	return nil, notFound("serviceaccounts", name)
 }
 
 func page[T any](items []T, o metav1.ListOptions) ([]T, string) {
@@ -45,7 +118,7 @@ func notFound(res, name string) error {
 }
 
 func (m *memCluster) ListPods(_ context.Context, ns string, o metav1.ListOptions) (*corev1.PodList, error) {
-	m.requests["list pods"]++
+	m.count("list pods")
 	sel, err := labels.Parse(o.LabelSelector)
 	if err != nil {
 		return nil, err
@@ -60,7 +133,7 @@ func (m *memCluster) ListPods(_ context.Context, ns string, o metav1.ListOptions
 	return &corev1.PodList{Items: items, ListMeta: metav1.ListMeta{Continue: next}}, nil
 }
 func (m *memCluster) GetPod(_ context.Context, ns, name string) (*corev1.Pod, error) {
-	m.requests["get pod"]++
+	m.count("get pod")
 	for i := range m.pods {
 		if m.pods[i].Namespace == ns && m.pods[i].Name == name {
 			return &m.pods[i], nil
@@ -69,7 +142,7 @@ func (m *memCluster) GetPod(_ context.Context, ns, name string) (*corev1.Pod, er
 	return nil, notFound("pods", name)
 }
 func (m *memCluster) ListPVCs(_ context.Context, ns string, o metav1.ListOptions) (*corev1.PersistentVolumeClaimList, error) {
-	m.requests["list pvcs"]++
+	m.count("list pvcs")
 	var match []corev1.PersistentVolumeClaim
 	for _, c := range m.pvcs {
 		if ns == "" || c.Namespace == ns {
@@ -80,7 +153,7 @@ func (m *memCluster) ListPVCs(_ context.Context, ns string, o metav1.ListOptions
 	return &corev1.PersistentVolumeClaimList{Items: items, ListMeta: metav1.ListMeta{Continue: next}}, nil
 }
 func (m *memCluster) GetPVC(_ context.Context, ns, name string) (*corev1.PersistentVolumeClaim, error) {
-	m.requests["get pvc"]++
+	m.count("get pvc")
 	for i := range m.pvcs {
 		if m.pvcs[i].Namespace == ns && m.pvcs[i].Name == name {
 			return &m.pvcs[i], nil
@@ -89,12 +162,12 @@ func (m *memCluster) GetPVC(_ context.Context, ns, name string) (*corev1.Persist
 	return nil, notFound("persistentvolumeclaims", name)
 }
 func (m *memCluster) ListPVs(_ context.Context, o metav1.ListOptions) (*corev1.PersistentVolumeList, error) {
-	m.requests["list pvs"]++
+	m.count("list pvs")
 	items, next := page(m.pvs, o)
 	return &corev1.PersistentVolumeList{Items: items, ListMeta: metav1.ListMeta{Continue: next}}, nil
 }
 func (m *memCluster) GetPV(_ context.Context, name string) (*corev1.PersistentVolume, error) {
-	m.requests["get pv"]++
+	m.count("get pv")
 	for i := range m.pvs {
 		if m.pvs[i].Name == name {
 			return &m.pvs[i], nil

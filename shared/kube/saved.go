@@ -86,6 +86,50 @@ func SavedVolume(pv *corev1.PersistentVolume) *corev1.PersistentVolume {
 	return out
 }
 
+// SavedConfigMap returns a ConfigMap's definition (data, binary data, immutable, labels
+// and annotations) without what the server sets (uid, resourceVersion, timestamps,
+// managed fields) and without owner references: the owners are not restored with it.
+func SavedConfigMap(c *corev1.ConfigMap) *corev1.ConfigMap {
+	out := c.DeepCopy()
+	out.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}
+	out.ObjectMeta = savedMeta(c.ObjectMeta)
+	return out
+}
+
+// SavedSecret returns a Secret's definition (type, data, immutable, labels and
+// annotations) as SavedConfigMap does a ConfigMap's. Its data is a secret: it is saved
+// into the record as every definition is (see snapshot-metadata).
+func SavedSecret(s *corev1.Secret) *corev1.Secret {
+	out := s.DeepCopy()
+	out.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
+	out.ObjectMeta = savedMeta(s.ObjectMeta)
+	out.StringData = nil // write-only: the server folds it into data
+	return out
+}
+
+// SavedServiceAccount returns a ServiceAccount's definition as SavedConfigMap does a
+// ConfigMap's, without the token Secrets Kubernetes generated for it
+// (<name>-token-<suffix>), which the token controller makes again where it still does.
+func SavedServiceAccount(sa *corev1.ServiceAccount) *corev1.ServiceAccount {
+	out := sa.DeepCopy()
+	out.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}
+	out.ObjectMeta = savedMeta(sa.ObjectMeta)
+	out.Secrets = withoutTokenSecrets(sa.Name, out.Secrets)
+	return out
+}
+
+// withoutTokenSecrets drops the references to the token Secrets generated for
+// ServiceAccount name.
+func withoutTokenSecrets(name string, refs []corev1.ObjectReference) []corev1.ObjectReference {
+	var out []corev1.ObjectReference
+	for _, r := range refs {
+		if !strings.HasPrefix(r.Name, name+"-token-") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func savedMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 	out := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, Labels: copyMap(m.Labels), Annotations: copyMap(m.Annotations)}
 	delete(out.Annotations, corev1.LastAppliedConfigAnnotation)

@@ -67,3 +67,50 @@ func Pod(ns, name string, labels map[string]string, claims ...string) *corev1.Po
 	}
 	return p
 }
+
+// Names of the objects of AppObjects.
+const (
+	AppConfig         = "app-config"
+	AppSecret         = "app-secret"
+	AppServiceAccount = "app-sa"
+	// AbsentConfig is the ConfigMap that AppPods reference as optional and that does not
+	// exist.
+	AbsentConfig = "absent-config"
+)
+
+// AppObjects are what the pods of AppPods reference in namespace ns: a ConfigMap, a
+// Secret and a ServiceAccount, each with content of its own.
+func AppObjects(ns string) (*corev1.ConfigMap, *corev1.Secret, *corev1.ServiceAccount) {
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "shop"}}
+	}
+	return &corev1.ConfigMap{ObjectMeta: meta(AppConfig), Data: map[string]string{"mode": "production", "greeting": "hello from " + ns}},
+		&corev1.Secret{ObjectMeta: meta(AppSecret), Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"password": []byte("s3cret of " + ns)}},
+		&corev1.ServiceAccount{ObjectMeta: meta(AppServiceAccount)}
+}
+
+// AppPods are two kwok pods of namespace ns running as the ServiceAccount app-sa and
+// sharing the ConfigMap and the Secret of AppObjects: web mounts the ConfigMap as a
+// volume, reads the Secret into env (secretKeyRef) and takes env from the ConfigMap
+// absent-config, marked optional, which does not exist; worker takes its env from the
+// ConfigMap (envFrom) and pulls its image with the Secret (imagePullSecrets).
+func AppPods(ns string) (web, worker *corev1.Pod) {
+	optional := true
+	web = Pod(ns, "web", map[string]string{"app": "web"})
+	web.Spec.ServiceAccountName = AppServiceAccount
+	web.Spec.Volumes = append(web.Spec.Volumes, corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: AppConfig}}}})
+	c := &web.Spec.Containers[0]
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "config", MountPath: "/etc/app"})
+	c.Env = append(c.Env, corev1.EnvVar{Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: AppSecret}, Key: "password"}}})
+	c.EnvFrom = append(c.EnvFrom, corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: AbsentConfig}, Optional: &optional}})
+
+	worker = Pod(ns, "worker", map[string]string{"app": "worker"})
+	worker.Spec.ServiceAccountName = AppServiceAccount
+	worker.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: AppSecret}}
+	worker.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: AppConfig}}}}
+	return web, worker
+}

@@ -218,3 +218,33 @@ func WaitVolumeSeen(t testing.TB, cs kubernetes.Interface, name string, timeout 
 	}
 	t.Fatalf("persistent volume %s still Pending after %s", name, timeout)
 }
+
+// CreateAppObjects creates the ConfigMap, Secret and ServiceAccount of AppObjects in ns
+// (which goes with its objects when the test ends).
+func CreateAppObjects(t testing.TB, cs kubernetes.Interface, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	cm, sec, sa := AppObjects(ns)
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CreatePods creates pods and waits until each is Running.
+func CreatePods(t testing.TB, cs kubernetes.Interface, pods ...*corev1.Pod) {
+	t.Helper()
+	for _, p := range pods {
+		if _, err := cs.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create pod %s/%s: %v", p.Namespace, p.Name, err)
+		}
+	}
+	for _, p := range pods {
+		WaitPod(t, cs, p.Namespace, p.Name, time.Minute, Running)
+	}
+}

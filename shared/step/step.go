@@ -19,6 +19,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -35,11 +37,15 @@ import (
 type Kind struct {
 	// Step is the step's name, in reasons: "back-up-volume".
 	Step string
-	// Type is the resource type of the batches it takes.
-	Type string
+	// Types are the resource types of the batches it takes; its Work sees which one a
+	// batch holds (Job.Batch.Type).
+	Types []string
 	// Reply is the type of its result event.
 	Reply string
 }
+
+// takes reports whether the step takes batches of resources of type typ.
+func (k Kind) takes(typ string) bool { return slices.Contains(k.Types, typ) }
 
 // Job is a step request as the bank records it: what the step acts on, never the event's
 // word for it.
@@ -57,6 +63,10 @@ type Job struct {
 	// volume restored from its backup, as the restore-volume records say; a volume that
 	// was not restored is absent.
 	Volumes map[string]string
+	// Dependencies are, for the pods of a restore, the restore's records of the
+	// ConfigMaps, Secrets and ServiceAccounts each pod references: by pod key, then by
+	// the object's key.
+	Dependencies map[string]map[string]bank.ResourceRecord
 }
 
 // PastDeadline reports whether the operation's deadline has passed at now.
@@ -121,7 +131,7 @@ func (r *Runner) Protect(ctx context.Context, e event.Event, k Kind, work Work) 
 		return nil, err
 	}
 	cp := bs.Checkpoint
-	if k.Type == graph.VolumeType && req.Parameters != nil && *req.Parameters != cp.Parameters.Volume {
+	if b.Type == graph.VolumeType && req.Parameters != nil && *req.Parameters != cp.Parameters.Volume {
 		return nil, function.Permanent(fmt.Errorf("/parameters: %s options differ from those checkpoint %s recorded", graph.VolumeType, cp.ID))
 	}
 	if err := sameDeadline(req.Deadline, cp.Deadline, "checkpoint", cp.ID); err != nil {
@@ -167,7 +177,8 @@ func (r *Runner) Delete(ctx context.Context, e event.Event, k Kind, work Work) (
 
 // Restore runs a step of a restore (events.RestoreStepRequest): its batch, a batch of
 // the restored checkpoint, is recorded in the restore, which must be in progress. The
-// pods of a batch are restored only once their volumes' batches are recorded.
+// pods of a batch are restored only once the batches of their volumes and of the objects
+// they reference are recorded.
 func (r *Runner) Restore(ctx context.Context, e event.Event, k Kind, work Work) (*event.Event, error) {
 	var req events.RestoreStepRequest
 	if err := function.Decode(e, &req); err != nil {
@@ -203,11 +214,10 @@ func (r *Runner) Restore(ctx context.Context, e event.Event, k Kind, work Work) 
 			if err := r.saved(ctx, j); err != nil {
 				return err
 			}
-			if k.Type != graph.PodType {
+			if b.Type != graph.PodType {
 				return nil
 			}
-			j.Volumes, err = r.restoredVolumes(ctx, bs, rs.ID, b)
-			return err
+			return r.restoredChildren(ctx, bs, rs.ID, j)
 		}}
 	return r.run(ctx, k, o, j, work, func(rec *bank.Record) any {
 		return events.RestoreStepResult{Restore: rs.ID, Batch: b.Name, Results: results(b, rec)}
@@ -303,38 +313,48 @@ func (r *Runner) saved(ctx context.Context, j *Job) error {
 	return nil
 }
 
-// restoredVolumes reads the restore-volume records of the volumes of a batch of pods. A
-// volume batch not recorded yet means the volume phase has not ended: the pods must wait.
-func (r *Runner) restoredVolumes(ctx context.Context, bs *bank.Batches, restore string, pods graph.Batch) (map[string]string, error) {
-	out := map[string]string{}
+// restoredChildren reads the restore's records of what the pods of a job depend on: the
+// restored volume of each of their Cinder volumes (Job.Volumes), and the record of each
+// ConfigMap, Secret and ServiceAccount they reference (Job.Dependencies). A batch not
+// recorded yet means the phase that restores it has not ended: the pods must wait.
+func (r *Runner) restoredChildren(ctx context.Context, bs *bank.Batches, restore string, j *Job) error {
+	j.Volumes, j.Dependencies = map[string]string{}, map[string]map[string]bank.ResourceRecord{}
 	records := map[string]*bank.Record{}
-	for _, pod := range pods.Resources {
+	for _, pod := range j.Batch.Resources {
 		for _, child := range bs.Children(pod.Key()) {
 			name, ok := bs.Of(child)
 			if !ok {
 				continue
 			}
+			typ, _, _ := graph.SplitKey(child)
 			rec, read := records[name]
 			if !read {
 				var err error
 				rec, err = r.restores.Record(ctx, restore, name)
 				if errors.Is(err, bank.ErrNotFound) {
-					return nil, function.Permanent(fmt.Errorf("volume batch %s of restore %s is not recorded: pods are recreated once their volumes are restored", name, restore))
+					return function.Permanent(fmt.Errorf("batch %s of restore %s is not recorded: pods are recreated once their volumes and the objects they reference are restored", name, restore))
 				}
 				if err != nil {
-					return nil, err
+					return err
 				}
 				records[name] = rec
 			}
-			var v checkpoint.RestoredVolume
 			rr := rec.Resources[child]
+			if graph.IsDependency(typ) {
+				if j.Dependencies[pod.Key()] == nil {
+					j.Dependencies[pod.Key()] = map[string]bank.ResourceRecord{}
+				}
+				j.Dependencies[pod.Key()][child] = rr
+				continue
+			}
+			var v checkpoint.RestoredVolume
 			if rr.Status != events.StatusAvailable || json.Unmarshal(rr.Data, &v) != nil || v.VolumeID == "" || v.OriginalID == "" {
 				continue // a volume not restored
 			}
-			out[v.OriginalID] = v.VolumeID
+			j.Volumes[v.OriginalID] = v.VolumeID
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // batchOf is the checkpoint's batch a request names, checked against the resources the
@@ -344,8 +364,8 @@ func batchOf(bs *bank.Batches, name string, resources []graph.Resource, k Kind) 
 	if !ok {
 		return graph.Batch{}, function.Permanent(fmt.Errorf("/batch: checkpoint %s has no batch %s", bs.Checkpoint.ID, name))
 	}
-	if b.Type != k.Type {
-		return graph.Batch{}, function.Permanent(fmt.Errorf("/batch: batch %s of checkpoint %s holds %s; %s works on %s", name, bs.Checkpoint.ID, b.Type, k.Step, k.Type))
+	if !k.takes(b.Type) {
+		return graph.Batch{}, function.Permanent(fmt.Errorf("/batch: batch %s of checkpoint %s holds %s; %s works on %s", name, bs.Checkpoint.ID, b.Type, k.Step, strings.Join(k.Types, ", ")))
 	}
 	in := make(map[string]graph.Resource, len(b.Resources))
 	for _, r := range b.Resources {

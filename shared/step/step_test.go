@@ -18,8 +18,8 @@ import (
 var (
 	pod    = graph.PodResource("shop", "web")
 	vol    = graph.Resource{Type: graph.VolumeType, ID: "vol-1", Name: "shop/data"}
-	volume = Kind{Step: "test-volume-step", Type: graph.VolumeType, Reply: events.VolumeBackedUp}
-	pods   = Kind{Step: "test-pod-step", Type: graph.PodType, Reply: events.PodRecreated}
+	volume = Kind{Step: "test-volume-step", Types: []string{graph.VolumeType}, Reply: events.VolumeBackedUp}
+	pods   = Kind{Step: "test-pod-step", Types: []string{graph.PodType}, Reply: events.PodRecreated}
 )
 
 func testGraph() *graph.Graph {
@@ -146,7 +146,7 @@ func TestRestorePodsWaitForTheirVolumes(t *testing.T) {
 	}
 	req := banktest.RestoreRequest(bs, rs, "pods-0000")
 	out, err := r.Restore(context.Background(), ev(t, req), pods, work)
-	refused(t, "volumes not recorded", out, err, "volume batch volumes-0000 of restore r1 is not recorded")
+	refused(t, "volumes not recorded", out, err, "batch volumes-0000 of restore r1 is not recorded")
 	rv := `{"original_volume_id":"vol-1","volume_id":"new-1","backup_id":"b"}`
 	if err := b.Restores().PutRecord(context.Background(), "r1", bank.Record{Batch: "volumes-0000",
 		Resources: map[string]bank.ResourceRecord{vol.Key(): {Status: events.StatusAvailable, Data: []byte(rv)}}}); err != nil {
@@ -177,4 +177,49 @@ func TestRestorePodsWaitForTheirVolumes(t *testing.T) {
 	banktest.SetStatus(t, b.Restores(), "r2", events.RestoreFail)
 	out, err = r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, r2, "volumes-0000")), volume, work)
 	refused(t, "ended restore", out, err, "restore r2 is fail")
+}
+
+func TestRestorePodsWaitForTheObjectsTheyReference(t *testing.T) {
+	b := banktest.New(t, nil)
+	cm := graph.ObjectResource(graph.ConfigMapType, "shop", "cfg")
+	sa := graph.ObjectResource(graph.ServiceAccountType, "shop", "app")
+	g := &graph.Graph{Nodes: []graph.Node{{Resource: pod, Children: []string{cm.Key(), sa.Key()}}, {Resource: cm}, {Resource: sa}}}
+	bs, rs := banktest.Restoring(t, b, bank.Checkpoint{ID: "cp"}, g, bank.Restore{ID: "r1"})
+	both := Kind{Step: "test-pod-step", Types: append([]string{graph.PodType}, graph.DependencyTypes()...), Reply: events.PodRecreated}
+	r := New(b, time.Now)
+	var got *Job
+	work := func(_ context.Context, j *Job) (map[string]bank.ResourceRecord, bool, error) {
+		got = j
+		out := map[string]bank.ResourceRecord{}
+		for _, res := range j.Batch.Resources {
+			out[res.Key()] = bank.ResourceRecord{Status: events.StatusAvailable}
+		}
+		return out, true, nil
+	}
+	out, err := r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, rs, "pods-0000")), both, work)
+	refused(t, "objects not recorded", out, err, "batch configmaps-0000 of restore r1 is not recorded")
+	// The ConfigMaps' batch is a step of its own, of the same kind.
+	if out, err := r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, rs, "configmaps-0000")), both, work); err != nil || out == nil {
+		t.Fatalf("configmaps: %v %v", out, err)
+	}
+	if got.Batch.Type != graph.ConfigMapType || got.Dependencies != nil || got.Saved == nil {
+		t.Fatalf("job of the configmaps %+v", got)
+	}
+	out, err = r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, rs, "pods-0000")), both, work)
+	refused(t, "service accounts not recorded", out, err, "batch serviceaccounts-0000 of restore r1 is not recorded")
+	if err := b.Restores().PutRecord(context.Background(), "r1", bank.Record{Batch: "serviceaccounts-0000",
+		Resources: map[string]bank.ResourceRecord{sa.Key(): {Status: events.StatusError, Reason: "refused"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, rs, "pods-0000")), both, work); err != nil || out == nil {
+		t.Fatalf("pods: %v %v", out, err)
+	}
+	deps := got.Dependencies[pod.Key()]
+	if len(deps) != 2 || deps[cm.Key()].Status != events.StatusAvailable || deps[sa.Key()].Reason != "refused" || len(got.Volumes) != 0 {
+		t.Fatalf("dependencies of the pod %+v", got.Dependencies)
+	}
+	out, err = r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, rs, "secrets-0000")), both, work)
+	refused(t, "a batch the checkpoint does not have", out, err, "checkpoint cp has no batch secrets-0000")
+	out, err = r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, rs, "configmaps-0000")), pods, work)
+	refused(t, "a step that does not take the type", out, err, "test-pod-step works on "+graph.PodType)
 }

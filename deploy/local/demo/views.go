@@ -129,6 +129,12 @@ func restoredAs(r checkpoint.RestoreResourceView) string {
 			s += ", PVs " + strings.Join(p.PersistentVolumes, ", ")
 		}
 		return s
+	case graph.ConfigMapType, graph.SecretType, graph.ServiceAccountType:
+		var o checkpoint.RestoredObject
+		if err := json.Unmarshal(r.Restored, &o); err != nil || o.Name == "" || o.Outcome == "" {
+			break
+		}
+		return fmt.Sprintf("%s %s/%s (%s)", o.Kind, o.Namespace, o.Name, o.Outcome)
 	}
 	return string(r.Restored)
 }
