@@ -494,8 +494,8 @@ const kubeconfigPath = "/home/nonroot/.kube/config"
 
 // stackEnv is the configuration of a function against the local stack: its Keystone
 // credentials (the OS_* variables; no clouds.yaml), its kubeconfig with the files it
-// names inlined, written to the nonroot user's home under root, and the check's own bank
-// container.
+// names inlined, written to the nonroot user's home under root, the check's own bank
+// container, and a keyring for the functions that seal.
 func (e *runEnv) stackEnv(root string) ([]string, error) {
 	var env []string
 	for k, v := range e.stack {
@@ -515,8 +515,20 @@ func (e *runEnv) stackEnv(root string) ([]string, error) {
 		}
 		env = append(env, "KUBECONFIG="+kubeconfigPath)
 	}
-	return env, nil
+	// snapshot-metadata and recreate-pod seal what they save: a keyring of one random key,
+	// laid out as the mounted podguard-bank-keys Secret is (one file per key id).
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := writeAsNonroot(root, bankKeysDir+"/image-check", key); err != nil {
+		return nil, err
+	}
+	return append(env, "BANK_KEYS_DIR="+bankKeysDir), nil
 }
+
+// bankKeysDir is where a run finds its keyring (BANK_KEYS_DIR).
+const bankKeysDir = "/home/nonroot/bank-keys"
 
 // inlineKubeconfig returns the kubeconfig with the files it names (CA, client
 // certificate and key, token file) replaced by their contents.
