@@ -133,10 +133,10 @@ func envVars(typ reflect.Type) []envVar {
 	return out
 }
 
-// TestSecretTemplate: the Secret template is the Secret the Services mount, and its
-// clouds.yaml has the cloud podguard-config names.
-func TestSecretTemplate(t *testing.T) {
-	file := "openstack-secret.example.yaml"
+// secretTemplate reads a Secret template of deploy/: its text and the Secret, which must
+// be called name and name no namespace (it is applied with -n).
+func secretTemplate(t *testing.T, file, name string) ([]byte, corev1.Secret) {
+	t.Helper()
 	src, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -145,9 +145,17 @@ func TestSecretTemplate(t *testing.T) {
 	if err := yaml.UnmarshalStrict(src, &secret); err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
-	if secret.Name != secretName || secret.Namespace != "" {
-		t.Errorf("%s: Secret %s/%s, want %s without a namespace (applied with -n)", file, secret.Namespace, secret.Name, secretName)
+	if secret.Name != name || secret.Namespace != "" {
+		t.Errorf("%s: Secret %s/%s, want %s without a namespace (applied with -n)", file, secret.Namespace, secret.Name, name)
 	}
+	return src, secret
+}
+
+// TestSecretTemplate: the Secret template is the Secret the Services mount, and its
+// clouds.yaml has the cloud podguard-config names.
+func TestSecretTemplate(t *testing.T) {
+	file := "openstack-secret.example.yaml"
+	_, secret := secretTemplate(t, file, secretName)
 	var clouds struct {
 		Clouds map[string]struct {
 			Auth map[string]string `json:"auth"`
@@ -179,17 +187,7 @@ func TestSecretTemplate(t *testing.T) {
 // naming it.
 func TestBankKeysTemplate(t *testing.T) {
 	file := "bank-keys-secret.example.yaml"
-	src, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var secret corev1.Secret
-	if err := yaml.UnmarshalStrict(src, &secret); err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
-	if secret.Name != bankKeysSecret || secret.Namespace != "" {
-		t.Errorf("%s: Secret %s/%s, want %s without a namespace (applied with -n)", file, secret.Namespace, secret.Name, bankKeysSecret)
-	}
+	src, secret := secretTemplate(t, file, bankKeysSecret)
 	for _, want := range []string{"head -c 32 /dev/urandom", "kubectl -n podguard create secret generic " + bankKeysSecret + " --from-file="} {
 		if !strings.Contains(string(src), want) {
 			t.Errorf("%s does not say %q", file, want)

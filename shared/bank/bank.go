@@ -90,7 +90,10 @@ type Bank struct {
 	container string
 	layout    Layout
 	now       func() time.Time
-	batches   batchCache
+	batches   recent[*Batches]
+	// noted are the checkpoint keys NoteKeys wrote (layout names), so that the batches
+	// of one checkpoint note its key once, not once each.
+	noted recent[struct{}]
 }
 
 // Open connects to Swift and makes sure the bank's container exists.
@@ -105,7 +108,8 @@ func Open(ctx context.Context, c Config, os openstack.Config) (*Bank, error) {
 
 // New uses an existing connection and makes sure the container exists.
 func New(ctx context.Context, store objectStore, container string) (*Bank, error) {
-	b := &Bank{store: store, container: container, now: time.Now}
+	b := &Bank{store: store, container: container, now: time.Now,
+		batches: recent[*Batches]{size: batchCacheSize}, noted: recent[struct{}]{size: notedKeysSize}}
 	b.Ops = Ops{b: b, kind: KindCheckpoints}
 	if err := b.retry(ctx, func() error { return store.ContainerCreate(ctx, container, nil) }); err != nil {
 		return nil, fmt.Errorf("create bank container %s: %w", container, err)

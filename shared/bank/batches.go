@@ -89,35 +89,38 @@ func (b *Bank) Batches(ctx context.Context, checkpoint string) (*Batches, error)
 // few checkpoints at a time, and a graph of 1,000 pods is about a megabyte in memory.
 const batchCacheSize = 8
 
-// batchCache keeps the latest checkpoints read, oldest dropped first.
-type batchCache struct {
+// recent keeps the latest size values put, by key, oldest dropped first. The zero value
+// keeps none until size is set.
+type recent[V any] struct {
+	size  int
 	mu    sync.Mutex
 	order []string
-	m     map[string]*Batches
+	m     map[string]V
 }
 
-func (c *batchCache) get(id string) (*Batches, bool) {
+func (c *recent[V]) get(key string) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	bs, ok := c.m[id]
-	return bs, ok
+	v, ok := c.m[key]
+	return v, ok
 }
 
-func (c *batchCache) put(id string, bs *Batches) {
+// put keeps v under key, unless a value is kept there already.
+func (c *recent[V]) put(key string, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]*Batches{}
+		c.m = map[string]V{}
 	}
-	if _, ok := c.m[id]; ok {
+	if _, ok := c.m[key]; ok || c.size <= 0 {
 		return
 	}
-	if len(c.order) == batchCacheSize {
+	if len(c.order) == c.size {
 		delete(c.m, c.order[0])
 		c.order = c.order[1:]
 	}
-	c.order = append(c.order, id)
-	c.m[id] = bs
+	c.order = append(c.order, key)
+	c.m[key] = v
 }
 
 // Checkpoints tracks the protect of each checkpoint (the Ops Bank embeds, by name).

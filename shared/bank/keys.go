@@ -10,20 +10,31 @@ import (
 // (seal's key ids): a marker under the checkpoint and an entry in each key's index, in one
 // request. The step that seals writes them before the record, so that the checkpoints a
 // key still opens are listed (SealedWith) without reading a record. Noting a key again
-// changes nothing.
+// changes nothing, and a Bank writes what it noted recently only once (the batches of a
+// checkpoint all note the same key).
 func (b *Bank) NoteKeys(ctx context.Context, checkpoint string, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
 	names := make([]string, 0, 2*len(ids))
+	var fresh []string
 	for _, id := range ids {
-		names = append(names, b.layout.CheckpointKey(checkpoint, id), b.layout.KeyIndex(id, checkpoint))
+		if _, ok := b.noted.get(b.layout.CheckpointKey(checkpoint, id)); !ok {
+			fresh = append(fresh, id)
+			names = append(names, b.layout.CheckpointKey(checkpoint, id), b.layout.KeyIndex(id, checkpoint))
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
 	}
 	if err := b.retry(ctx, func() error { return b.putEmpty(ctx, names) }); err != nil {
 		return fmt.Errorf("keys of checkpoint %s: %w", checkpoint, err)
 	}
+	for _, id := range fresh {
+		b.noted.put(b.layout.CheckpointKey(checkpoint, id), struct{}{})
+	}
 	return nil
 }
+
+// notedKeysSize bounds the checkpoint keys a Bank remembers having noted.
+const notedKeysSize = 64
 
 // CheckpointKeys lists the ids of the keys whose envelopes a checkpoint's records hold.
 func (b *Bank) CheckpointKeys(ctx context.Context, checkpoint string) ([]string, error) {
