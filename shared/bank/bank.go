@@ -94,6 +94,8 @@ type Bank struct {
 	// noted are the checkpoint keys NoteKeys wrote (layout names), so that the batches
 	// of one checkpoint note its key once, not once each.
 	noted recent[struct{}]
+	// ending serializes the ends of one operation within the process (see Ops.End).
+	ending stripes
 }
 
 // Open connects to Swift and makes sure the bank's container exists.

@@ -102,6 +102,12 @@ func (Layout) ParseStatusMarker(name string) (time.Time, string, bool) {
 // FanOut is present once every pending marker of a checkpoint exists.
 func (l Layout) FanOut(op Op, phase string) string { return op.Prefix() + "fanout" + phase }
 
+// Ended records, create-only, how the attempt of an operation that became running at
+// started ended; an operation attempted again (a deletion) has one per attempt.
+func (l Layout) Ended(op Op, started time.Time) string {
+	return op.Prefix() + fmt.Sprintf("ended/%020d", started.UnixNano())
+}
+
 // Record is what a step saved for one batch.
 func (l Layout) Record(op Op, batch string) string {
 	return l.RecordPrefix(op) + EscapeKey(batch) + ".json"

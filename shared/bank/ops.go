@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ncw/swift/v2"
@@ -294,4 +296,17 @@ func (o *Ops) Active(ctx context.Context) ([]string, error) {
 		ids = append(ids, unsegment(strings.TrimPrefix(obj.Name, prefix)))
 	}
 	return ids, nil
+}
+
+// stripes is a fixed set of mutexes chosen by key: callers with one key are serialized,
+// callers with others rarely wait, and nothing grows with the keys seen.
+type stripes [64]sync.Mutex
+
+// lock locks key's mutex and returns its unlock.
+func (s *stripes) lock(key string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	m := &s[h.Sum32()%uint32(len(s))]
+	m.Lock()
+	return m.Unlock
 }

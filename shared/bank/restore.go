@@ -3,6 +3,7 @@ package bank
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/podguard/podguard/events"
@@ -72,7 +73,14 @@ type Ending struct {
 
 // End records an operation's terminal status, chosen by whether any resource failed,
 // unless it already ended, and takes it out of the active index.
+//
+// Racing "last" results of one operation both find it complete. Within a process they
+// are serialized; across processes the attempt's end marker is written create-only, so
+// at most one caller (save for writes racing in the same instant, which Swift's check
+// cannot order) is told First and counts the end. The loser takes the winner's status.
 func (o *Ops) End(ctx context.Context, id string, running, ok, failed string) (Ending, error) {
+	unlock := o.b.ending.lock(o.kind + "/" + id)
+	defer unlock()
 	failures, err := o.Failures(ctx, id)
 	if err != nil {
 		return Ending{}, err
@@ -81,17 +89,35 @@ func (o *Ops) End(ctx context.Context, id string, running, ok, failed string) (E
 	if len(failures) > 0 {
 		end.Status = failed
 	}
-	current, err := o.Status(ctx, id)
+	h, err := o.History(ctx, id)
 	if err != nil {
 		return Ending{}, err
 	}
-	if current == running {
+	if len(h) == 0 {
+		return Ending{}, fmt.Errorf("status of %s %s: %w", o.kind, id, ErrNotFound)
+	}
+	if current := h[len(h)-1]; current.Status != running {
+		end.Status = current.Status
+	} else {
+		marker := o.b.layout.Ended(o.op(id), current.At)
+		err := o.b.putJSON(ctx, marker, StatusChange{Status: end.Status, At: o.b.now().UTC()}, true)
+		switch {
+		case err == nil:
+			end.First = true
+		case errors.Is(err, ErrExists):
+			// Another caller recorded this attempt's end (and may not have written its
+			// status marker yet): its status is the one in force.
+			var won StatusChange
+			if err := o.b.getJSON(ctx, marker, &won); err != nil {
+				return Ending{}, err
+			}
+			end.Status = won.Status
+		default:
+			return Ending{}, err
+		}
 		if err := o.SetStatus(ctx, id, end.Status); err != nil {
 			return Ending{}, err
 		}
-		end.First = true
-	} else {
-		end.Status = current
 	}
 	if err := o.Deactivate(ctx, id); err != nil {
 		return Ending{}, err

@@ -24,9 +24,9 @@ func TestPrometheusSeesOperations(t *testing.T) {
 		t.Skipf("no Prometheus: %v", err)
 	}
 	e := newEnv(t, envOptions{})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	srv, err := prometheus.Start(ctx, prometheus.Config{Targets: e.runner.Metrics,
+	ready, cancelReady := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelReady()
+	srv, err := prometheus.Start(ready, prometheus.Config{Targets: e.runner.Metrics,
 		RuleFiles: []string{filepath.Join(stacktest.RepoRoot(t), "deploy", "monitoring", "podguard.rules.yaml")}})
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +57,9 @@ func TestPrometheusSeesOperations(t *testing.T) {
 		t.Fatalf("protect of an empty namespace: %+v", res)
 	}
 
+	// The queries wait for the next scrapes, not for the operations, which have ended.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	one := func(want float64) func([]prometheus.Sample) bool {
 		return func(s []prometheus.Sample) bool { return len(s) == 1 && s[0].Value == want }
 	}
