@@ -61,9 +61,17 @@ test: stack-up check ## everything: unit, integration and end-to-end tests again
 	PODGUARD_REQUIRE_STACK=1 PODGUARD_STACK_ENV=$(STACK_ENV) go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) test-knative
 
-test-knative: eventing-up ## the end-to-end suite behind Knative Eventing's own broker (PODGUARD_BROKER=knative)
+# Behind Knative's broker run the end-to-end tests whose outcome depends on delivery
+# (redelivery, retries, dead letters, lost and late events, forged senders, a runner
+# killed mid-work, traces and metrics under duplicates, the full protect-restore-delete
+# cycle, progress of 200 pods). The ones skipped there test what the bank and the steps
+# decide (retention, sealing, dependencies, what a checkpoint holds, failure statuses),
+# which the embedded broker's run shows the same way; skipping them keeps CI's run short.
+KNATIVE_SKIP ?= ^(TestRetention|TestRetentionWhileProtectsFail|TestNothingSecretInTheBank|TestRestoreBringsWhatPodsReference|TestProtectOfAPodMissingItsSecretEndsInError|TestCheckpointSaysWhatItHolds|TestCheckpointListsExcludedPods|TestRestoreFailures|TestProtectFailuresEndInError)$$
+
+test-knative: eventing-up ## the delivery-dependent end-to-end tests behind Knative Eventing's own broker (PODGUARD_BROKER=knative; KNATIVE_SKIP= runs them all)
 	PODGUARD_BROKER=knative PODGUARD_REQUIRE_STACK=1 PODGUARD_REQUIRE_EVENTING=1 PODGUARD_STACK_ENV=$(STACK_ENV) \
-	  go test -p 1 $(GO_TEST_FLAGS) ./deploy/local/eventing/ ./deploy/local/e2e/
+	  go test -p 1 $(GO_TEST_FLAGS) -skip '$(KNATIVE_SKIP)' ./deploy/local/eventing/ ./deploy/local/e2e/
 
 unit: check ## unit tests only (no stack; integration tests skip)
 	PODGUARD_STACK_ENV=/nonexistent go test $(GO_TEST_FLAGS) ./...
