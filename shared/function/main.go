@@ -157,9 +157,15 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	}
 	srv := NewServer(f.Name, f.Accepts, h, v, ServerOptions{
 		Sink: env.Sink, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger, AcceptAny: f.AcceptAny,
-		Telemetry: telemetry,
+		Telemetry: telemetry, Gate: GateOf(h),
 	})
 	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), WithReadAPI(srv, h), base.DrainTimeout, logger, ready)
+}
+
+// GateOf is h as a Gate, when it is one (nil otherwise): how the runtime gates a step.
+func GateOf(h Handler) Gate {
+	g, _ := h.(Gate)
+	return g
 }
 
 // ReadAPI is implemented by steps that also answer plain HTTP reads (GET) under /api/.

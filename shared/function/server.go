@@ -35,6 +35,13 @@ type Sender interface {
 	Send(ctx context.Context, e event.Event) error
 }
 
+// Gate admits a request before its event is decoded: it establishes who sent it and
+// returns the context the handler runs in (carrying the caller), or an error marked
+// Unauthenticated or Forbidden. A step that is a Gate is gated by the runtime.
+type Gate interface {
+	Admit(ctx context.Context, r *http.Request) (context.Context, error)
+}
+
 // Validator checks event data against the catalog's schemas.
 type Validator interface {
 	Validate(e event.Event) error
@@ -56,6 +63,7 @@ type Server struct {
 	timeout   time.Duration
 	logger    *zap.SugaredLogger
 	telemetry *observe.Telemetry
+	gate      Gate
 }
 
 // ServerOptions configures a Server.
@@ -75,6 +83,8 @@ type ServerOptions struct {
 	// Telemetry counts and times each event and traces its delivery; nil records
 	// nothing.
 	Telemetry *observe.Telemetry
+	// Gate, when set, admits each request before it is decoded.
+	Gate Gate
 }
 
 // NewServer builds the endpoint of function name, which handles the given event types.
@@ -90,7 +100,7 @@ func NewServer(name string, accepts []string, h Handler, v Validator, o ServerOp
 	}
 	return &Server{name: name, accepts: accepts, handler: h, validator: v, sink: o.Sink, acceptAny: o.AcceptAny,
 		overrides: o.Overrides, timeout: o.Timeout, logger: o.Logger.With(zap.String("function", name)),
-		telemetry: o.Telemetry}
+		telemetry: o.Telemetry, gate: o.Gate}
 }
 
 // statusWriter remembers the status of an answer.
@@ -131,6 +141,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "CloudEvents are delivered with POST", http.StatusMethodNotAllowed)
 		return
 	}
+	ctx := r.Context()
+	if s.gate != nil {
+		var err error
+		if ctx, err = s.gate.Admit(ctx, r); err != nil {
+			status := StatusOf(err)
+			s.logger.Warnw("refused request", zap.Int("status", status), zap.Error(err))
+			WriteError(w, err)
+			return
+		}
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxEventBytes)
 	e, status, err := s.decode(r)
 	if err != nil {
@@ -140,19 +160,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	typ = events.Label(e.Type())
 	log := s.logger.With(zap.String("ce-id", e.ID()), zap.String("ce-type", e.Type()), zap.String("ce-source", e.Source()))
-	ctx, span := s.telemetry.StartDelivery(observe.WithTelemetry(logging.WithLogger(r.Context(), log), s.telemetry), r, *e, s.name)
+	ctx, span := s.telemetry.StartDelivery(observe.WithTelemetry(logging.WithLogger(ctx, log), s.telemetry), r, *e, s.name)
 	defer func() { endDelivery(span, sw.status) }()
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	reply, err := s.handler.Handle(ctx, *e)
 	if err != nil {
 		status := StatusOf(err)
-		if status == http.StatusBadRequest {
-			log.Warnw("permanent failure", zap.Error(err), zap.Duration("took", time.Since(start)))
+		if status < http.StatusInternalServerError {
+			log.Warnw("permanent failure", zap.Int("status", status), zap.Error(err), zap.Duration("took", time.Since(start)))
 		} else {
 			log.Errorw("transient failure, the broker will retry", zap.Error(err), zap.Duration("took", time.Since(start)))
 		}
-		http.Error(w, err.Error(), status)
+		WriteError(w, err)
 		return
 	}
 	if reply == nil {

@@ -330,3 +330,59 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 	})
 }
+
+// gateFunc adapts a function to Gate.
+type gateFunc func(ctx context.Context, r *http.Request) (context.Context, error)
+
+func (f gateFunc) Admit(ctx context.Context, r *http.Request) (context.Context, error) { return f(ctx, r) }
+
+type callerKey struct{}
+
+// A gate refuses before the event is decoded or handled (401 says how to authenticate,
+// 403 says what is missing), and what it admits runs in the context it returns.
+func TestGate(t *testing.T) {
+	gate := gateFunc(func(ctx context.Context, r *http.Request) (context.Context, error) {
+		switch r.Header.Get("Authorization") {
+		case "":
+			return nil, Unauthenticated(errors.New("no bearer token"))
+		case "Bearer viewer":
+			return nil, Forbidden(errors.New("viewer may not create checkpoints.podguard.dev"))
+		}
+		return context.WithValue(ctx, callerKey{}, "admin"), nil
+	})
+	handled := 0
+	step := stepFunc(func(ctx context.Context, e event.Event) (*event.Event, error) {
+		handled++
+		if ctx.Value(callerKey{}) != "admin" {
+			t.Errorf("the handler's context lacks the caller")
+		}
+		return echoStep(ctx, e)
+	})
+	s := newTestServer(t, step, ServerOptions{Gate: gate})
+	for _, c := range []struct {
+		auth, body string
+		status     int
+		reason     string
+	}{
+		{"", `{"pod":"default:x"}`, http.StatusUnauthorized, "no bearer token"},
+		{"", `not json`, http.StatusUnauthorized, "no bearer token"},
+		{"Bearer viewer", `{"pod":"default:x"}`, http.StatusForbidden, "may not create"},
+		{"Bearer admin", `{"pod":"default:x"}`, http.StatusOK, ""},
+	} {
+		r := binaryRequest(events.PodShow, c.body)
+		if c.auth != "" {
+			r.Header.Set("Authorization", c.auth)
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		if w.Code != c.status || !strings.Contains(w.Body.String(), c.reason) {
+			t.Errorf("%q %s: %d %q, want %d with %q", c.auth, c.body, w.Code, w.Body.String(), c.status, c.reason)
+		}
+		if c.status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+			t.Errorf("a 401 without WWW-Authenticate")
+		}
+	}
+	if handled != 1 {
+		t.Errorf("handled %d events, want 1 (the admitted one)", handled)
+	}
+}

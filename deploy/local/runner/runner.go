@@ -174,7 +174,7 @@ func (r *Runner) endpoint(ctx context.Context, f fn, o Options, sink function.Se
 		return nil, err
 	}
 	// The dead-letter sink takes every event, whatever its type and data.
-	opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters, Telemetry: t}
+	opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters, Telemetry: t, Gate: function.GateOf(h)}
 	var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, opts), h)
 	if o.Wrap != nil {
 		endpoint = o.Wrap(f.name, endpoint)
