@@ -334,7 +334,9 @@ func FuzzServeHTTP(f *testing.F) {
 // gateFunc adapts a function to Gate.
 type gateFunc func(ctx context.Context, r *http.Request) (context.Context, error)
 
-func (f gateFunc) Admit(ctx context.Context, r *http.Request) (context.Context, error) { return f(ctx, r) }
+func (f gateFunc) Admit(ctx context.Context, r *http.Request) (context.Context, error) {
+	return f(ctx, r)
+}
 
 type callerKey struct{}
 
