@@ -14,10 +14,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podguard/podguard/functions/backupvolume"
-	"github.com/podguard/podguard/functions/checkpoints"
 	"github.com/podguard/podguard/functions/choreographer"
 	"github.com/podguard/podguard/functions/deadletters"
 	"github.com/podguard/podguard/functions/deletebackup"
+	"github.com/podguard/podguard/functions/frontdoor"
 	"github.com/podguard/podguard/functions/listpods"
 	"github.com/podguard/podguard/functions/recreatepod"
 	"github.com/podguard/podguard/functions/restorevolume"
@@ -37,7 +37,7 @@ func configs() map[string]any {
 		"snapshot-metadata": &snapshotmetadata.Config{},
 		"back-up-volume":    &backupvolume.Config{},
 		"choreographer":     &choreographer.Config{},
-		"checkpoints":       &checkpoints.Config{},
+		"checkpoints":       &frontdoor.Config{},
 		"restore-volume":    &restorevolume.Config{},
 		"recreate-pod":      &recreatepod.Config{},
 		"delete-backup":     &deletebackup.Config{},

@@ -330,7 +330,7 @@ func checkRouting(t *testing.T, m *manifests) {
 		}
 	}
 	for s := range services {
-		if !subscribed[s] {
+		if !subscribed[s] && s != events.FnFrontDoor { // people send to the front door directly
 			t.Errorf("service %s: no Trigger delivers to it", s)
 		}
 	}
@@ -401,6 +401,8 @@ type grant struct {
 // clusterRBAC is the cluster-wide install's matrix: exactly what each function's client
 // calls (shared/kube for list-pods and snapshot-metadata, functions/recreatepod).
 var clusterRBAC = []grant{
+	{events.FnFrontDoor, "subjectaccessreviews", "cluster", "create"},
+	{events.FnFrontDoor, "tokenreviews", "cluster", "create"},
 	{events.FnListPods, "configmaps", "cluster", "get,list"},
 	{events.FnListPods, "persistentvolumeclaims", "cluster", "get,list"},
 	{events.FnListPods, "persistentvolumes", "cluster", "get,list"},
@@ -426,6 +428,8 @@ var clusterRBAC = []grant{
 // except persistentvolumes (cluster-scoped by nature); recreate-pod may read the target
 // namespace object and create no namespace.
 var namespacedRBAC = []grant{
+	{events.FnFrontDoor, "subjectaccessreviews", "cluster", "create"},
+	{events.FnFrontDoor, "tokenreviews", "cluster", "create"},
 	{events.FnListPods, "configmaps", "target", "get,list"},
 	{events.FnListPods, "persistentvolumeclaims", "target", "get,list"},
 	{events.FnListPods, "persistentvolumes", "cluster", "get,list"},
@@ -455,11 +459,23 @@ func checkRBAC(t *testing.T, m *manifests, ns, target string, want []grant) map[
 		for _, o := range m.all(rbacGroup, kind) {
 			var r rbacv1.Role // a ClusterRole's rules decode the same
 			o.decode(t, &r)
+			if peoplesRole(r.Rules) {
+				for _, rule := range r.Rules {
+					checkPeoplesRule(t, o.String(), rule)
+				}
+				continue // granted to people, never to podguard's ServiceAccounts
+			}
 			roles[kind+" "+o.Metadata.Namespace+"/"+o.Metadata.Name] = r.Rules
 			for _, rule := range r.Rules {
 				checkRule(t, o.String(), rule)
 			}
 		}
+	}
+	// Kubernetes' own role for delegating authentication and authorization, as the
+	// apiserver defines it; only the front door is bound to it.
+	roles["ClusterRole /"+authDelegator] = []rbacv1.PolicyRule{
+		{Verbs: []string{"create"}, APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}},
+		{Verbs: []string{"create"}, APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}},
 	}
 	verbs := map[[3]string]map[string]bool{} // fn, resource, scope -> verbs
 	bound := map[string]bool{}
@@ -519,6 +535,9 @@ func checkRBAC(t *testing.T, m *manifests, ns, target string, want []grant) map[
 		t.Errorf("RBAC matrix:\n got %v\nwant %v", got, want)
 	}
 	for _, g := range got {
+		if g.fn == events.FnFrontDoor && (g.resource == "tokenreviews" || g.resource == "subjectaccessreviews") {
+			continue // a review creates nothing
+		}
 		if strings.Contains(","+g.verbs+",", ",create,") && g.fn != events.FnRecreatePod {
 			t.Errorf("%s may create %s: only recreate-pod creates objects", g.fn, g.resource)
 		}
@@ -527,6 +546,31 @@ func checkRBAC(t *testing.T, m *manifests, ns, target string, want []grant) map[
 		t.Logf("rbac %-18s %-22s %-7s %s", g.fn, g.resource, g.scope, g.verbs)
 	}
 	return bound
+}
+
+const authDelegator = "system:auth-delegator"
+
+// peoplesRole reports whether rules are of a role people are granted podguard with:
+// rules on podguard.dev (deploy/roles).
+func peoplesRole(rules []rbacv1.PolicyRule) bool {
+	return len(rules) > 0 && slices.ContainsFunc(rules, func(r rbacv1.PolicyRule) bool { return slices.Contains(r.APIGroups, "podguard.dev") })
+}
+
+// checkPeoplesRule: podguard.dev only, its resources and verbs, no wildcards.
+func checkPeoplesRule(t *testing.T, role string, r rbacv1.PolicyRule) {
+	if !slices.Equal(r.APIGroups, []string{"podguard.dev"}) || len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
+		t.Errorf("%s: rule %+v: a role of people's grants podguard.dev only", role, r)
+	}
+	for _, res := range r.Resources {
+		if !slices.Contains([]string{"checkpoints", "restores", "schedules", "protectables", "providers", "deadletters", "deadletters/replay"}, res) {
+			t.Errorf("%s: resource %q is not one of podguard's", role, res)
+		}
+	}
+	for _, v := range r.Verbs {
+		if !slices.Contains([]string{"get", "list", "create", "update", "delete"}, v) {
+			t.Errorf("%s: verb %q is not one the front door checks", role, v)
+		}
+	}
 }
 
 // checkRule: no wildcards, core resources only, nothing beyond reading and creating.

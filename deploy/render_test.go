@@ -43,7 +43,7 @@ var functionMains = map[string]string{
 	events.FnSnapshotMetadata: "functions/snapshotmetadata/cmd/snapshotmetadata",
 	events.FnBackupVolume:     "functions/backupvolume/cmd/backupvolume",
 	events.FnChoreographer:    "functions/choreographer/cmd/choreographer",
-	events.FnCheckpoints:      "functions/checkpoints/cmd/checkpoints",
+	events.FnFrontDoor:        "functions/frontdoor/cmd/front-door",
 	events.FnRestoreVolume:    "functions/restorevolume/cmd/restorevolume",
 	events.FnRecreatePod:      "functions/recreatepod/cmd/recreate-pod",
 	events.FnDeleteBackup:     "functions/deletebackup/cmd/delete-backup",

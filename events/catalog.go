@@ -128,6 +128,10 @@ const (
 	ExtFlow = "podguardflow"
 	// ExtCheckpoint is the checkpoint id.
 	ExtCheckpoint = "podguardcheckpoint"
+	// ExtCaller is who asked, as the front door authenticated them (a Kubernetes user
+	// name such as system:serviceaccount:team-a:ci): set by the front door on the
+	// requests it forwards, recorded on the operation they start.
+	ExtCaller = "podguardcaller"
 )
 
 // Extension attributes a Knative broker (and the local one) sets. A dead letter carries
@@ -158,6 +162,10 @@ type Type struct {
 	Consumers []string
 	// DataOptional types may arrive without data.
 	DataOptional bool
+	// FrontDoor types are requests people and their systems send to the front door, which
+	// authenticates and authorizes them; it answers those no function consumes, and
+	// forwards the others into the broker as their producer.
+	FrontDoor bool
 }
 
 // Function names, as used in Producers and Consumers and in the deploy manifests.
@@ -166,7 +174,7 @@ const (
 	FnSnapshotMetadata = "snapshot-metadata"
 	FnBackupVolume     = "back-up-volume"
 	FnChoreographer    = "choreographer"
-	FnCheckpoints      = "checkpoints"
+	FnFrontDoor        = "front-door"
 	FnRestoreVolume    = "restore-volume"
 	FnRecreatePod      = "recreate-pod"
 	FnDeleteBackup     = "delete-backup"
@@ -186,19 +194,30 @@ func Label(typ string) string {
 	return "other"
 }
 
+// FrontDoorTypes are the request types the front door accepts (Type.FrontDoor).
+func FrontDoorTypes() []string {
+	var out []string
+	for _, t := range Catalog() {
+		if t.FrontDoor {
+			out = append(out, t.Name)
+		}
+	}
+	return out
+}
+
 // Catalog returns every event type, sorted by name.
 func Catalog() []Type {
 	c := []Type{
 		{Name: PodsList, Description: "List protectable pods of a scope and resolve their Cinder volumes.",
-			Producers: []string{User, FnChoreographer}, Consumers: []string{FnListPods}},
+			Producers: []string{FnFrontDoor, FnChoreographer}, Consumers: []string{FnListPods}, FrontDoor: true},
 		{Name: PodsListed, Description: "The dependency graph of a scope: pods, their Cinder volumes, unresolved volumes and excluded pods.",
 			Producers: []string{FnListPods}, Consumers: []string{User, FnChoreographer}},
 		{Name: PodShow, Description: "Show one pod, by resource id or \"namespace:name\".",
-			Producers: []string{User}, Consumers: []string{FnListPods}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{FnListPods}, FrontDoor: true},
 		{Name: PodShown, Description: "One pod with its Cinder volumes, or found=false.",
 			Producers: []string{FnListPods}, Consumers: []string{User}},
 		{Name: ProtectRequested, Description: "Protect a plan: start a checkpoint of its pods and volumes.",
-			Producers: []string{User, FnChoreographer}, Consumers: []string{FnChoreographer}},
+			Producers: []string{FnFrontDoor, FnChoreographer}, Consumers: []string{FnChoreographer}, FrontDoor: true},
 		{Name: MetadataSnapshot, Description: "Save the definitions of a batch of pods (each with its PVCs and PVs), or of the ConfigMaps, Secrets or ServiceAccounts they reference, into the checkpoint.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnSnapshotMetadata}},
 		{Name: MetadataSnapshotted, Description: "The definitions of a batch are saved (available) or could not be (error).",
@@ -216,19 +235,19 @@ func Catalog() []Type {
 		{Name: PingSourceTick, Description: "A PingSource firing: the tick, in a cluster; or, when its data carries a plan, a scheduled protect of that plan.",
 			Producers: []string{PingSource}, Consumers: []string{FnChoreographer}, DataOptional: true},
 		{Name: CheckpointShow, Description: "Show one checkpoint.",
-			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+			Producers: []string{User}, Consumers: []string{FnFrontDoor}, FrontDoor: true},
 		{Name: CheckpointShown, Description: "A checkpoint with its status, graph and per-resource status, or found=false.",
-			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{User}},
 		{Name: CheckpointsList, Description: "List the checkpoints of a plan (or all), newest first.",
-			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+			Producers: []string{User}, Consumers: []string{FnFrontDoor}, FrontDoor: true},
 		{Name: CheckpointsListed, Description: "A page of checkpoints, newest first.",
-			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{User}},
 		{Name: ProviderShow, Description: "Show what this deployment protects: resource types and their schemas.",
-			Producers: []string{User}, Consumers: []string{FnCheckpoints}, DataOptional: true},
+			Producers: []string{User}, Consumers: []string{FnFrontDoor}, DataOptional: true, FrontDoor: true},
 		{Name: ProviderShown, Description: "Resource types with their options, restore and saved-info schemas.",
-			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{User}},
 		{Name: RestoreRequested, Description: "Restore an available checkpoint: new volumes from its backups, then its pods on them, into the original or another namespace.",
-			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{FnChoreographer}, FrontDoor: true},
 		{Name: VolumeRestore, Description: "Create a new Cinder volume from the backup of each volume of a batch, or check those already started.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnRestoreVolume}},
 		{Name: VolumeRestored, Description: "The volumes of a batch are restored (available), or failed (error) with the volume created, if any.",
@@ -242,7 +261,7 @@ func Catalog() []Type {
 		{Name: RestoreProgressed, Description: "How far a restore has come: resources done, failed and total per type, bytes of volumes done and total, elapsed time and an estimate of the time left; at most every few seconds per restore, as results are accepted.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: DeleteRequested, Description: "Delete an available or error checkpoint: its backups, then its metadata.",
-			Producers: []string{User, FnChoreographer}, Consumers: []string{FnChoreographer}},
+			Producers: []string{FnFrontDoor, FnChoreographer}, Consumers: []string{FnChoreographer}, FrontDoor: true},
 		{Name: BackupDelete, Description: "Delete the backups of a batch of volumes of a checkpoint, or check deletions already started.",
 			Producers: []string{FnChoreographer}, Consumers: []string{FnDeleteBackup}},
 		{Name: BackupDeleted, Description: "The backups of a batch are deleted, or could not be (error) with the reason.",
@@ -250,33 +269,33 @@ func Catalog() []Type {
 		{Name: CheckpointDeleted, Description: "A checkpoint is deleted, or error-deleting with every backup not deleted and why.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: RestoreShow, Description: "Show one restore.",
-			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+			Producers: []string{User}, Consumers: []string{FnFrontDoor}, FrontDoor: true},
 		{Name: RestoreShown, Description: "A restore with its status, and each resource's status, reason and restored counterpart, or found=false.",
-			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{User}},
 		{Name: RestoresList, Description: "List restores, newest first.",
-			Producers: []string{User}, Consumers: []string{FnCheckpoints}},
+			Producers: []string{User}, Consumers: []string{FnFrontDoor}, FrontDoor: true},
 		{Name: RestoresListed, Description: "A page of restores, newest first.",
-			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{User}},
 		{Name: ScheduleSet, Description: "Create or replace a schedule: a plan protected at the occurrences of an iCal RRULE (Karbor's calendar trigger).",
-			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{FnChoreographer}, FrontDoor: true},
 		{Name: ScheduleSaved, Description: "A schedule as saved, with its next occurrences.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: ScheduleDelete, Description: "Delete a schedule; its checkpoints stay.",
-			Producers: []string{User}, Consumers: []string{FnChoreographer}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{FnChoreographer}, FrontDoor: true},
 		{Name: ScheduleDeleted, Description: "A schedule is deleted (found=false when there was none).",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: ScheduleSkipped, Description: "Occurrences of a schedule missed by more than its window: skipped, not run late.",
 			Producers: []string{FnChoreographer}, Consumers: []string{User}},
 		{Name: SchedulesList, Description: "List the schedules, with their last and next occurrences.",
-			Producers: []string{User}, Consumers: []string{FnCheckpoints}, DataOptional: true},
+			Producers: []string{User}, Consumers: []string{FnFrontDoor}, DataOptional: true, FrontDoor: true},
 		{Name: SchedulesListed, Description: "Every schedule with its last and next occurrences and recently skipped ones.",
-			Producers: []string{FnCheckpoints}, Consumers: []string{User}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{User}},
 		{Name: DeadLettersList, Description: "List the events the broker gave up delivering (dead letters), newest first, optionally of one type.",
-			Producers: []string{User}, Consumers: []string{FnDeadLetters}},
+			Producers: []string{User}, Consumers: []string{FnFrontDoor}, FrontDoor: true},
 		{Name: DeadLettersListed, Description: "A page of dead letters, newest first: each with its event's attributes, the error code, destination and response, and its replays.",
-			Producers: []string{FnDeadLetters}, Consumers: []string{User}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{User}},
 		{Name: DeadLetterReplay, Description: "Send a dead letter's event to the broker again, as it was first sent.",
-			Producers: []string{User}, Consumers: []string{FnDeadLetters}},
+			Producers: []string{FnFrontDoor}, Consumers: []string{FnDeadLetters}, FrontDoor: true},
 		{Name: DeadLetterReplayed, Description: "A dead letter's event was sent to the broker again.",
 			Producers: []string{FnDeadLetters}, Consumers: []string{User}},
 	}

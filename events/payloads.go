@@ -187,6 +187,9 @@ type CheckpointFinishedResult struct {
 	// of each); the checkpoint's view lists them all.
 	MoreFailed   int `json:"more_failed,omitempty"`
 	MoreExcluded int `json:"more_excluded,omitempty"`
+	// RequestedBy is who asked for the checkpoint, as its index records it (see
+	// ExtCaller); absent when the request named no one.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // Progress is how far a checkpoint's protect, or a restore, has come, counted from what
@@ -323,6 +326,9 @@ type RestoreFinishedResult struct {
 	Checkpoint string           `json:"checkpoint"`
 	Status     string           `json:"status"`
 	Failed     []FailedResource `json:"failed,omitempty"`
+	// RequestedBy is who asked for the restore, as its index records it (see ExtCaller);
+	// absent when the request named no one.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // RestoreProgressedResult is the data of RestoreProgressed.
@@ -342,6 +348,10 @@ type CheckpointDeletedResult struct {
 	Checkpoint string           `json:"checkpoint"`
 	Status     string           `json:"status"`
 	Failed     []FailedResource `json:"failed,omitempty"`
+	// RequestedBy is who asked for the deletion's last attempt, as the deletion's index
+	// records it (see ExtCaller): a caller, or "retention of plan <id>"; absent when the
+	// request named no one.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // Trigger formats.

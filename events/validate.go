@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -108,4 +110,28 @@ func describe(ve *jsonschema.ValidationError, printer *message.Printer) string {
 	}
 	walk(ve)
 	return strings.Join(leaves, "; ")
+}
+
+// MaxCallerLength bounds the caller an operation records (ExtCaller), in bytes: more than
+// a Kubernetes user name needs (a service account's, system:serviceaccount:<namespace>:<name>,
+// is at most 339).
+const MaxCallerLength = 512
+
+// CheckCaller reports what is wrong with the value of ExtCaller: it must be a non-empty,
+// printable UTF-8 string of at most MaxCallerLength bytes.
+func CheckCaller(caller string) error {
+	switch {
+	case caller == "":
+		return errors.New("is empty")
+	case len(caller) > MaxCallerLength:
+		return fmt.Errorf("is %d bytes long, more than %d", len(caller), MaxCallerLength)
+	case !utf8.ValidString(caller):
+		return errors.New("is not UTF-8")
+	}
+	for i, r := range caller {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("has the unprintable character %U at byte %d", r, i)
+		}
+	}
+	return nil
 }

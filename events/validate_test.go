@@ -59,6 +59,10 @@ func TestValidate(t *testing.T) {
 		{"a batch of another kind", MetadataSnapshot, `{"checkpoint":"cp-1","batch":"services-0000","deadline":"2026-03-01T12:00:00Z","resources":[{"type":"OS::Kubernetes::Pod","id":"x","name":"shop:db"}]}`, "/batch"},
 		{"an existing_resources policy that is not one", RestoreRequested, `{"checkpoint":"cp-1","parameters":{"existing_resources":"overwrite"}}`, "/parameters/existing_resources"},
 		{"a missing object among the listing's problems", PodsListed, `{"scope":{"namespaces":["shop"]},"pods":1,"volumes":0,"graph":{"nodes":[{"type":"OS::Kubernetes::Pod","id":"x","name":"shop:web"}],"problems":[{"pod":"shop:web","object":"Secret/db","reason":"not found"}]}}`, ""},
+		{"who asked for a checkpoint", CheckpointFinished, `{"checkpoint":"cp-1","status":"available","resources":2,"requested_by":"schedule shop-hourly"}`, ""},
+		{"who asked for a restore", RestoreFinished, `{"restore":"r-1","checkpoint":"cp-1","status":"success","requested_by":"system:serviceaccount:team-a:ci"}`, ""},
+		{"who asked for a deletion", CheckpointDeleted, `{"checkpoint":"cp-1","status":"deleted","requested_by":"retention of plan shop"}`, ""},
+		{"nobody named", CheckpointDeleted, `{"checkpoint":"cp-1","status":"deleted","requested_by":""}`, "/requested_by"},
 		{"unknown retention field", ProtectRequested, `{"plan":{"id":"shop","scope":{"allNamespaces":true},"retention":{"max_checkpoints":3}}}`, "max_checkpoints"},
 	}
 	for _, tt := range tests {
@@ -113,6 +117,28 @@ func TestEveryCatalogTypeHasSchema(t *testing.T) {
 		}
 		if len(ty.Producers) == 0 || len(ty.Consumers) == 0 {
 			t.Errorf("%s: producers and consumers must be named", ty.Name)
+		}
+	}
+}
+
+func TestCheckCaller(t *testing.T) {
+	for _, tt := range []struct {
+		caller  string
+		wantErr string
+	}{
+		{"system:serviceaccount:team-a:ci", ""},
+		{"oidc:alice@example.com", ""},
+		{"https://issuer.example.com#Zoë Müller", ""},
+		{strings.Repeat("a", MaxCallerLength), ""},
+		{"", "is empty"},
+		{strings.Repeat("a", MaxCallerLength+1), "more than 512"},
+		{"alice\tbob", "unprintable character U+0009 at byte 5"},
+		{"alice\u200b", "unprintable character U+200B"},
+		{"alice\xff", "is not UTF-8"},
+	} {
+		err := CheckCaller(tt.caller)
+		if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("CheckCaller(%q) = %v, want %q", tt.caller, err, tt.wantErr)
 		}
 	}
 }

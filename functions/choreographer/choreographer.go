@@ -242,7 +242,7 @@ func (s *Step) emit(ctx context.Context, flow, op, typ, id string, data any) err
 	e := event.New()
 	e.SetID(id)
 	e.SetType(typ)
-	e.SetSource(events.Source + events.FnChoreographer)
+	e.SetSource(ownSource)
 	e.SetTime(s.now().UTC())
 	e.SetDataSchema(events.SchemaURL(typ))
 	e.SetExtension(events.ExtFlow, flow)

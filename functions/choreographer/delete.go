@@ -28,8 +28,13 @@ type deletion struct {
 }
 
 // delete starts, or carries on with, the deletion of a checkpoint that is available or
-// error (or whose deletion failed before: it is tried again).
+// error (or whose deletion failed before: it is tried again). Each attempt records who
+// asked for it (caller.go).
 func (s *Step) delete(ctx context.Context, e event.Event) error {
+	by, err := callerOf(e)
+	if err != nil {
+		return err
+	}
 	var req events.DeleteRequest
 	if err := function.Decode(e, &req); err != nil {
 		return err
@@ -42,7 +47,11 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 			if status == events.StatusDeleting {
 				return s.completeDeletion(ctx, id)
 			}
-			return s.announceDeletion(ctx, id, status, nil)
+			d, err := s.deletionIndex(ctx, id)
+			if err != nil {
+				return err
+			}
+			return s.announceDeletion(ctx, id, d.RequestedBy, status, nil)
 		}
 		return function.Permanent(fmt.Errorf("/checkpoint: checkpoint %s does not exist", id))
 	}
@@ -62,7 +71,10 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 		ctx, span = s.telemetry.StartOperation(ctx, "podguard.delete", attribute.String("podguard.checkpoint", id))
 		defer span.End()
 		at := s.eventTime(e)
-		if err := s.noteDeletion(ctx, cp, at.Add(s.cfg.DeleteTimeout)); err != nil {
+		if by == "" {
+			by = deletedBy(e, cp)
+		}
+		if err := s.noteDeletion(ctx, cp, at.Add(s.cfg.DeleteTimeout), by); err != nil {
 			return err
 		}
 		if status == events.StatusErrorDeleting {
@@ -81,7 +93,7 @@ func (s *Step) delete(ctx context.Context, e event.Event) error {
 			return err
 		}
 		s.metrics.OperationStarted(ctx, observe.Delete)
-		logging.FromContext(ctx).Infow("checkpoint deleting", zap.String("checkpoint", id))
+		logging.FromContext(ctx).Infow("checkpoint deleting", zap.String("checkpoint", id), zap.String("requested_by", by))
 	case events.StatusDeleting:
 		// A duplicate: carry on.
 	default:
@@ -241,6 +253,10 @@ func (s *Step) completeDeletion(ctx context.Context, id string) error {
 	if err != nil && !errors.Is(err, bank.ErrNotFound) {
 		return err
 	}
+	d, err := s.deletionIndex(ctx, id)
+	if err != nil {
+		return err
+	}
 	if len(failures) == 0 {
 		if err := s.bank.RemoveCheckpoint(ctx, id); err != nil {
 			return err
@@ -253,7 +269,7 @@ func (s *Step) completeDeletion(ctx context.Context, id string) error {
 	status, failures := end.Status, end.Failures
 	if end.First {
 		started := time.Time{}
-		if d, err := s.bank.Deletion(ctx, id); err == nil {
+		if !d.Deadline.IsZero() {
 			started = d.Deadline.Add(-s.cfg.DeleteTimeout)
 		}
 		s.finished(ctx, observe.Delete, end, started, g, events.StatusDeleted)
@@ -266,19 +282,30 @@ func (s *Step) completeDeletion(ctx context.Context, id string) error {
 		}
 	}
 	logging.FromContext(ctx).Infow("checkpoint deletion ended", zap.String("checkpoint", id), zap.String("status", status), zap.Int("failed", len(failures)))
-	if err := s.announceDeletion(ctx, id, status, failures); err != nil {
+	if err := s.announceDeletion(ctx, id, d.RequestedBy, status, failures); err != nil {
 		return err
 	}
 	return s.retainAfterDeletion(ctx, id)
 }
 
-func (s *Step) announceDeletion(ctx context.Context, id, status string, failures []bank.Failure) error {
+// deletionIndex reads the index of the deletion of a checkpoint; an empty one when there
+// is none (a deletion started before deletions had an index).
+func (s *Step) deletionIndex(ctx context.Context, id string) (*bank.Deletion, error) {
+	d, err := s.bank.Deletion(ctx, id)
+	if errors.Is(err, bank.ErrNotFound) {
+		return &bank.Deletion{Checkpoint: id}, nil
+	}
+	return d, err
+}
+
+// announceDeletion announces how a deletion ended, and who asked for it.
+func (s *Step) announceDeletion(ctx context.Context, id, by, status string, failures []bank.Failure) error {
 	h, err := s.deletions.History(ctx, id)
 	if err != nil {
 		return err
 	}
 	started := attemptStart(h).UTC().Format(time.RFC3339Nano)
-	out := events.CheckpointDeletedResult{Checkpoint: id, Status: status}
+	out := events.CheckpointDeletedResult{Checkpoint: id, Status: status, RequestedBy: by}
 	for _, f := range failures {
 		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
 	}

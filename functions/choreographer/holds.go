@@ -106,7 +106,7 @@ func noProtectablePods(sc events.Scope, excluded []graph.Excluded) string {
 // finishedResult is the data of a checkpoint's checkpoint.finished: its failures, named
 // after the resource or the pod of a problem, and the pods excluded, each list bounded.
 func finishedResult(cp *bank.Checkpoint, status string, g *graph.Graph, failures []bank.Failure) events.CheckpointFinishedResult {
-	out := events.CheckpointFinishedResult{Checkpoint: cp.ID, Plan: cp.Plan.ID, Status: status}
+	out := events.CheckpointFinishedResult{Checkpoint: cp.ID, Plan: cp.Plan.ID, Status: status, RequestedBy: cp.RequestedBy}
 	names := map[string]string{}
 	if g != nil {
 		out.Resources = len(g.Nodes)

@@ -32,16 +32,25 @@ func CheckpointID(req events.ProtectRequest, e event.Event) string {
 }
 
 func (s *Step) protect(ctx context.Context, e event.Event) error {
+	by, err := callerOf(e)
+	if err != nil {
+		return err
+	}
 	var req events.ProtectRequest
 	if err := function.Decode(e, &req); err != nil {
 		return err
 	}
-	return s.protectRequest(ctx, e, req)
+	if by == "" {
+		if by, err = s.scheduledBy(ctx, e, req); err != nil {
+			return err
+		}
+	}
+	return s.protectRequest(ctx, e, req, by)
 }
 
 // protectRequest starts the checkpoint of a protect request (from a user, a schedule or
-// a PingSource).
-func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.ProtectRequest) error {
+// a PingSource); by is who asked (caller.go).
+func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.ProtectRequest, by string) error {
 	if err := req.Plan.Scope.Check(); err != nil {
 		return function.Permanent(fmt.Errorf("/plan%w", err))
 	}
@@ -78,6 +87,7 @@ func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.Pro
 		ID: id, Plan: bank.PlanRef{ID: req.Plan.ID, Name: req.Plan.Name, Retention: retention},
 		Project: s.cfg.Project, Provider: checkpoint.ProviderID, CreatedAt: now, Deadline: now.Add(s.cfg.ProtectTimeout),
 		Scope: req.Plan.Scope, Parameters: req.Plan.Parameters, BatchSize: s.cfg.BatchSize, Trace: s.telemetry.TraceParent(ctx),
+		RequestedBy: by,
 	})
 	if err != nil {
 		return err
@@ -85,7 +95,7 @@ func (s *Step) protectRequest(ctx context.Context, e event.Event, req events.Pro
 	if fresh {
 		s.metrics.OperationStarted(ctx, observe.Protect)
 	}
-	logging.FromContext(ctx).Infow("checkpoint protecting", zap.String("checkpoint", cp.ID), zap.String("plan", cp.Plan.ID))
+	logging.FromContext(ctx).Infow("checkpoint protecting", zap.String("checkpoint", cp.ID), zap.String("plan", cp.Plan.ID), zap.String("requested_by", cp.RequestedBy))
 	return s.requestListing(ctx, cp, "")
 }
 

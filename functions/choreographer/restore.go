@@ -49,8 +49,13 @@ func firstPhases(bs []graph.Batch) []graph.Batch {
 func RestoreID(e event.Event) string { return function.DerivedID("restore", e.Source(), e.ID()) }
 
 // restore starts a restore: the checkpoint must exist and be available, and the
-// parameters must fit it. Nothing is created for a request refused.
+// parameters must fit it. Nothing is created for a request refused. The restore records
+// the request's caller (caller.go).
 func (s *Step) restore(ctx context.Context, e event.Event) error {
+	by, err := callerOf(e)
+	if err != nil {
+		return err
+	}
 	var req events.RestoreRequest
 	if err := function.Decode(e, &req); err != nil {
 		return err
@@ -61,7 +66,7 @@ func (s *Step) restore(ctx context.Context, e event.Event) error {
 		cp *bank.Checkpoint
 		g  *graph.Graph
 	)
-	r, err := s.bank.Restore(ctx, id)
+	r, err = s.bank.Restore(ctx, id)
 	switch {
 	case err == nil:
 		// A redelivered request: carry on with the restore it started, whatever the
@@ -71,7 +76,7 @@ func (s *Step) restore(ctx context.Context, e event.Event) error {
 		var span trace.Span
 		ctx, span = s.telemetry.StartOperation(ctx, "podguard.restore", attribute.String("podguard.restore", id), attribute.String("podguard.checkpoint", req.Checkpoint))
 		defer span.End()
-		r, cp, g, err = s.newRestore(ctx, id, req, s.eventTime(e))
+		r, cp, g, err = s.newRestore(ctx, id, req, by, s.eventTime(e))
 		if err == nil {
 			s.metrics.OperationStarted(ctx, observe.Restore)
 		}
@@ -82,7 +87,7 @@ func (s *Step) restore(ctx context.Context, e event.Event) error {
 	return s.restoreFirst(ctx, r, cp, g)
 }
 
-func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequest, at time.Time) (*bank.Restore, *bank.Checkpoint, *graph.Graph, error) {
+func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequest, by string, at time.Time) (*bank.Restore, *bank.Checkpoint, *graph.Graph, error) {
 	cp, err := s.bank.Checkpoint(ctx, req.Checkpoint)
 	if errors.Is(err, bank.ErrNotFound) {
 		return nil, nil, nil, function.Permanent(fmt.Errorf("/checkpoint: checkpoint %s does not exist", req.Checkpoint))
@@ -106,13 +111,13 @@ func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequ
 		return nil, nil, nil, function.Permanent(fmt.Errorf("/parameters%w", err))
 	}
 	r, err := s.bank.CreateRestore(ctx, bank.Restore{ID: id, Checkpoint: cp.ID, Parameters: params,
-		CreatedAt: at, Deadline: at.Add(s.cfg.RestoreTimeout), Trace: s.telemetry.TraceParent(ctx)})
+		CreatedAt: at, Deadline: at.Add(s.cfg.RestoreTimeout), Trace: s.telemetry.TraceParent(ctx), RequestedBy: by})
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	pods, volumes := g.Counts()
 	logging.FromContext(ctx).Infow("restore in progress", zap.String("restore", r.ID), zap.String("checkpoint", cp.ID),
-		zap.Int("pods", pods), zap.Int("volumes", volumes), zap.String("namespace", params.Namespace))
+		zap.Int("pods", pods), zap.Int("volumes", volumes), zap.String("namespace", params.Namespace), zap.String("requested_by", r.RequestedBy))
 	return r, cp, g, nil
 }
 
@@ -363,7 +368,7 @@ func (s *Step) finishRestore(ctx context.Context, r *bank.Restore) error {
 		s.finished(ctx, observe.Restore, end, r.CreatedAt, g, events.StatusAvailable)
 	}
 	s.gate.forget(r.ID)
-	out := events.RestoreFinishedResult{Restore: r.ID, Checkpoint: r.Checkpoint, Status: status}
+	out := events.RestoreFinishedResult{Restore: r.ID, Checkpoint: r.Checkpoint, Status: status, RequestedBy: r.RequestedBy}
 	for _, f := range failures {
 		out.Failed = append(out.Failed, events.FailedResource{Key: f.Key, Reason: f.Reason})
 	}

@@ -263,7 +263,7 @@ func (s *Step) retain(ctx context.Context, plan string) error {
 		if v.Decision != retainDelete {
 			continue
 		}
-		if err := s.emit(ctx, events.FlowDelete, v.Checkpoint, events.DeleteRequested, function.DerivedID("retention", v.Checkpoint),
+		if err := s.emit(ctx, events.FlowDelete, v.Checkpoint, events.DeleteRequested, retentionID(v.Checkpoint),
 			events.DeleteRequest{Checkpoint: v.Checkpoint}); err != nil {
 			return fmt.Errorf("retention of plan %s: %w", plan, err)
 		}
@@ -410,10 +410,10 @@ func (s *Step) restoringCheckpoints(ctx context.Context) (map[string]bool, error
 }
 
 // noteDeletion records the deletion of a checkpoint as it starts: the deadline the
-// delete-backup step works to, and the checkpoint's plan, so that the plan's retention
-// runs again once the deletion has ended (the checkpoint's index is gone then).
-func (s *Step) noteDeletion(ctx context.Context, cp *bank.Checkpoint, deadline time.Time) error {
-	return s.bank.PutDeletion(ctx, bank.Deletion{Checkpoint: cp.ID, Plan: cp.Plan, Deadline: deadline})
+// delete-backup step works to, the checkpoint's plan, so that the plan's retention runs
+// again once the deletion has ended (the checkpoint's index is gone then), and who asked.
+func (s *Step) noteDeletion(ctx context.Context, cp *bank.Checkpoint, deadline time.Time, by string) error {
+	return s.bank.PutDeletion(ctx, bank.Deletion{Checkpoint: cp.ID, Plan: cp.Plan, Deadline: deadline, RequestedBy: by})
 }
 
 // retainAfterDeletion runs the retention of the plan of a checkpoint whose deletion

@@ -427,7 +427,7 @@ func TestRetainAfterDeletionFindsThePlanOfTheDeletion(t *testing.T) {
 	b.storePlan("shop-daily", keep1)
 	b.add("b", events.StatusAvailable, 1*time.Hour, "full", keep1, "v")
 	b.add("a", events.StatusAvailable, 2*time.Hour, "full", keep1, "v")
-	if err := s.noteDeletion(ctx, &bank.Checkpoint{ID: "gone", Plan: bank.PlanRef{ID: "shop", Retention: keep1}}, time.Time{}); err != nil {
+	if err := s.noteDeletion(ctx, &bank.Checkpoint{ID: "gone", Plan: bank.PlanRef{ID: "shop", Retention: keep1}}, time.Time{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.retainAfterDeletion(ctx, "gone"); err != nil {
@@ -438,7 +438,7 @@ func TestRetainAfterDeletionFindsThePlanOfTheDeletion(t *testing.T) {
 	}
 	// The deletion of a checkpoint of no plan runs nothing.
 	out.events = nil
-	if err := s.noteDeletion(ctx, &bank.Checkpoint{ID: "loose"}, time.Time{}); err != nil {
+	if err := s.noteDeletion(ctx, &bank.Checkpoint{ID: "loose"}, time.Time{}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.retainAfterDeletion(ctx, "loose"); err != nil || len(out.events) != 0 {

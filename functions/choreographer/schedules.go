@@ -204,7 +204,7 @@ func (s *Step) runSchedule(ctx context.Context, id string) error {
 		if err := s.schedules.PutPlanSchedule(ctx, sc.Plan.ID, id); err != nil {
 			return err
 		}
-		if err := s.emit(ctx, events.FlowProtect, cp, events.ProtectRequested, function.DerivedID("schedule", id, occurrence), req); err != nil {
+		if err := s.emit(ctx, events.FlowProtect, cp, events.ProtectRequested, occurrenceID(id, occurrence), req); err != nil {
 			return err
 		}
 		log.Infow("schedule occurrence run", zap.String("occurrence", occurrence), zap.String("checkpoint", cp))
@@ -259,7 +259,7 @@ func (s *Step) ping(ctx context.Context, e event.Event) error {
 	if req.Plan.ID == "" {
 		req.Plan.ID = function.DerivedID("pingsource", e.Source())
 	}
-	return s.protectRequest(ctx, e, req)
+	return s.protectRequest(ctx, e, req, pingedBy(e))
 }
 
 func utc(ts []time.Time) []time.Time {

@@ -3,6 +3,8 @@ package choreographer
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +14,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/podguard/podguard/events"
-	"github.com/podguard/podguard/functions/checkpoints"
+	"github.com/podguard/podguard/functions/frontdoor"
+	"github.com/podguard/podguard/shared/access"
+	"github.com/podguard/podguard/shared/access/accesstest"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/schedule"
@@ -172,12 +176,20 @@ func TestSchedulesOnTheBank(t *testing.T) {
 		t.Fatalf("skip report %+v: %v", skipped, err)
 	}
 
-	// The checkpoints function lists the schedule with what happened and what comes next.
-	ck, err := checkpoints.NewStep(b, checkpoint.BankRestores(b))
+	// The front door lists the schedule with what happened and what comes next.
+	admin := access.Caller{Username: "admin"}
+	ck, err := frontdoor.NewStep(b, checkpoint.BankRestores(b), frontdoor.Options{
+		Authenticator: accesstest.Tokens{"t": admin}, Authorizer: accesstest.AllowAll(admin.Username)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err = ck.Handle(ctx, userEvent(t, events.SchedulesList, map[string]any{}))
+	hr := httptest.NewRequest(http.MethodPost, "/", nil)
+	hr.Header.Set("Authorization", "Bearer t")
+	actx, err := ck.Admit(ctx, hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err = ck.Handle(actx, userEvent(t, events.SchedulesList, map[string]any{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,12 @@ type Checkpoint struct {
 	// Trace is the W3C traceparent of the protect's trace, which work done for it later
 	// (a tick's re-drive) joins; empty when tracing was off.
 	Trace string `json:"trace,omitempty"`
+	// RequestedBy is who asked for the checkpoint: the caller the front door
+	// authenticated (events.ExtCaller), or the choreographer's own reason for a protect
+	// it started ("schedule <id>", "schedule of plan <id>", "pingsource <source>"); empty
+	// when the request named no one, and in checkpoints made before it was recorded. The
+	// index is written create-only, so the first request's wins.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // PlanRef names the plan a checkpoint was made for.

@@ -18,6 +18,10 @@ type Restore struct {
 	Deadline   time.Time                `json:"deadline"`
 	// Trace is the W3C traceparent of the restore's trace (see Checkpoint.Trace).
 	Trace string `json:"trace,omitempty"`
+	// RequestedBy is who asked for the restore: the caller the front door authenticated
+	// (events.ExtCaller); empty when the request named no one. The first request's wins,
+	// as the index is written create-only.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // CreateRestore writes a new restore's index, its first status (in_progress), its entry in

@@ -13,9 +13,15 @@ type Deletion struct {
 	Plan       PlanRef `json:"plan"`
 	// Deadline is when the current attempt must be done by; delete-backup works to it.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// RequestedBy is who asked for the current attempt: the caller the front door
+	// authenticated (events.ExtCaller), or "retention of plan <id>" for a deletion the
+	// plan's retention requested; empty when the request named no one.
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
-// PutDeletion writes the index of a deletion; a redelivered request writes the same.
+// PutDeletion writes the index of a deletion as an attempt starts; a redelivered request
+// writes the same, and a new attempt (after error-deleting) writes its own deadline and
+// caller.
 func (b *Bank) PutDeletion(ctx context.Context, d Deletion) error {
 	return b.putJSON(ctx, b.layout.DeletionIndex(d.Checkpoint), d, false)
 }

@@ -19,10 +19,12 @@ type RestoreView struct {
 	Checkpoint string                   `json:"checkpoint"`
 	Parameters events.RestoreParameters `json:"parameters"`
 	// Status is in_progress, success or fail.
-	Status    string              `json:"status"`
-	CreatedAt time.Time           `json:"created_at"`
-	Deadline  time.Time           `json:"deadline"`
-	History   []bank.StatusChange `json:"history"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+	Deadline  time.Time `json:"deadline"`
+	// RequestedBy is who asked for the restore (bank.Restore.RequestedBy).
+	RequestedBy string              `json:"requested_by,omitempty"`
+	History     []bank.StatusChange `json:"history"`
 	// Resources lists each resource of the checkpoint with its restore status, reason
 	// and what it was restored into.
 	Resources []RestoreResourceView `json:"resources,omitempty"`
@@ -45,13 +47,18 @@ type RestoreResourceView struct {
 	Restored json.RawMessage `json:"restored,omitempty"`
 }
 
-// RestoreSummary is a restore in a list.
+// RestoreSummary is a restore in a list: with the namespace it restores into and who
+// asked for it, by which a list can be narrowed to what a caller may see.
 type RestoreSummary struct {
 	ID          string    `json:"id"`
 	Checkpoint  string    `json:"checkpoint"`
 	Status      string    `json:"status"`
 	CreatedAt   time.Time `json:"created_at"`
 	RestoreName string    `json:"restore_name,omitempty"`
+	// Namespace is the restore's target namespace (parameters.namespace); empty when
+	// each pod goes back to its original namespace, which the checkpoint's scope names.
+	Namespace   string `json:"namespace,omitempty"`
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // RestoreReader is what restore views are read from: the restores' indexes, the graphs of
@@ -116,7 +123,8 @@ func LoadRestoreAt(ctx context.Context, r RestoreReader, id string, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	v := &RestoreView{ID: rs.ID, Checkpoint: rs.Checkpoint, Parameters: rs.Parameters, CreatedAt: rs.CreatedAt, Deadline: rs.Deadline}
+	v := &RestoreView{ID: rs.ID, Checkpoint: rs.Checkpoint, Parameters: rs.Parameters, CreatedAt: rs.CreatedAt, Deadline: rs.Deadline,
+		RequestedBy: rs.RequestedBy}
 	if v.History, err = r.RestoreHistory(ctx, id); err != nil {
 		return nil, err
 	}
@@ -295,7 +303,8 @@ func ListRestores(ctx context.Context, r RestoreReader, limit int, marker string
 		if err != nil {
 			return nil, "", fmt.Errorf("status of restore %s: %w", id, err)
 		}
-		s := RestoreSummary{ID: id, Checkpoint: rs.Checkpoint, CreatedAt: rs.CreatedAt, RestoreName: rs.Parameters.RestoreName}
+		s := RestoreSummary{ID: id, Checkpoint: rs.Checkpoint, CreatedAt: rs.CreatedAt, RestoreName: rs.Parameters.RestoreName,
+			Namespace: rs.Parameters.Namespace, RequestedBy: rs.RequestedBy}
 		if len(h) > 0 {
 			s.Status = h[len(h)-1].Status
 		}

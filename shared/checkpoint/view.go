@@ -14,14 +14,16 @@ import (
 
 // View is a checkpoint as users see it.
 type View struct {
-	ID        string              `json:"id"`
-	Plan      bank.PlanRef        `json:"plan"`
-	Project   string              `json:"project,omitempty"`
-	Provider  string              `json:"provider"`
-	Status    string              `json:"status"`
-	CreatedAt time.Time           `json:"created_at"`
-	Deadline  time.Time           `json:"deadline"`
-	History   []bank.StatusChange `json:"history"`
+	ID        string       `json:"id"`
+	Plan      bank.PlanRef `json:"plan"`
+	Project   string       `json:"project,omitempty"`
+	Provider  string       `json:"provider"`
+	Status    string       `json:"status"`
+	CreatedAt time.Time    `json:"created_at"`
+	Deadline  time.Time    `json:"deadline"`
+	// RequestedBy is who asked for the checkpoint (bank.Checkpoint.RequestedBy).
+	RequestedBy string              `json:"requested_by,omitempty"`
+	History     []bank.StatusChange `json:"history"`
 	// Resources lists each resource of the graph with its status (and reason).
 	Resources []ResourceView `json:"resources,omitempty"`
 	// Problems and Excluded come from the listing: volumes that could not be resolved to
@@ -45,12 +47,15 @@ type ResourceView struct {
 	Reason   string   `json:"reason,omitempty"`
 }
 
-// Summary is a checkpoint in a list.
+// Summary is a checkpoint in a list: with its scope and who asked for it, by which a
+// list can be narrowed to what a caller may see.
 type Summary struct {
-	ID        string       `json:"id"`
-	Plan      bank.PlanRef `json:"plan"`
-	Status    string       `json:"status"`
-	CreatedAt time.Time    `json:"created_at"`
+	ID          string       `json:"id"`
+	Plan        bank.PlanRef `json:"plan"`
+	Scope       events.Scope `json:"scope"`
+	Status      string       `json:"status"`
+	CreatedAt   time.Time    `json:"created_at"`
+	RequestedBy string       `json:"requested_by,omitempty"`
 }
 
 // Reader is what views are read from.
@@ -78,7 +83,8 @@ func LoadAt(ctx context.Context, r Reader, id string, now time.Time) (*View, err
 	if err != nil {
 		return nil, err
 	}
-	v := &View{ID: cp.ID, Plan: cp.Plan, Project: cp.Project, Provider: cp.Provider, CreatedAt: cp.CreatedAt, Deadline: cp.Deadline}
+	v := &View{ID: cp.ID, Plan: cp.Plan, Project: cp.Project, Provider: cp.Provider, CreatedAt: cp.CreatedAt, Deadline: cp.Deadline,
+		RequestedBy: cp.RequestedBy}
 	if v.History, err = r.History(ctx, id); err != nil {
 		return nil, err
 	}
@@ -221,7 +227,7 @@ func List(ctx context.Context, r Reader, plan string, limit int, marker string) 
 		if err != nil {
 			return nil, "", fmt.Errorf("status of checkpoint %s: %w", id, err)
 		}
-		s := Summary{ID: id, Plan: cp.Plan, CreatedAt: cp.CreatedAt}
+		s := Summary{ID: id, Plan: cp.Plan, Scope: cp.Scope, CreatedAt: cp.CreatedAt, RequestedBy: cp.RequestedBy}
 		if len(h) > 0 {
 			s.Status = h[len(h)-1].Status
 		}

@@ -83,6 +83,10 @@ type Function[C any] struct {
 	New func(ctx context.Context, cfg *C, env Env) (Handler, error)
 	// AcceptAny hands the step every event, unchecked (see ServerOptions.AcceptAny).
 	AcceptAny bool
+	// AnswerCallers writes replies in the HTTP response, to the caller who sent the
+	// request directly, instead of sending them to K_SINK; the step still gets K_SINK
+	// (Env.Sink) for what it sends itself. The front door takes this.
+	AnswerCallers bool
 }
 
 // Main runs f until SIGTERM or SIGINT, then drains in-flight requests. It exits the
@@ -155,8 +159,12 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	replies := env.Sink
+	if f.AnswerCallers {
+		replies = nil
+	}
 	srv := NewServer(f.Name, f.Accepts, h, v, ServerOptions{
-		Sink: env.Sink, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger, AcceptAny: f.AcceptAny,
+		Sink: replies, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger, AcceptAny: f.AcceptAny,
 		Telemetry: telemetry, Gate: GateOf(h),
 	})
 	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), WithReadAPI(srv, h), base.DrainTimeout, logger, ready)

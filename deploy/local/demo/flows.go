@@ -53,7 +53,7 @@ func (d *demo) start() error {
 			Filter: map[string]string{"type": typ}, Subscriber: broker.Destination{Ref: "demo"}})
 	}
 	r, err := runner.Start(d.ctx, runner.Options{
-		Triggers: "deploy/base", Tick: 2 * time.Second,
+		Triggers: "deploy/base", Tick: 2 * time.Second, Access: &runner.Access{Roles: "deploy/roles"},
 		Observers:    observers,
 		ObserverURLs: map[string]string{"demo": "http://" + ln.Addr().String()},
 		DeadLetters:  d.deadLetters,
@@ -73,14 +73,15 @@ func newEvent(typ string, data any) (event.Event, error) {
 	return ev, ev.SetData(cloudevents.ApplicationJSON, data)
 }
 
-// send posts an event to the broker's ingress.
+// send posts a request to the front door with the runner's admin token, as a user's
+// system would; the front door forwards it into the broker.
 func (d *demo) send(ev event.Event) error {
-	c, err := cloudevents.NewClientHTTP()
+	c, err := cloudevents.NewClientHTTP(cehttp.WithHeader("Authorization", "Bearer "+d.runner.Token))
 	if err != nil {
 		return err
 	}
-	if res := c.Send(cloudevents.ContextWithTarget(d.ctx, d.runner.IngressURL), ev); !cloudevents.IsACK(res) {
-		return fmt.Errorf("send %s to the broker: %w", ev.Type(), res)
+	if res := c.Send(cloudevents.ContextWithTarget(d.ctx, d.runner.FrontDoor), ev); !cloudevents.IsACK(res) {
+		return fmt.Errorf("send %s to the front door: %w", ev.Type(), res)
 	}
 	return nil
 }
@@ -103,7 +104,7 @@ func (d *demo) await(typ, id string, timeout time.Duration, out any) error {
 			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("no %s for %s within %s (%w); events the broker could not deliver are in %s and at %s/api/deadletters",
-				typ, id, timeout, ctx.Err(), d.deadLetters, d.runner.Functions[events.FnCheckpoints])
+				typ, id, timeout, ctx.Err(), d.deadLetters, d.runner.Functions[events.FnFrontDoor])
 		}
 	}
 }
@@ -201,8 +202,8 @@ func (d *demo) deleteCheckpoint(cp string, originals []original) error {
 	if len(left) > 0 {
 		return fmt.Errorf("checkpoint %s is deleted but backups are left: %s", cp, strings.Join(left, "; "))
 	}
-	url := d.runner.Functions[events.FnCheckpoints] + "/api/checkpoints/" + cp
-	resp, err := http.Get(url)
+	url := d.runner.FrontDoor + "/api/checkpoints/" + cp
+	resp, err := d.runner.Read(d.ctx, "/api/checkpoints/"+cp)
 	if err != nil {
 		return err
 	}

@@ -120,6 +120,7 @@ func run() error {
 	}
 	defer d.runner.Close(context.Background())
 	fmt.Printf("    broker ingress %s\n", d.runner.IngressURL)
+	fmt.Printf("    front door     %s (requests go here, with a bearer token of podguard-local-admin)\n", d.runner.FrontDoor)
 	for _, n := range d.runner.Names() {
 		fmt.Printf("    %-18s %s\n", n, d.runner.Functions[n])
 	}
@@ -138,7 +139,7 @@ func run() error {
 		return err
 	}
 
-	d.stage("show checkpoint", "The checkpoint, as GET %s/api/checkpoints/%s shows it", d.runner.Functions[events.FnCheckpoints], cp)
+	d.stage("show checkpoint", "The checkpoint, as GET %s/api/checkpoints/%s shows it", d.runner.Functions[events.FnFrontDoor], cp)
 	if err := d.showCheckpoint(cp); err != nil {
 		return fmt.Errorf("show checkpoint %s: %w", cp, err)
 	}
@@ -160,7 +161,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	d.stage("show restore", "The restore, as GET %s/api/restores/%s shows it", d.runner.Functions[events.FnCheckpoints], rid)
+	d.stage("show restore", "The restore, as GET %s/api/restores/%s shows it", d.runner.Functions[events.FnFrontDoor], rid)
 	view, err := d.showRestore(rid)
 	if err != nil {
 		return fmt.Errorf("show restore %s: %w", rid, err)

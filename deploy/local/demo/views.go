@@ -10,16 +10,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
 )
 
-// getJSON reads a view of the checkpoints function.
+// getJSON reads a view of the front door, as the runner's admin.
 func (d *demo) getJSON(path string, out any) error {
-	url := d.runner.Functions[events.FnCheckpoints] + path
-	resp, err := http.Get(url)
+	url := d.runner.FrontDoor + path
+	resp, err := d.runner.Read(d.ctx, path)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -112,6 +114,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		Observers: observers, ObserverURLs: observerURLs(obs.URL, o.deadLetters),
 		DeadLetters: filepath.Join(t.TempDir(), "dead-letters.jsonl"),
 		Knative:     knativeBroker(t, st, e.kube),
+		Access:      &runner.Access{Roles: filepath.Join(stacktest.RepoRoot(t), "deploy", "roles")},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +175,39 @@ func knativeBroker(t testing.TB, st *stacktest.Stack, kube kubernetes.Interface)
 		t.Fatal(err)
 	}
 	return &runner.Knative{BrokerURL: env.BrokerURL(ns, broker), Namespace: ns, Broker: broker, Addrs: env.Functions, Triggers: c}
+}
+
+// ask sends a request to the front door with token (the runner's admin when empty), as
+// a user's system would, and returns its status and reply.
+func (e *env) ask(ev event.Event, token string) (int, *event.Event, string) {
+	e.t.Helper()
+	if token == "" {
+		token = e.runner.Token
+	}
+	c, err := cloudevents.NewClientHTTP(cehttp.WithHeader("Authorization", "Bearer "+token))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	reply, res := c.Request(cloudevents.ContextWithTarget(context.Background(), e.runner.FrontDoor), ev)
+	var hr *cehttp.Result
+	if !cloudevents.ResultAs(res, &hr) {
+		e.t.Fatalf("%s to the front door: %v", ev.Type(), res)
+	}
+	return hr.StatusCode, reply, fmt.Sprint(res)
+}
+
+// read GETs path of the front door's read API as the runner's admin into v.
+func (e *env) read(path string, v any) error {
+	resp, err := e.runner.Read(context.Background(), path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %s %s", path, resp.Status, b)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // send delivers an event to the broker ingress, as a user's system would.

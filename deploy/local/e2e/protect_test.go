@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/backupvolume"
 	"github.com/podguard/podguard/functions/choreographer"
@@ -64,7 +62,7 @@ func (e *env) keys() *seal.Keyring {
 
 func (e *env) show(id string) *checkpoint.View {
 	e.t.Helper()
-	resp, err := http.Get(e.runner.Functions[events.FnCheckpoints] + "/api/checkpoints/" + id)
+	resp, err := e.runner.Read(context.Background(), "/api/checkpoints/"+id)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -136,7 +134,7 @@ func TestProtectTwoPodsWithCinderVolumes(t *testing.T) {
 	}
 
 	// Listed by plan, newest first.
-	resp, err := http.Get(e.runner.Functions[events.FnCheckpoints] + "/api/checkpoints?plan=" + req.Plan.ID)
+	resp, err := e.runner.Read(context.Background(), "/api/checkpoints?plan="+req.Plan.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +145,7 @@ func TestProtectTwoPodsWithCinderVolumes(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Checkpoints) != 1 || list.Checkpoints[0].ID != id {
 		t.Fatalf("list: %+v %v", list, err)
 	}
-	// The same answers as events with a reply (what a system on the broker would send).
+	// The same answers as events with a reply, asked of the front door.
 	for _, q := range []struct {
 		typ, reply string
 		data       any
@@ -157,11 +155,9 @@ func TestProtectTwoPodsWithCinderVolumes(t *testing.T) {
 		{events.CheckpointsList, events.CheckpointsListed, map[string]string{"plan": req.Plan.ID}, id},
 		{events.ProviderShow, events.ProviderShown, map[string]any{}, "OS::Cinder::Volume"},
 	} {
-		c, _ := cloudevents.NewClientHTTP()
-		ctx := cloudevents.ContextWithTarget(context.Background(), e.runner.Functions[events.FnCheckpoints])
-		reply, res := c.Request(ctx, newEvent(q.typ, q.data))
-		if !cloudevents.IsACK(res) || reply == nil || reply.Type() != q.reply || !strings.Contains(string(reply.Data()), q.want) {
-			t.Fatalf("%s: %v, reply %v", q.typ, res, reply)
+		code, reply, res := e.ask(newEvent(q.typ, q.data), "")
+		if code != http.StatusOK || reply == nil || reply.Type() != q.reply || !strings.Contains(string(reply.Data()), q.want) {
+			t.Fatalf("%s: %s, reply %v", q.typ, res, reply)
 		}
 	}
 	if n := e.count(events.CheckpointFinished); n < 1 {

@@ -48,7 +48,7 @@ type restoreView struct {
 
 func (e *env) showRestore(id string) *restoreView {
 	e.t.Helper()
-	resp, err := http.Get(e.runner.Functions[events.FnCheckpoints] + "/api/restores/" + id)
+	resp, err := e.runner.Read(context.Background(), "/api/restores/"+id)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 			t.Errorf("backups of %s left: %+v", orig, bs)
 		}
 	}
-	resp, err := http.Get(e.runner.Functions[events.FnCheckpoints] + "/api/checkpoints/" + cp)
+	resp, err := e.runner.Read(context.Background(), "/api/checkpoints/"+cp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -12,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/podguard/podguard/deploy/local/broker"
@@ -114,7 +111,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// TestBrokerRetriesThenDeadLetters: the checkpoints function answers 503 to a request a
+// TestBrokerRetriesThenDeadLetters: list-pods answers 503 to a request a
 // few times: the broker retries it as the Trigger's delivery spec says (as many
 // attempts, each after the spec's backoff) and the last attempt succeeds. Failing more
 // times than the spec retries, the request is dead-lettered: the dead-letters function
@@ -122,7 +119,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 // cause is fixed; the replay is delivered and answered. The same on the embedded broker
 // and on Knative's.
 func TestBrokerRetriesThenDeadLetters(t *testing.T) {
-	f := newFailing(events.FnCheckpoints)
+	f := newFailing(events.FnListPods)
 	e := newEnv(t, envOptions{wrap: f.wrap, deadLetters: true, observe: []string{events.DeadLetterReplayed}})
 	triggers, err := broker.LoadTriggers(filepath.Join(stacktest.RepoRoot(t), "deploy", "base"))
 	if err != nil {
@@ -130,16 +127,16 @@ func TestBrokerRetriesThenDeadLetters(t *testing.T) {
 	}
 	var spec broker.Delivery
 	for _, tr := range triggers {
-		if tr.Filter["type"] == events.ProviderShow {
+		if tr.Filter["type"] == events.PodShow {
 			spec = tr.Delivery
 		}
 	}
 	if spec.Retry < 3 || spec.BackoffDelay <= 0 {
-		t.Fatalf("the Trigger of %s retries %d times after %s: the test needs 3 retries with backoff", events.ProviderShow, spec.Retry, spec.BackoffDelay)
+		t.Fatalf("the Trigger of %s retries %d times after %s: the test needs 3 retries with backoff", events.PodShow, spec.Retry, spec.BackoffDelay)
 	}
 
 	// Three failures, then success: four deliveries, spaced by the backoff.
-	retried := newEvent(events.ProviderShow, map[string]any{})
+	retried := newEvent(events.PodShow, events.PodShowRequest{Pod: "default:no-such-pod"})
 	f.fail(retried.ID(), 3)
 	e.send(retried)
 	got := f.await(t, retried.ID(), time.Minute, "4 deliveries", func(a []attempt) bool { return len(a) >= 4 })
@@ -162,15 +159,15 @@ func TestBrokerRetriesThenDeadLetters(t *testing.T) {
 	}
 
 	// Failing every time: 1 + Retry deliveries, then the dead-letters function.
-	dead := newEvent(events.ProviderShow, map[string]any{})
+	dead := newEvent(events.PodShow, events.PodShowRequest{Pod: "default:no-such-pod"})
 	f.fail(dead.ID(), -1)
 	start := time.Now()
 	e.send(dead)
-	api := e.runner.Functions[events.FnCheckpoints] + "/api/deadletters"
+	api := "/api/deadletters"
 	var letter events.DeadLetterSummary
 	until(t, time.Minute, "the dead letter recorded", func() (bool, error) {
 		var page events.DeadLettersListedResult
-		if err := getJSON(api+"?type="+events.ProviderShow, &page); err != nil {
+		if err := e.read(api+"?type="+events.PodShow, &page); err != nil {
 			return false, err
 		}
 		for _, d := range page.DeadLetters {
@@ -190,21 +187,21 @@ func TestBrokerRetriesThenDeadLetters(t *testing.T) {
 	}
 	t.Logf("dead letter %s: %d from %s: %q", letter.ID, letter.Code, letter.Destination, letter.Error)
 	var record bank.DeadLetterRecord
-	if err := getJSON(api+"/"+letter.ID, &record); err != nil || record.Event.ID() != dead.ID() || record.Event.Type() != events.ProviderShow {
+	if err := e.read(api+"/"+letter.ID, &record); err != nil || record.Event.ID() != dead.ID() || record.Event.Type() != events.PodShow {
 		t.Fatalf("dead letter record %+v: %v", record, err)
 	}
-	// Listed by event too, as a system on the broker asks.
-	c, _ := cloudevents.NewClientHTTP()
-	reply, res := c.Request(cloudevents.ContextWithTarget(context.Background(), e.runner.Functions[events.FnDeadLetters]),
-		newEvent(events.DeadLettersList, events.DeadLettersListRequest{Type: events.ProviderShow}))
-	if !cloudevents.IsACK(res) || reply == nil || reply.Type() != events.DeadLettersListed || !strings.Contains(string(reply.Data()), letter.ID) {
-		t.Fatalf("%s: %v, reply %v", events.DeadLettersList, res, reply)
+	// Listed by event too, as a system asks the front door.
+	code, reply, res := e.ask(newEvent(events.DeadLettersList, events.DeadLettersListRequest{Type: events.PodShow}), "")
+	if code != http.StatusOK || reply == nil || reply.Type() != events.DeadLettersListed || !strings.Contains(string(reply.Data()), letter.ID) {
+		t.Fatalf("%s: %s, reply %v", events.DeadLettersList, res, reply)
 	}
 
-	// Fixed: the replay, sent through the broker, is delivered and answered.
+	// Fixed: the replay, asked of the front door, is forwarded, delivered and answered.
 	f.fixed.Store(true)
 	start = time.Now()
-	e.send(newEvent(events.DeadLetterReplay, events.DeadLetterReplayRequest{DeadLetter: letter.ID}))
+	if code, _, res := e.ask(newEvent(events.DeadLetterReplay, events.DeadLetterReplayRequest{DeadLetter: letter.ID}), ""); code != http.StatusAccepted {
+		t.Fatalf("replay: %s", res)
+	}
 	f.await(t, dead.ID(), time.Minute, "the replayed delivery", func(a []attempt) bool {
 		return len(a) > 1+spec.Retry && a[len(a)-1].code == http.StatusOK
 	})
@@ -215,21 +212,9 @@ func TestBrokerRetriesThenDeadLetters(t *testing.T) {
 	t.Logf("replayed and delivered %s after the replay request (%s)", time.Since(start).Round(100*time.Millisecond), replayed.ID())
 	until(t, time.Minute, "the replay recorded", func() (bool, error) {
 		var r bank.DeadLetterRecord
-		if err := getJSON(api+"/"+letter.ID, &r); err != nil {
+		if err := e.read(api+"/"+letter.ID, &r); err != nil {
 			return false, err
 		}
 		return len(r.Replays) == 1 && len(r.Failures) == 1, nil
 	})
-}
-
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -92,7 +92,7 @@ func TestKnativeMode(t *testing.T) {
 	brokerURL, ingested := recorder(t)
 	observer, observed := recorder(t)
 	addrs := map[string]string{}
-	for _, fn := range []string{events.FnListPods, events.FnSnapshotMetadata, events.FnBackupVolume, events.FnChoreographer, events.FnCheckpoints,
+	for _, fn := range []string{events.FnListPods, events.FnSnapshotMetadata, events.FnBackupVolume, events.FnChoreographer, events.FnFrontDoor,
 		events.FnRestoreVolume, events.FnRecreatePod, events.FnDeleteBackup, events.FnDeadLetters} {
 		addrs[fn] = freeAddr(t)
 	}
@@ -102,7 +102,7 @@ func TestKnativeMode(t *testing.T) {
 		Observers: []broker.Trigger{{Name: "observer-" + events.CheckpointFinished, Filter: map[string]string{"type": events.CheckpointFinished},
 			Subscriber: broker.Destination{Ref: "observer"},
 			Delivery: broker.Delivery{Retry: 2, BackoffPolicy: broker.BackoffLinear, BackoffDelay: time.Second,
-				DeadLetterSink: &broker.Destination{Ref: events.FnCheckpoints}}}},
+				DeadLetterSink: &broker.Destination{Ref: events.FnFrontDoor}}}},
 		ObserverURLs: map[string]string{"observer": observer, events.FnDeadLetters: observer},
 		Knative:      &runner.Knative{BrokerURL: brokerURL, Namespace: "ns", Broker: "podguard", Addrs: addrs, Triggers: triggers},
 	})
@@ -120,13 +120,14 @@ func TestKnativeMode(t *testing.T) {
 	}
 	tr, ok := triggers.applied["observer-dev-podguard-checkpoint-finished"]
 	if !ok || tr.URI != observer || tr.Broker != "podguard" || tr.Filter["type"] != events.CheckpointFinished ||
-		tr.Delivery == nil || tr.Delivery.Retry != 2 || tr.Delivery.DeadLetterURI != "http://"+addrs[events.FnCheckpoints] {
+		tr.Delivery == nil || tr.Delivery.Retry != 2 || tr.Delivery.DeadLetterURI != "http://"+addrs[events.FnFrontDoor] {
 		t.Fatalf("observer triggers %+v", triggers.applied)
 	}
-	// A function at its address; the observer at dead-letters' address.
-	resp, err := http.Get("http://" + addrs[events.FnCheckpoints] + "/api/provider")
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("checkpoints at its address: %v %v", resp, err)
+	// A function at its address (the front door refuses a read without a token); the
+	// observer at dead-letters' address.
+	resp, err := http.Get("http://" + addrs[events.FnFrontDoor] + "/api/provider")
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the front door at its address: %v %v", resp, err)
 	}
 	resp.Body.Close()
 	letter := newEvent(t, "com.example.lost", `{}`)

@@ -44,10 +44,10 @@ import (
 	"github.com/podguard/podguard/deploy/local/broker"
 	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/functions/backupvolume"
-	"github.com/podguard/podguard/functions/checkpoints"
 	"github.com/podguard/podguard/functions/choreographer"
 	"github.com/podguard/podguard/functions/deadletters"
 	"github.com/podguard/podguard/functions/deletebackup"
+	"github.com/podguard/podguard/functions/frontdoor"
 	"github.com/podguard/podguard/functions/listpods"
 	"github.com/podguard/podguard/functions/recreatepod"
 	"github.com/podguard/podguard/functions/restorevolume"
@@ -95,6 +95,9 @@ type Options struct {
 	// BankKeys is the keyring directory of snapshot-metadata and recreate-pod, created
 	// with a random key when it holds none; empty: a new keyring for this run only.
 	BankKeys string
+	// Access, when set, installs podguard's roles on the apiserver and gives the
+	// runner's user an admin identity (Runner.Token).
+	Access *Access
 }
 
 // Runner is a running local deployment.
@@ -110,6 +113,9 @@ type Runner struct {
 	// BankKeys is the keyring directory snapshot-metadata and recreate-pod use (tests
 	// open what the checkpoints saved with it).
 	BankKeys string
+	// FrontDoor is where requests are sent (the front door's URL), and Token the
+	// runner's user's bearer token for it (Options.Access; empty without).
+	FrontDoor, Token string
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -268,8 +274,8 @@ func functions(o Options) []fn {
 		{events.FnChoreographer, choreographer.Accepts, load(func(ctx context.Context, c *choreographer.Config, sink function.Sender) (function.Handler, error) {
 			return choreographer.New(ctx, c, sink)
 		})},
-		{events.FnCheckpoints, checkpoints.Accepts, load(func(ctx context.Context, c *checkpoints.Config, _ function.Sender) (function.Handler, error) {
-			return checkpoints.New(ctx, c)
+		{events.FnFrontDoor, frontdoor.Accepts, load(func(ctx context.Context, c *frontdoor.Config, sink function.Sender) (function.Handler, error) {
+			return frontdoor.New(ctx, c, sink)
 		})},
 		{events.FnRestoreVolume, restorevolume.Accepts, load(func(ctx context.Context, c *restorevolume.Config, _ function.Sender) (function.Handler, error) {
 			if o.Volumes == nil {
@@ -301,6 +307,13 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
+	var token string
+	if o.Access != nil {
+		var err error
+		if token, err = o.Access.setUp(ctx); err != nil {
+			return nil, fmt.Errorf("access: %w", err)
+		}
+	}
 	removeKeys, err := bankKeys(&o)
 	if err != nil {
 		return nil, err
@@ -315,6 +328,7 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 		return nil, errors.Join(err, removeKeys())
 	}
 	r.BankKeys, r.removeKeys = o.BankKeys, removeKeys
+	r.FrontDoor, r.Token = r.Functions[events.FnFrontDoor], token
 	return r, nil
 }
 

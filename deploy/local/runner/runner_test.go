@@ -59,6 +59,7 @@ func TestDeadLettersThroughTheBroker(t *testing.T) {
 	ctx := context.Background()
 	r, err := runner.Start(ctx, runner.Options{
 		Triggers: filepath.Join(stacktest.RepoRoot(t), "deploy", "base"),
+		Access:   &runner.Access{Roles: filepath.Join(stacktest.RepoRoot(t), "deploy", "roles")},
 		Observers: []broker.Trigger{{Name: "flaky-probe", Filter: map[string]string{"type": "com.example.probe"},
 			Subscriber: broker.Destination{Ref: "flaky"},
 			Delivery: broker.Delivery{Retry: 2, BackoffPolicy: broker.BackoffLinear, BackoffDelay: 10 * time.Millisecond,
@@ -76,25 +77,25 @@ func TestDeadLettersThroughTheBroker(t *testing.T) {
 		}
 	}()
 	t.Logf("runner started in %s", time.Since(start).Round(time.Millisecond))
-	api := r.Functions[events.FnCheckpoints] + "/api/deadletters"
+	api := "/api/deadletters"
 
 	start = time.Now()
 	probe := newEvent(t, "com.example.probe", `{"n":1}`)
 	probe.SetExtension(events.ExtFlow, events.FlowProtect)
 	send(t, r.IngressURL, probe)
-	send(t, r.IngressURL, newEvent(t, events.CheckpointsList, `{"limit":"ten"}`))
-	page := awaitList(t, api, func(p events.DeadLettersListedResult) bool { return len(p.DeadLetters) == 2 })
+	send(t, r.IngressURL, newEvent(t, events.PodsList, `{"scope":{"namespaces":"default"}}`))
+	page := awaitList(t, r, api, func(p events.DeadLettersListedResult) bool { return len(p.DeadLetters) == 2 })
 	t.Logf("2 dead letters recorded in %s", time.Since(start).Round(time.Millisecond))
 	byType := map[string]events.DeadLetterSummary{}
 	for _, d := range page.DeadLetters {
 		byType[d.Event.Type] = d
 	}
-	p, bad := byType["com.example.probe"], byType[events.CheckpointsList]
+	p, bad := byType["com.example.probe"], byType[events.PodsList]
 	if p.ID != bank.DeadLetterID(probe.Source(), probe.ID(), sub.URL) || p.Code != 500 || p.Destination != sub.URL ||
 		!strings.Contains(p.Error, "not yet") || p.Failures != 1 {
 		t.Fatalf("the probe's dead letter: %+v", p)
 	}
-	if bad.Code != 400 || !strings.Contains(bad.Error, "/limit") || bad.Destination != r.Functions[events.FnCheckpoints] {
+	if bad.Code != 400 || !strings.Contains(bad.Error, "/scope/namespaces") || bad.Destination != r.Functions[events.FnListPods] {
 		t.Fatalf("the malformed request's dead letter: %+v", bad)
 	}
 
@@ -111,7 +112,7 @@ func TestDeadLettersThroughTheBroker(t *testing.T) {
 		t.Fatal("the replayed event did not reach its subscriber")
 	}
 	t.Logf("replayed and delivered in %s", time.Since(start).Round(time.Millisecond))
-	awaitList(t, api, func(page events.DeadLettersListedResult) bool {
+	awaitList(t, r, api, func(page events.DeadLettersListedResult) bool {
 		for _, d := range page.DeadLetters {
 			if d.ID == p.ID {
 				return d.Replays == 1 && !d.LastReplayedAt.IsZero()
@@ -122,7 +123,7 @@ func TestDeadLettersThroughTheBroker(t *testing.T) {
 
 	unknown := newEvent(t, events.DeadLetterReplay, `{"deadletter":"3f1a2b4c-0000-5000-8000-000000000000"}`)
 	send(t, r.IngressURL, unknown)
-	page = awaitList(t, api, func(p events.DeadLettersListedResult) bool { return len(p.DeadLetters) == 3 })
+	page = awaitList(t, r, api, func(p events.DeadLettersListedResult) bool { return len(p.DeadLetters) == 3 })
 	if d := page.DeadLetters[0]; d.Event.ID != unknown.ID() || d.Code != 400 || !strings.Contains(d.Error, "does not exist") || d.Failures != 1 {
 		t.Fatalf("the unknown replay's dead letter: %+v", d)
 	}
@@ -156,14 +157,14 @@ func send(t *testing.T, url string, e event.Event) {
 }
 
 // awaitList polls the dead letters' read API until cond holds, for at most 30 s.
-func awaitList(t *testing.T, url string, cond func(events.DeadLettersListedResult) bool) events.DeadLettersListedResult {
+func awaitList(t *testing.T, r *runner.Runner, path string, cond func(events.DeadLettersListedResult) bool) events.DeadLettersListedResult {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var last events.DeadLettersListedResult
 	for {
-		resp, err := http.Get(url)
+		resp, err := r.Read(context.Background(), path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package checkpoints
+package frontdoor
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/access/accesstest"
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/graph"
@@ -215,7 +216,7 @@ func TestRestoreViews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := checkpoint.RestoreSummary{ID: f.first, Checkpoint: f.cp, Status: events.RestoreFail, CreatedAt: page[0].CreatedAt, RestoreName: "first"}
+	want := checkpoint.RestoreSummary{ID: f.first, Checkpoint: f.cp, Status: events.RestoreFail, CreatedAt: page[0].CreatedAt, RestoreName: "first", Namespace: "shop-restored"}
 	if len(page) != 1 || page[0] != want || next != "" {
 		t.Fatalf("second page = %+v, next %q; want %+v", page, next, want)
 	}
@@ -260,10 +261,13 @@ func jsonEqual(a, b json.RawMessage) bool {
 
 func TestRestoresAsEvents(t *testing.T) {
 	f := newRestoresFixture(t)
-	s, err := New(context.Background(), &Config{Bank: bankConfig(t, f.b), OpenStack: stacktest.Load(t).OpenStack()})
+	st := stacktest.Load(t)
+	s, err := New(context.Background(), &Config{Bank: bankConfig(t, f.b), OpenStack: st.OpenStack(), Kube: st.KubeConfig(), Audience: "podguard"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What the bank answers is the point here; who may ask is TestFrontDoor's.
+	s.authz = accesstest.AllowAll(admin.Username)
 	for _, typ := range []string{events.RestoreShow, events.RestoresList} {
 		if !slices.Contains(Accepts, typ) {
 			t.Errorf("Accepts lacks %s", typ)
@@ -308,10 +312,7 @@ func TestRestoresAsEvents(t *testing.T) {
 
 func TestRestoresOverHTTP(t *testing.T) {
 	f := newRestoresFixture(t)
-	s, err := NewStep(f.b, checkpoint.BankRestores(f.b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTestStep(t, f.b, checkpoint.BankRestores(f.b))
 	srv := httptest.NewServer(s.ReadAPI())
 	defer srv.Close()
 
@@ -365,7 +366,7 @@ func ask(t *testing.T, s *Step, typ string, data any, replyType string, out any)
 		t.Fatal(err)
 	}
 	validate(t, e)
-	reply, err := s.Handle(context.Background(), e)
+	reply, err := s.Handle(asAdmin(context.Background()), e)
 	if err != nil || reply == nil {
 		t.Fatalf("%s: %v, %v", typ, reply, err)
 	}
@@ -422,7 +423,7 @@ func validate(t *testing.T, e event.Event) {
 // get reads a JSON answer into out (when not nil) and returns the status code.
 func get(t *testing.T, u string, out any) int {
 	t.Helper()
-	resp, err := http.Get(u)
+	resp, err := getAsAdmin(u)
 	if err != nil {
 		t.Fatal(err)
 	}

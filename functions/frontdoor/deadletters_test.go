@@ -1,4 +1,4 @@
-package checkpoints
+package frontdoor
 
 import (
 	"context"
@@ -60,15 +60,12 @@ func TestDeadLettersOverHTTP(t *testing.T) {
 			DeadLetter: bank.DeadLetter{ID: id, RecordedAt: t0.Add(time.Duration(i) * time.Minute), Code: 500, Destination: "http://x", Error: "down", Event: e},
 			Failures:   []bank.DeadLetterFailure{{At: t0, Code: 500}}, Replays: []time.Time{}})
 	}
-	s, err := NewStep(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTestStep(t, nil, nil)
 	srv := httptest.NewServer(s.ReadAPI())
 	defer srv.Close()
 	get := func(path string, want int) []byte {
 		t.Helper()
-		resp, err := http.Get(srv.URL + path)
+		resp, err := getAsAdmin(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}

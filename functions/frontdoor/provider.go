@@ -1,4 +1,4 @@
-package checkpoints
+package frontdoor
 
 import (
 	"encoding/json"

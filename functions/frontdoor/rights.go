@@ -1,0 +1,87 @@
+package frontdoor
+
+import (
+	"slices"
+
+	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/access"
+	"github.com/podguard/podguard/shared/graph"
+)
+
+// The rights a request needs, as Kubernetes RBAC attributes on podguard's own resources
+// (group podguard.dev; deploy/base/roles.yaml grants them):
+//
+//	request                      verb, resource                 in
+//	protect.requested            create checkpoints             each namespace of the plan's scope
+//	restore.requested            get checkpoints                each namespace of the checkpoint
+//	                             create restores                the target namespace (each of the checkpoint's when restoring in place)
+//	delete.requested             delete checkpoints             each namespace of the checkpoint
+//	checkpoint.show, .list       get, list checkpoints          each namespace of the checkpoint (lists show only those)
+//	restore.show, restores.list  get, list restores             each namespace the restore lands in
+//	schedule.set                 create schedules               each namespace of the plan's scope
+//	                             update schedules               each namespace of the schedule it replaces
+//	schedule.delete              delete schedules               each namespace of the schedule
+//	schedules.list               list schedules                 each namespace of the schedule
+//	pods.list, pod.show          list, get protectables         each namespace of the scope, the pod's namespace
+//	provider.show                get providers                  cluster-wide
+//	deadletters.list             list deadletters               cluster-wide
+//	deadletter.replay            create deadletters/replay      cluster-wide
+//
+// A scope of all namespaces, a label selector over all namespaces or pods named by
+// resource id (whose namespace cannot be told without resolving them) is cluster-wide:
+// it needs the right in every namespace, granted by a ClusterRoleBinding.
+
+// Resources of group podguard.dev.
+const (
+	resCheckpoints  = "checkpoints"
+	resRestores     = "restores"
+	resSchedules    = "schedules"
+	resProtectables = "protectables"
+	resProviders    = "providers"
+	resDeadLetters  = "deadletters"
+)
+
+// namespacesOf are the namespaces a scope touches; nil means cluster-wide.
+func namespacesOf(s events.Scope) []string {
+	switch {
+	case len(s.Namespaces) > 0:
+		return sortedUnique(s.Namespaces)
+	case len(s.Pods) > 0:
+		var ns []string
+		for _, p := range s.Pods {
+			namespace, _, ok := graph.SplitPodName(p)
+			if !ok {
+				return nil // a resource id: cluster-wide
+			}
+			ns = append(ns, namespace)
+		}
+		return sortedUnique(ns)
+	}
+	return nil
+}
+
+// rights are verb on resource in each of namespaces (cluster-wide when nil).
+func rights(verb, resource string, namespaces []string) []access.Attributes {
+	if namespaces == nil {
+		return []access.Attributes{{Verb: verb, Resource: resource}}
+	}
+	out := make([]access.Attributes, 0, len(namespaces))
+	for _, ns := range namespaces {
+		out = append(out, access.Attributes{Verb: verb, Resource: resource, Namespace: ns})
+	}
+	return out
+}
+
+// restoreTargets are the namespaces a restore of a checkpoint of sources lands in.
+func restoreTargets(p events.RestoreParameters, sources []string) []string {
+	if p.Namespace != "" {
+		return []string{p.Namespace}
+	}
+	return sources
+}
+
+func sortedUnique(ss []string) []string {
+	out := slices.Clone(ss)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
