@@ -53,7 +53,8 @@ func main() {
 	logger, _ := logging.NewLogger("", *level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	o := runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger, BankKeys: *bankKeys}
+	o := runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger, BankKeys: *bankKeys,
+		Access: &runner.Access{Roles: filepath.Join(filepath.Dir(filepath.Clean(*triggers)), "roles")}}
 	if *instant {
 		o.Cinder = backupvolume.NewInstantCinder()
 		o.Volumes = restorevolume.NewInstantVolumes()
@@ -91,9 +92,8 @@ func main() {
 		defer srv.Close()
 		fmt.Printf("prometheus %s (pid %d, log %s): alerts at %s/alerts\n", srv.URL(), srv.PID(), srv.LogPath(), srv.URL())
 	}
-	fmt.Printf("checkpoints: GET %s/api/checkpoints\n", r.Functions["checkpoints"])
-	fmt.Printf("restores:    GET %s/api/restores\n", r.Functions["checkpoints"])
-	fmt.Printf("dead letters: GET %s/api/deadletters\n", r.Functions["checkpoints"])
+	fmt.Printf("front door:  %s (requests; GET /api/checkpoints, /api/restores, /api/deadletters)\n", r.FrontDoor)
+	fmt.Printf("token:       kubectl -n podguard create token podguard-local-admin --audience podguard   (podguard-admin)\n")
 	fmt.Printf("bank keyring: %s\n", r.BankKeys)
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
