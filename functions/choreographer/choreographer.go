@@ -79,6 +79,11 @@ type Config struct {
 	// (checkpoint.progressed, restore.progressed); the first accepted result of an
 	// operation is announced at once.
 	ProgressInterval time.Duration `envconfig:"PROGRESS_INTERVAL" default:"5s"`
+	// ProtectedNamespaces never receive a restore (as the front door refuses it too,
+	// so that a request that reaches the broker otherwise is refused here).
+	ProtectedNamespaces []string `envconfig:"RESTORE_PROTECTED_NAMESPACES" default:"kube-system,kube-public,kube-node-lease"`
+	// Namespace is podguard's own namespace, protected too (when set).
+	Namespace string `envconfig:"POD_NAMESPACE"`
 }
 
 // Validate checks the configuration at start.

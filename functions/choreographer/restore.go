@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"maps"
 	"sort"
 	"strings"
@@ -110,6 +111,9 @@ func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequ
 	if err != nil {
 		return nil, nil, nil, function.Permanent(fmt.Errorf("/parameters%w", err))
 	}
+	if ns, ok := s.protectedTarget(params, g); ok {
+		return nil, nil, nil, function.Permanent(fmt.Errorf("/parameters/namespace: a restore never lands in namespace %q (RESTORE_PROTECTED_NAMESPACES)", ns))
+	}
 	r, err := s.bank.CreateRestore(ctx, bank.Restore{ID: id, Checkpoint: cp.ID, Parameters: params,
 		CreatedAt: at, Deadline: at.Add(s.cfg.RestoreTimeout), Trace: s.telemetry.TraceParent(ctx), RequestedBy: by})
 	if err != nil {
@@ -119,6 +123,25 @@ func (s *Step) newRestore(ctx context.Context, id string, req events.RestoreRequ
 	logging.FromContext(ctx).Infow("restore in progress", zap.String("restore", r.ID), zap.String("checkpoint", cp.ID),
 		zap.Int("pods", pods), zap.Int("volumes", volumes), zap.String("namespace", params.Namespace), zap.String("requested_by", r.RequestedBy))
 	return r, cp, g, nil
+}
+
+// protectedTarget is a protected namespace the restore would land in, if any: the
+// target namespace, or a pod's own when restoring in place.
+func (s *Step) protectedTarget(p events.RestoreParameters, g *graph.Graph) (string, bool) {
+	protected := append(slices.Clone(s.cfg.ProtectedNamespaces), s.cfg.Namespace)
+	lands := func(ns string) bool { return ns != "" && slices.Contains(protected, ns) }
+	if p.Namespace != "" {
+		return p.Namespace, lands(p.Namespace)
+	}
+	for _, n := range g.Nodes {
+		if n.Type != graph.PodType {
+			continue
+		}
+		if ns, _, ok := graph.SplitPodName(n.Name); ok && lands(ns) {
+			return ns, true
+		}
+	}
+	return "", false
 }
 
 // restoreParameters checks the parameters against the checkpoint's pods and resolves

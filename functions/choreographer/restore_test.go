@@ -1,10 +1,16 @@
 package choreographer
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/bank"
+	"github.com/podguard/podguard/shared/function"
 	"github.com/podguard/podguard/shared/graph"
 )
 
@@ -66,5 +72,27 @@ func TestRestoreParameters(t *testing.T) {
 				t.Fatalf("restore_name changed: %q", got.RestoreName)
 			}
 		})
+	}
+}
+
+// A restore never lands in a protected namespace, named or the pods' own: refused with
+// the reason, and no restore is created.
+func TestRestoreIntoAProtectedNamespaceIsRefused(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.ProtectedNamespaces = []string{"kube-system", "shop"}
+	w.step = NewStep(w.bank, w.bank.Restores(), w.bank.Deletions(), w.out, w.cfg, w.now)
+	id, _, _ := w.available() // a pod of shop
+	for _, c := range []struct{ target, lands string }{{"kube-system", "kube-system"}, {"", "shop"}} {
+		e := w.event(events.RestoreRequested, "", events.RestoreRequest{Checkpoint: id, Parameters: events.RestoreParameters{Namespace: c.target}})
+		_, err := w.step.Handle(context.Background(), e)
+		if function.StatusOf(err) != http.StatusBadRequest || !strings.Contains(fmt.Sprint(err), `never lands in namespace "`+c.lands+`"`) {
+			t.Errorf("restore into %q: %v, want 400 naming %s", c.target, err, c.lands)
+		}
+		if _, err := w.bank.Restore(context.Background(), RestoreID(e)); !errors.Is(err, bank.ErrNotFound) {
+			t.Errorf("a restore was created: %v", err)
+		}
+		if sent := w.out.take(); len(sent) != 0 {
+			t.Errorf("sent %d events", len(sent))
+		}
 	}
 }
