@@ -20,7 +20,9 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podguard/podguard/events"
@@ -69,11 +71,13 @@ type protectRun struct {
 // asked on, so every bank request comes through it).
 type local struct {
 	ingress string
-	swift   atomic.Int64
-	reader  *bank.Bank
-	cmd     *exec.Cmd
-	srv     *http.Server
-	events  atomic.Pointer[string]
+	// frontDoor is where requests go, with token (podguard-local-admin's).
+	frontDoor, token string
+	swift            atomic.Int64
+	reader           *bank.Bank
+	cmd              *exec.Cmd
+	srv              *http.Server
+	events           atomic.Pointer[string]
 }
 
 // buildLocal builds the podguard-local command once for a test or benchmark.
@@ -145,6 +149,20 @@ func launchLocal(b testing.TB, st *stacktest.Stack, bin, container string, flags
 	if u, ok := strings.CutPrefix(lines.Text(), "broker ingress "); ok {
 		l.ingress = u
 	}
+	for l.frontDoor == "" && lines.Scan() {
+		if f := strings.Fields(lines.Text()); len(f) > 2 && f[0] == "front" && f[1] == "door:" {
+			l.frontDoor = f[2]
+		}
+	}
+	if l.frontDoor == "" {
+		b.Fatal("podguard-local did not say where its front door is")
+	}
+	tr, err := st.Kube(b).CoreV1().ServiceAccounts("podguard").CreateToken(context.Background(), "podguard-local-admin",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{"podguard"}}}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l.token = tr.Status.Token
 	go func() {
 		for lines.Scan() {
 			if line := lines.Text(); strings.HasPrefix(line, "events ") {
@@ -159,11 +177,11 @@ func launchLocal(b testing.TB, st *stacktest.Stack, bin, container string, flags
 	return l
 }
 
-// send sends a request to the broker ingress.
+// send sends a request to the front door, as podguard-local's admin.
 func (l *local) send(b testing.TB, ev cloudevents.Event) {
 	b.Helper()
-	c, _ := cloudevents.NewClientHTTP()
-	if res := c.Send(cloudevents.ContextWithTarget(context.Background(), l.ingress), ev); !cloudevents.IsACK(res) {
+	c, _ := cloudevents.NewClientHTTP(cehttp.WithHeader("Authorization", "Bearer "+l.token))
+	if res := c.Send(cloudevents.ContextWithTarget(context.Background(), l.frontDoor), ev); !cloudevents.IsACK(res) {
 		b.Fatal(res)
 	}
 }
