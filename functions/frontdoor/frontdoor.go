@@ -39,6 +39,7 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
+	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack"
 	"github.com/podguard/podguard/shared/schedule"
@@ -105,7 +106,7 @@ type Step struct {
 type Options struct {
 	Authenticator authenticator
 	Authorizer    authorizer
-	// Sink receives the requests forwarded into the broker; nil refuses them (503).
+	// Sink receives the requests forwarded into the broker; nil answers them 500.
 	Sink function.Sender
 	// Protected namespaces never receive a restore.
 	Protected []string
@@ -236,6 +237,9 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 		if err := function.Decode(e, &req); err != nil {
 			return nil, err
 		}
+		if err := checkScope("/plan/scope", req.Plan.Scope); err != nil {
+			return nil, err
+		}
 		return rights("create", resCheckpoints, namespacesOf(req.Plan.Scope)), nil
 	case events.RestoreRequested:
 		var req events.RestoreRequest
@@ -247,9 +251,15 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 			return nil, err
 		}
 		targets := restoreTargets(req.Parameters, sources)
+		if targets == nil { // in place, from a cluster-wide checkpoint: where its pods are
+			if targets, err = s.podNamespaces(ctx, req.Checkpoint); err != nil {
+				return nil, err
+			}
+		}
 		if err := s.unprotected(targets); err != nil {
 			return nil, err
 		}
+		targets = restoreTargets(req.Parameters, sources)
 		return append(rights("get", resCheckpoints, sources), rights("create", resRestores, targets)...), nil
 	case events.DeleteRequested:
 		var req events.DeleteRequest
@@ -264,6 +274,9 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 	case events.ScheduleSet:
 		var req events.Schedule
 		if err := function.Decode(e, &req); err != nil {
+			return nil, err
+		}
+		if err := checkScope("/plan/scope", req.Plan.Scope); err != nil {
 			return nil, err
 		}
 		ats := rights("create", resSchedules, namespacesOf(req.Plan.Scope))
@@ -291,6 +304,9 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 		if err := function.Decode(e, &req); err != nil {
 			return nil, err
 		}
+		if err := checkScope("/scope", req.Scope); err != nil {
+			return nil, err
+		}
 		return rights("list", resProtectables, namespacesOf(req.Scope)), nil
 	case events.PodShow:
 		var req events.PodShowRequest
@@ -302,6 +318,33 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 		return []access.Attributes{{Verb: "create", Resource: resDeadLetters, Subresource: "replay"}}, nil
 	}
 	return nil, function.Permanent(fmt.Errorf("event type %q is not taken by the front door", e.Type()))
+}
+
+// checkScope refuses, as the functions behind would, a scope the schema lets through
+// but that says more than one thing (the rights would be computed from one of them).
+func checkScope(at string, sc events.Scope) error {
+	if err := sc.Check(); err != nil {
+		return function.Permanent(fmt.Errorf("%s: %w", at, err))
+	}
+	return nil
+}
+
+// podNamespaces are the namespaces of a stored checkpoint's pods.
+func (s *Step) podNamespaces(ctx context.Context, id string) ([]string, error) {
+	g, err := s.bank.Graph(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("graph of checkpoint %s: %w", id, err)
+	}
+	var ns []string
+	for _, n := range g.Nodes {
+		if n.Type != graph.PodType {
+			continue
+		}
+		if namespace, _, ok := graph.SplitPodName(n.Name); ok {
+			ns = append(ns, namespace)
+		}
+	}
+	return sortedUnique(ns), nil
 }
 
 // unprotected refuses a restore into a protected namespace.

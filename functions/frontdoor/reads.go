@@ -117,6 +117,9 @@ func (s *Step) answer(ctx context.Context, c access.Caller, e event.Event) (*eve
 			return nil, err
 		}
 		res, err := s.listDeadLetters(ctx, c, req.Type, req.Limit, req.Marker)
+		if errors.Is(err, errNotFound) {
+			return nil, function.Permanent(err)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -9,7 +9,7 @@ import (
 )
 
 // The rights a request needs, as Kubernetes RBAC attributes on podguard's own resources
-// (group podguard.dev; deploy/base/roles.yaml grants them):
+// (group podguard.dev; deploy/roles/roles.yaml grants them):
 //
 //	request                      verb, resource                 in
 //	protect.requested            create checkpoints             each namespace of the plan's scope
