@@ -9,6 +9,21 @@
 // authenticator that ignores audiences answers with none), so a token minted for the
 // apiserver itself or for another service is not accepted by podguard.
 //
+// A Verifier answers who without asking the apiserver, for code that sees a token on
+// every request, such as a function checking each delivery of the broker: it verifies the
+// token's signature with the keys the issuer publishes (RS256 and ES256 through the
+// OIDC discovery of the apiserver, DiscoveryKeysFor), its issuer, its audience and its
+// expiry, and maps a service account's claims to the caller the apiserver would name. It
+// fetches the keys once, and again only for a token of a key it does not know, at most
+// once per VerifierOptions.Refresh (1m); a failure to fetch them is an error other than
+// ErrUnauthenticated. Unlike a review, it cannot tell that the service account or pod of
+// a token is gone: such a token is accepted until it expires, so the tokens it accepts
+// should be short-lived.
+//
+//	keys, issuer, err := access.DiscoveryKeysFor(ctx, restConfig)
+//	deliveries, err := access.NewVerifier(keys, access.VerifierOptions{Issuer: issuer, Audience: audience})
+//	caller, err := deliveries.Verify(ctx, token) // errors.Is(err, access.ErrUnauthenticated): 401
+//
 // What: an Authorizer asks the SubjectAccessReview API whether the caller may do a verb
 // on a resource of group podguard.dev in a namespace or cluster-wide, so Roles and
 // ClusterRoles bound like any others decide, through the apiserver's own authorizers.
