@@ -390,6 +390,10 @@ func (s *Step) forward(ctx context.Context, c access.Caller, e event.Event) erro
 	if s.sink == nil {
 		return errors.New("forward: no broker to send to (K_SINK is not set)")
 	}
+	if err := events.CheckCaller(c.Username); err != nil {
+		// The operation could not record who asked: refused here, not after a 202.
+		return function.Permanent(fmt.Errorf("the caller's name %s, so the request cannot say who asked", err))
+	}
 	out := e.Clone()
 	out.SetExtension(events.ExtCaller, c.Username)
 	if err := s.sink.Send(ctx, out); err != nil {
