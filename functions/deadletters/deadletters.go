@@ -6,10 +6,10 @@
 // is out of reach, so the broker tries again. A duplicate delivery of a dead letter (same
 // event source and id, same failed destination) is one record.
 //
-// Users list and replay dead letters with two requests of their own, routed to the
-// function by their Triggers:
+// Users list dead letters at the front door (which reads them from the bank) and replay
+// them with a request the front door authorizes and forwards, routed to this function
+// by its Trigger:
 //
-//	dev.podguard.deadletters.list   {"type": "dev.podguard.volume.backup", "limit": 20, "marker": "<next>"}
 //	dev.podguard.deadletter.replay  {"deadletter": "<id>"}
 //
 // A replay sends the original event (its id, source, type, extensions and data) to the
@@ -18,7 +18,7 @@
 //
 // A dead letter is told from a request by its error extensions: any event that carries
 // one of knativeerrordest, knativeerrorcode or knativeerrordata is a dead letter, whatever
-// its type, so a list or replay request that failed is recorded like any other. An event
+// its type, so a replay request that failed is recorded like any other. An event
 // without them is a request when its type is one of Accepts, and recorded otherwise. Both
 // Knative's broker and the local one set all three on every dead letter, so this does not
 // depend on the sink's URL or on how the Triggers are written.
@@ -48,7 +48,7 @@ import (
 
 // Accepts are the requests dead-letters answers. As a dead-letter sink it takes every
 // event (function.ServerOptions.AcceptAny) and checks these itself.
-var Accepts = []string{events.DeadLettersList, events.DeadLetterReplay}
+var Accepts = []string{events.DeadLetterReplay}
 
 // Config is the dead-letters function's configuration from the environment.
 type Config struct {
@@ -102,8 +102,6 @@ func NewStep(s store, sink function.Sender, v validator, now func() time.Time) *
 	return &Step{store: s, sink: sink, validator: v, now: now}
 }
 
-const defaultLimit = 20
-
 // IsDeadLetter reports whether e came as a dead letter: it carries one of the error
 // extensions a broker sets when it gives up a delivery.
 func IsDeadLetter(e event.Event) bool {
@@ -116,7 +114,7 @@ func IsDeadLetter(e event.Event) bool {
 	return false
 }
 
-// Handle records a dead letter, or answers a list or replay request.
+// Handle records a dead letter, or replays one.
 func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	if IsDeadLetter(e) || !slices.Contains(Accepts, e.Type()) {
 		return nil, s.record(ctx, e)
@@ -124,27 +122,11 @@ func (s *Step) Handle(ctx context.Context, e event.Event) (*event.Event, error) 
 	if err := s.validator.Validate(e); err != nil {
 		return nil, function.Permanent(err)
 	}
-	switch e.Type() {
-	case events.DeadLettersList:
-		var req events.DeadLettersListRequest
-		if err := function.Decode(e, &req); err != nil {
-			return nil, err
-		}
-		if req.Limit == 0 {
-			req.Limit = defaultLimit
-		}
-		list, next, err := bank.ListDeadLetterSummaries(ctx, s.store, req.Type, req.Limit, req.Marker)
-		if err != nil {
-			return nil, err
-		}
-		return function.Reply(events.DeadLettersListed, events.DeadLettersListedResult{DeadLetters: list, Next: next})
-	default: // events.DeadLetterReplay
-		var req events.DeadLetterReplayRequest
-		if err := function.Decode(e, &req); err != nil {
-			return nil, err
-		}
-		return s.replay(ctx, req.DeadLetter, e)
+	var req events.DeadLetterReplayRequest
+	if err := function.Decode(e, &req); err != nil {
+		return nil, err
 	}
+	return s.replay(ctx, req.DeadLetter, e)
 }
 
 // record keeps e as a dead letter.
@@ -211,7 +193,7 @@ func DecodeErrorData(s string) string {
 func (s *Step) replay(ctx context.Context, id string, req event.Event) (*event.Event, error) {
 	d, err := s.store.DeadLetter(ctx, id)
 	if errors.Is(err, bank.ErrNotFound) {
-		return nil, function.Permanent(fmt.Errorf("dead letter %s does not exist: list them with %s", id, events.DeadLettersList))
+		return nil, function.Permanent(fmt.Errorf("dead letter %s does not exist: list them with %s at the front door", id, events.DeadLettersList))
 	}
 	if err != nil {
 		return nil, err

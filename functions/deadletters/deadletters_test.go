@@ -3,7 +3,6 @@ package deadletters
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"go.uber.org/zap/zaptest"
 	"knative.dev/pkg/logging"
 
@@ -241,12 +239,12 @@ func TestEverythingIsRecorded(t *testing.T) {
 	bad := original("bad", events.CheckpointsList, `{"limit":"many"`)
 	text := original("text", events.PodShow, "")
 	_ = text.SetData("text/plain", []byte("not json \xff"))
-	failedList := original("list", events.DeadLettersList, `{"limit":0}`)
+	failedReplay := original("replay", events.DeadLetterReplay, `{"deadletter":7}`)
 	foreign := original("foreign", "com.example.other", `{"a":1}`)
 	for _, e := range []event.Event{
 		deadLetter(bad, "http://checkpoints", 400, "data: not valid JSON", t0),
 		deadLetter(text, "http://list-pods", 400, "datacontenttype", t0),
-		deadLetter(failedList, "http://dead-letters", 400, "/limit", t0),
+		deadLetter(failedReplay, "http://dead-letters", 400, "/deadletter", t0),
 		foreign,
 	} {
 		if r := handle(t, s, e); r != nil {
@@ -263,45 +261,6 @@ func TestEverythingIsRecorded(t *testing.T) {
 	d, _ = st.DeadLetter(context.Background(), st.order[3])
 	if d.Code != 0 || d.Destination != "" || d.ID != bank.DeadLetterID(foreign.Source(), "foreign", "") {
 		t.Fatalf("an event without error extensions: %+v", d.DeadLetter)
-	}
-}
-
-func TestList(t *testing.T) {
-	s, _, _ := newStep(t)
-	for i := range 5 {
-		typ := events.VolumeBackup
-		if i%2 == 1 {
-			typ = events.MetadataSnapshot
-		}
-		handle(t, s, deadLetter(original(fmt.Sprint("e", i), typ, `{}`), "http://x", 500, strings.Repeat("é", 300), t0))
-	}
-	list := func(data string) events.DeadLettersListedResult {
-		t.Helper()
-		r := handle(t, s, request(events.DeadLettersList, data))
-		var out events.DeadLettersListedResult
-		if r.Type() != events.DeadLettersListed || r.DataAs(&out) != nil {
-			t.Fatalf("reply %v", r)
-		}
-		return out
-	}
-	first := list(`{"limit":2}`)
-	if got := listedIDs(first); !slices.Equal(got, []string{"e4", "e3"}) || first.Next == "" {
-		t.Fatalf("first page %v next %q", got, first.Next)
-	}
-	d := first.DeadLetters[0]
-	if d.Code != 500 || d.Destination != "http://x" || d.Failures != 1 || d.Replays != 0 || len(d.Error) > bank.MaxSummaryError+3 || !strings.HasSuffix(d.Error, "é…") {
-		t.Fatalf("summary %+v", d)
-	}
-	second := list(`{"limit":2,"marker":"` + first.Next + `"}`)
-	third := list(`{"limit":2,"marker":"` + second.Next + `"}`)
-	if got := append(listedIDs(second), listedIDs(third)...); !slices.Equal(got, []string{"e2", "e1", "e0"}) || third.Next != "" {
-		t.Fatalf("next pages %v, last next %q", got, third.Next)
-	}
-	if got := listedIDs(list(`{"type":"` + events.MetadataSnapshot + `"}`)); !slices.Equal(got, []string{"e3", "e1"}) {
-		t.Fatalf("of one type: %v", got)
-	}
-	if got := listedIDs(list(`{}`)); len(got) != 5 {
-		t.Fatalf("default page: %v", got)
 	}
 }
 
@@ -358,10 +317,8 @@ func TestErrors(t *testing.T) {
 	}{
 		{"unknown id", request(events.DeadLetterReplay, `{"deadletter":"3f1a2b4c-0000-5000-8000-000000000000"}`), nil, 400, "does not exist"},
 		{"malformed id", request(events.DeadLetterReplay, `{"deadletter":"../x"}`), nil, 400, "/deadletter"},
-		{"malformed list", request(events.DeadLettersList, `{"limit":"ten"}`), nil, 400, "/limit"},
 		{"broker down on replay", request(events.DeadLetterReplay, `{"deadletter":"`+id+`"}`), func() { sk.err = errors.New("connection refused") }, 500, "connection refused"},
 		{"bank down on record", deadLetter(original("e2", events.VolumeBackup, `{}`), "http://x", 500, "", t0), func() { st.err = errors.New("swift: 503") }, 500, "record dead letter"},
-		{"bank down on list", request(events.DeadLettersList, `{}`), nil, 500, "swift: 503"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.setup != nil {
@@ -425,16 +382,6 @@ func TestOverHTTP(t *testing.T) {
 	d := st.letters[st.order[0]]
 	if d.Code != 400 || d.Error != "/pod: got number, want string" || !d.ArrivedAt.Equal(time.Date(2026, 3, 1, 11, 0, 0, 0, time.UTC)) {
 		t.Fatalf("recorded %+v", d.DeadLetter)
-	}
-	w = post(events.DeadLettersList, `{"limit":5}`, nil)
-	var out events.DeadLettersListedResult
-	if w.Code != http.StatusOK || w.Header().Get("ce-type") != events.DeadLettersListed || json.Unmarshal(w.Body.Bytes(), &out) != nil ||
-		len(out.DeadLetters) != 1 || out.DeadLetters[0].Event.Type != events.PodShow {
-		t.Fatalf("list: %d %v %s", w.Code, w.Header(), w.Body)
-	}
-	e, err := cehttp.NewEventFromHTTPResponse(w.Result())
-	if err != nil || v.Validate(*e) != nil {
-		t.Fatalf("the listed reply does not match its schema: %v %v", err, v.Validate(*e))
 	}
 	w = post(events.DeadLetterReplay, `{"deadletter":"3f1a2b4c-0000-5000-8000-000000000000"}`, nil)
 	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "does not exist") {
