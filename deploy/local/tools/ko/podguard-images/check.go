@@ -424,7 +424,7 @@ func (e *runEnv) run(ctx context.Context, name, root string, imageEnv []string, 
 		<-exited
 		return "", fmt.Errorf("not serving after %s; output:\n%s", timeout, out.tail())
 	}
-	probeErr := probe(ctx, "http://"+addr, name)
+	refusal, probeErr := probe(ctx, "http://"+addr, name)
 	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
 	var exitErr error
 	select {
@@ -440,34 +440,45 @@ func (e *runEnv) run(ctx context.Context, name, root string, imageEnv []string, 
 	if exitErr != nil {
 		return "", fmt.Errorf("after SIGTERM: %v, want status 0; output:\n%s", exitErr, out.tail())
 	}
-	return "served on " + addr + ": /healthz, /readyz 200, malformed CloudEvent 400; SIGTERM: exit 0", nil
+	return "served on " + addr + ": /healthz, /readyz 200, " + refusal + "; SIGTERM: exit 0", nil
 }
 
-// probe checks the probes and the CloudEvents endpoint of a serving function.
-func probe(ctx context.Context, base, name string) error {
+// gated is the function that establishes its caller before it reads a request.
+const gated = "front-door"
+
+// probe checks the probes and the CloudEvents endpoint of a serving function, and says
+// how it refused a malformed request.
+func probe(ctx context.Context, base, name string) (string, error) {
 	for _, p := range []string{"/healthz", "/readyz"} {
 		code, _, err := do(ctx, http.MethodGet, base+p, nil, nil)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if code != http.StatusOK {
-			return fmt.Errorf("GET %s: %d, want 200", p, code)
+			return "", fmt.Errorf("GET %s: %d, want 200", p, code)
 		}
 	}
 	// A request that is not a CloudEvent (no id): every function, including one that
-	// takes events of any type, answers 400 without doing anything.
+	// takes events of any type, answers 400 without doing anything; the front door,
+	// which asks who sends before it reads, answers a request without a token 401.
 	h := http.Header{
 		"Ce-Specversion": {"1.0"}, "Ce-Type": {"dev.podguard.image.check"}, "Ce-Source": {"podguard-images"},
 		"Content-Type": {"application/json"},
 	}
 	code, body, err := do(ctx, http.MethodPost, base+"/", h, []byte(`{}`))
 	if err != nil {
-		return err
+		return "", err
+	}
+	if name == gated {
+		if code != http.StatusUnauthorized {
+			return "", fmt.Errorf("a request without a token: %d %q, want 401 from %s", code, strings.TrimSpace(body), name)
+		}
+		return "a request without a token 401", nil
 	}
 	if code != http.StatusBadRequest {
-		return fmt.Errorf("a request that is not a CloudEvent: %d %q, want 400 from %s", code, strings.TrimSpace(body), name)
+		return "", fmt.Errorf("a request that is not a CloudEvent: %d %q, want 400 from %s", code, strings.TrimSpace(body), name)
 	}
-	return nil
+	return "malformed CloudEvent 400", nil
 }
 
 func do(ctx context.Context, method, u string, h http.Header, body []byte) (int, string, error) {
