@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,8 +15,9 @@ import (
 )
 
 // TestPrometheusSeesOperations scrapes every function of a runner with a real
-// Prometheus (with podguard's alert rules loaded) while a pod is protected, restored,
-// and an empty namespace's protect fails; PromQL then says so.
+// Prometheus (with podguard's alert rules loaded) while a pod is protected (asked of
+// the front door, which also refuses a request without a token), restored, and an
+// empty namespace's protect fails; PromQL then says so.
 func TestPrometheusSeesOperations(t *testing.T) {
 	if _, err := os.Stat(prometheus.DefaultBinary); err != nil {
 		if os.Getenv("PODGUARD_REQUIRE_STACK") == "1" {
@@ -41,7 +43,12 @@ func TestPrometheusSeesOperations(t *testing.T) {
 	ev := newEvent(events.ProtectRequested, req)
 	cp := choreographer.CheckpointID(req, ev)
 	start := time.Now()
-	e.send(ev)
+	if code, _, res := e.ask(ev, ""); code != http.StatusAccepted { // through the front door
+		t.Fatalf("protect: %s", res)
+	}
+	if code, _, res := e.ask(newEvent(events.ProtectRequested, req), "-"); code != http.StatusUnauthorized {
+		t.Fatalf("a protect without a token: %s", res)
+	}
 	if res := e.finished(cp, 4*time.Minute); res.Status != events.StatusAvailable {
 		t.Fatalf("protect: %+v", res)
 	}
@@ -76,6 +83,8 @@ func TestPrometheusSeesOperations(t *testing.T) {
 		{`sum(podguard_volumes_moved_bytes_total{operation="backup"})`, one(1 << 30)},
 		{`sum(podguard_cinder_duration_seconds_count{operation="restore",status="available"})`, one(1)},
 		{`sum(podguard_events_handled_total{function="choreographer",event_type="dev.podguard.protect.requested",outcome="2xx"})`, one(2)},
+		{`sum(podguard_events_handled_total{function="front-door",event_type="dev.podguard.protect.requested",outcome="2xx"})`, one(1)},
+		{`sum(podguard_events_handled_total{function="front-door",outcome="4xx"})`, one(1)}, // refused before it was read
 		{`podguard_plan_last_available_timestamp_seconds{plan="` + plan + `"}`, func(s []prometheus.Sample) bool {
 			return len(s) == 1 && s[0].Value >= float64(start.Add(-time.Minute).Unix()) && s[0].Value <= float64(time.Now().Unix())
 		}},
