@@ -133,11 +133,8 @@ func (s *Step) protectedTarget(p events.RestoreParameters, g *graph.Graph) (stri
 	if p.Namespace != "" {
 		return p.Namespace, lands(p.Namespace)
 	}
-	for _, n := range g.Nodes {
-		if n.Type != graph.PodType {
-			continue
-		}
-		if ns, _, ok := graph.SplitPodName(n.Name); ok && lands(ns) {
+	for _, ns := range g.PodNamespaces() {
+		if lands(ns) {
 			return ns, true
 		}
 	}

@@ -39,7 +39,6 @@ import (
 	"github.com/podguard/podguard/shared/bank"
 	"github.com/podguard/podguard/shared/checkpoint"
 	"github.com/podguard/podguard/shared/function"
-	"github.com/podguard/podguard/shared/graph"
 	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/openstack"
 	"github.com/podguard/podguard/shared/schedule"
@@ -251,15 +250,15 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 			return nil, err
 		}
 		targets := restoreTargets(req.Parameters, sources)
-		if targets == nil { // in place, from a cluster-wide checkpoint: where its pods are
-			if targets, err = s.podNamespaces(ctx, req.Checkpoint); err != nil {
+		lands := targets
+		if lands == nil { // in place, from a cluster-wide checkpoint: where its pods are
+			if lands, err = s.podNamespaces(ctx, req.Checkpoint); err != nil {
 				return nil, err
 			}
 		}
-		if err := s.unprotected(targets); err != nil {
+		if err := s.unprotected(lands); err != nil {
 			return nil, err
 		}
-		targets = restoreTargets(req.Parameters, sources)
 		return append(rights("get", resCheckpoints, sources), rights("create", resRestores, targets)...), nil
 	case events.DeleteRequested:
 		var req events.DeleteRequest
@@ -335,16 +334,7 @@ func (s *Step) podNamespaces(ctx context.Context, id string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("graph of checkpoint %s: %w", id, err)
 	}
-	var ns []string
-	for _, n := range g.Nodes {
-		if n.Type != graph.PodType {
-			continue
-		}
-		if namespace, _, ok := graph.SplitPodName(n.Name); ok {
-			ns = append(ns, namespace)
-		}
-	}
-	return sortedUnique(ns), nil
+	return g.PodNamespaces(), nil
 }
 
 // unprotected refuses a restore into a protected namespace.

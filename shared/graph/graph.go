@@ -11,6 +11,7 @@ package graph
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -212,6 +213,21 @@ func (g *Graph) Counts() (pods, volumes int) {
 		}
 	}
 	return pods, volumes
+}
+
+// PodNamespaces are the namespaces of the graph's pods, sorted, each once.
+func (g *Graph) PodNamespaces() []string {
+	var ns []string
+	for i := range g.Nodes {
+		if g.Nodes[i].Type != PodType {
+			continue
+		}
+		if namespace, _, ok := SplitPodName(g.Nodes[i].Name); ok {
+			ns = append(ns, namespace)
+		}
+	}
+	slices.Sort(ns)
+	return slices.Compact(ns)
 }
 
 // PodName is Karbor's name of a pod: "namespace:name". The objects a pod references are

@@ -76,7 +76,7 @@ func (a Access) setUp(ctx context.Context) (string, error) {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "podguard-admin"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: a.ServiceAccount, Namespace: a.Namespace}},
 	}
-	if err := apply(ctx, binding.Name, func() error {
+	if err := apply(binding.Name, func() error {
 		_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
 		return err
 	}, func() error {
@@ -108,7 +108,7 @@ func applyRoles(ctx context.Context, cs kubernetes.Interface, dir string) error 
 		if role.Kind != "ClusterRole" {
 			continue
 		}
-		if err := apply(ctx, role.Name, func() error {
+		if err := apply(role.Name, func() error {
 			_, err := cs.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{})
 			return err
 		}, func() error {
@@ -122,7 +122,7 @@ func applyRoles(ctx context.Context, cs kubernetes.Interface, dir string) error 
 }
 
 // apply creates an object, or updates it when it exists.
-func apply(ctx context.Context, name string, create, update func() error) error {
+func apply(name string, create, update func() error) error {
 	err := create()
 	if apierrors.IsAlreadyExists(err) {
 		err = update()
@@ -130,7 +130,7 @@ func apply(ctx context.Context, name string, create, update func() error) error 
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", name, err)
 	}
-	return ctx.Err()
+	return nil
 }
 
 // Read sends a GET of path (such as /api/checkpoints/<id>) to the front door as the
