@@ -47,9 +47,11 @@ func configs() map[string]any {
 
 // notDefaults are the ConfigMap's values that differ from the code's defaults, and why.
 var notDefaults = map[string]string{
-	"HANDLER_TIMEOUT": "below the Services' timeoutSeconds, so a stuck handler answers before Knative cuts it",
-	"OS_CLOUD":        "the clouds.yaml entry of the Secret template",
-	"BANK_KEYS_DIR":   "where snapshot-metadata and recreate-pod mount the podguard-bank-keys Secret; without it set they refuse to start",
+	"HANDLER_TIMEOUT":     "below the Services' timeoutSeconds, so a stuck handler answers before Knative cuts it",
+	"OS_CLOUD":            "the clouds.yaml entry of the Secret template",
+	"BANK_KEYS_DIR":       "where snapshot-metadata and recreate-pod mount the podguard-bank-keys Secret; without it set they refuse to start",
+	"AUTHENTICATION_OIDC": "sender identity inside the broker is on in an install: the Broker's EventPolicies, and every function checks who delivers",
+	"POD_NAMESPACE":       "most functions mount no ServiceAccount token, so no namespace file; the overlays rewrite it to their namespace",
 }
 
 // readByLibraries are settings read by the libraries the functions use, not by envconfig.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/podguard/podguard/deploy/local/broker"
+	"github.com/podguard/podguard/events"
 )
 
 // localEventingOverlay is what the local Knative mode applies (deploy/local/eventing.sh).
@@ -36,7 +37,8 @@ func functionPorts(t *testing.T) map[string]string {
 // like deploy/base (the Triggers the embedded broker routes by, and what the installs
 // apply): same Triggers, filters and delivery specs, except that each subscriber and
 // dead-letter sink is the function's process on 127.0.0.1, at its port in
-// FUNCTION_PORTS. Every other object and field is deploy/base's.
+// FUNCTION_PORTS, with the function's audience. Every other object and field, the
+// EventPolicies included, is deploy/base's.
 func TestLocalEventingOverlay(t *testing.T) {
 	ports := functionPorts(t)
 	uri := func(fn string) string { return fmt.Sprintf("http://127.0.0.1:%s", ports[fn]) }
@@ -50,9 +52,11 @@ func TestLocalEventingOverlay(t *testing.T) {
 	}
 	for i, want := range base {
 		want.File = ""
-		want.Subscriber = broker.Destination{URI: uri(want.Subscriber.Ref)}
+		// The destinations keep their audience: the broker delivers with a token for it,
+		// and the local functions verify it.
+		want.Subscriber = broker.Destination{URI: uri(want.Subscriber.Ref), Audience: events.FunctionAudience(want.Subscriber.Ref)}
 		if want.Delivery.DeadLetterSink != nil {
-			want.Delivery.DeadLetterSink = &broker.Destination{URI: uri(want.Delivery.DeadLetterSink.Ref)}
+			want.Delivery.DeadLetterSink = &broker.Destination{URI: uri(want.Delivery.DeadLetterSink.Ref), Audience: events.FunctionAudience(want.Delivery.DeadLetterSink.Ref)}
 		}
 		got := local[i]
 		got.File = ""
@@ -94,7 +98,8 @@ func TestLocalEventingOverlay(t *testing.T) {
 		t.Fatalf("%d Brokers", len(brokers))
 	}
 	brokers[0].decode(t, &b)
-	if b.Spec.Delivery == nil || b.Spec.Delivery.DeadLetterSink == nil || b.Spec.Delivery.DeadLetterSink.URI != uri(deadLetters) || b.Spec.Delivery.DeadLetterSink.Ref != nil {
-		t.Errorf("Broker deadLetterSink %+v, want %s", b.Spec.Delivery, uri(deadLetters))
+	if d := b.Spec.Delivery; d == nil || d.DeadLetterSink == nil || d.DeadLetterSink.URI != uri(deadLetters) || d.DeadLetterSink.Ref != nil ||
+		d.DeadLetterSink.Audience != events.FunctionAudience(deadLetters) {
+		t.Errorf("Broker deadLetterSink %+v, want %s with audience %s", b.Spec.Delivery, uri(deadLetters), events.FunctionAudience(deadLetters))
 	}
 }

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -45,8 +46,9 @@ func TestOverlays(t *testing.T) {
 			t.Logf("%s: %s", tc.dir, m.counts())
 			checkNamespaces(t, m, tc.target)
 			bound := checkRBAC(t, m, installNamespace, tc.target, tc.rbac)
-			checkServices(t, m, bound)
+			checkServices(t, m, bound, installNamespace)
 			checkRouting(t, m)
+			checkPolicies(t, m, installNamespace)
 		})
 	}
 }
@@ -76,15 +78,18 @@ func checkNamespaces(t *testing.T, m *manifests, target string) {
 	}
 }
 
-// checkServices checks the functions' Knative Services. bound names the functions whose
-// ServiceAccount has Kubernetes permissions.
-func checkServices(t *testing.T, m *manifests, bound map[string]bool) {
-	cm, ok := m.get("", "ConfigMap", installNamespace, configMapName)
+// checkServices checks the functions' Knative Services, installed in namespace ns. bound
+// names the functions whose ServiceAccount has Kubernetes permissions.
+func checkServices(t *testing.T, m *manifests, bound map[string]bool, ns string) {
+	cm, ok := m.get("", "ConfigMap", ns, configMapName)
 	if !ok {
 		t.Fatalf("no ConfigMap %s", configMapName)
 	}
 	var config corev1.ConfigMap
 	cm.decode(t, &config)
+	if got := config.Data["POD_NAMESPACE"]; got != ns {
+		t.Errorf("%s: POD_NAMESPACE %q, want the install's namespace %q, where the functions' Triggers are", configMapName, got, ns)
+	}
 	handlerTimeout := duration(t, config.Data, "HANDLER_TIMEOUT")
 	if podWait := duration(t, config.Data, "POD_WAIT"); podWait >= handlerTimeout/2 {
 		t.Errorf("POD_WAIT %s is not well below HANDLER_TIMEOUT %s", podWait, handlerTimeout)
@@ -121,18 +126,14 @@ func checkServices(t *testing.T, m *manifests, bound map[string]bool) {
 		} else if c.Image != "ko://"+modulePath+"/"+main {
 			t.Errorf("service %s: image %s, want ko://%s/%s", name, c.Image, modulePath, main)
 		}
-		src, hasMain := mainSource(t, main)
-		switch {
-		case hasMain:
-			// Functions that send events of their own (env.Sink) need K_SINK.
-			if sends := strings.Contains(src, "env.Sink"); sends != (s.Metadata.Labels[sinkLabel] == "broker") {
-				t.Errorf("service %s: sends events of its own: %v, but label %s=%q", name, sends, sinkLabel, s.Metadata.Labels[sinkLabel])
-			}
-		case name == deadLetters:
-			// functions/deadletters is not in this tree yet: its image is checked once it is.
-			t.Logf("service %s: %s is not in this tree yet", name, main)
-		default:
+		if _, hasMain := mainSource(t, main); known && !hasMain {
 			t.Errorf("service %s: image %s: no main package in %s", name, c.Image, main)
+		}
+		// Every function sends into the Broker through K_SINK as itself: the events of its
+		// own and its replies, which left in the HTTP response would enter the Broker as
+		// the Trigger's identity, which no EventPolicy admits.
+		if s.Metadata.Labels[sinkLabel] != "broker" {
+			t.Errorf("service %s: label %s=%q, want broker: every function sends its events and replies to K_SINK", name, sinkLabel, s.Metadata.Labels[sinkLabel])
 		}
 
 		// Identity and permissions.
@@ -159,8 +160,11 @@ func checkServices(t *testing.T, m *manifests, bound map[string]bool) {
 			t.Errorf("service %s: envFrom %+v, want the ConfigMap %s", name, c.EnvFrom, configMapName)
 		}
 		for _, e := range c.Env {
-			t.Errorf("service %s: env %s set on the Service; settings belong in %s", name, e.Name, configMapName)
+			if e.Name != sinkTokenEnv {
+				t.Errorf("service %s: env %s set on the Service; settings belong in %s", name, e.Name, configMapName)
+			}
 		}
+		checkBrokerToken(t, name, spec.PodSpec, c, ns)
 		checkSecretMount(t, name, spec.PodSpec, c, secretDir)
 		checkBankKeys(t, name, spec.PodSpec, c, keysDir, keyHolders[name])
 
@@ -219,6 +223,74 @@ func checkServices(t *testing.T, m *manifests, bound map[string]bool) {
 	}
 	if !sb.Spec.Sink.refersTo(eventingGroup+"/v1", "Broker", brokerName) {
 		t.Errorf("SinkBinding sink %+v, want the Broker %s", sb.Spec.Sink.Ref, brokerName)
+	}
+}
+
+// sinkTokenEnv names the file of a function's token for the Broker's ingress: the one
+// variable a Service sets itself, since it names the Service's own mount.
+const sinkTokenEnv = "K_SINK_TOKEN_FILE"
+
+// brokerTokenSeconds is the lifetime asked for the functions' Broker tokens; the kubelet
+// renews a projected token at 80% of it.
+const brokerTokenSeconds = 3600
+
+// checkBrokerToken: the function's token for the Broker's ingress is the pod's one
+// projected ServiceAccount token, for the Broker's audience in namespace ns, an hour's,
+// alone in its volume, mounted read-only where K_SINK_TOKEN_FILE points; not under the
+// volume name or path the SinkBinding takes for a token of its own (it removes them as it
+// binds).
+func checkBrokerToken(t *testing.T, name string, pod corev1.PodSpec, c corev1.Container, ns string) {
+	want := events.BrokerAudience(ns)
+	var vol *corev1.Volume
+	var token *corev1.ServiceAccountTokenProjection
+	for i, v := range pod.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			switch sat := src.ServiceAccountToken; {
+			case sat == nil:
+			case sat.Audience != want || vol != nil:
+				t.Errorf("service %s: volume %s projects a token for audience %q: want exactly one, for the Broker's %q", name, v.Name, sat.Audience, want)
+			default:
+				vol, token = &pod.Volumes[i], sat
+			}
+		}
+	}
+	if vol == nil {
+		t.Errorf("service %s: no projected ServiceAccount token for the Broker's audience %s", name, want)
+		return
+	}
+	if len(vol.Projected.Sources) != 1 {
+		t.Errorf("service %s: volume %s projects %d sources, want the token alone", name, vol.Name, len(vol.Projected.Sources))
+	}
+	if token.ExpirationSeconds == nil || *token.ExpirationSeconds != brokerTokenSeconds || token.Path == "" || strings.Contains(token.Path, "/") {
+		t.Errorf("service %s: token %+v, want expirationSeconds %d and a file name", name, token, brokerTokenSeconds)
+	}
+	if vol.Name == "oidc-token" {
+		t.Errorf("service %s: volume %s is the SinkBinding's name for its own token, which it removes", name, vol.Name)
+	}
+	var mount *corev1.VolumeMount
+	for i, vm := range c.VolumeMounts {
+		if vm.Name == vol.Name {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	switch {
+	case mount == nil:
+		t.Errorf("service %s: the Broker token's volume %s is not mounted", name, vol.Name)
+		return
+	case !mount.ReadOnly || mount.SubPath != "" || mount.MountPath == "/oidc":
+		t.Errorf("service %s: Broker token mounted %+v, want read-only, whole, elsewhere than the SinkBinding's /oidc", name, mount)
+	}
+	file := ""
+	for _, e := range c.Env {
+		if e.Name == sinkTokenEnv {
+			file = e.Value
+		}
+	}
+	if tokenFile := path.Join(mount.MountPath, token.Path); file != tokenFile {
+		t.Errorf("service %s: %s=%q, want the Broker token's file %s", name, sinkTokenEnv, file, tokenFile)
 	}
 }
 
@@ -287,7 +359,9 @@ func checkBankKeys(t *testing.T, name string, pod corev1.PodSpec, c corev1.Conta
 }
 
 // checkRouting: the Broker, each Trigger's subscriber and dead-letter sink, and the
-// PingSource name objects of the install.
+// PingSource name objects of the install; each Trigger is named events.TriggerName of
+// the function it delivers to and its type, and every destination names the audience
+// of the function behind it (events.FunctionAudience), which the broker's tokens are for.
 func checkRouting(t *testing.T, m *manifests) {
 	brokers := m.all(eventingGroup, "Broker")
 	if len(brokers) != 1 || brokers[0].Metadata.Name != brokerName {
@@ -297,6 +371,8 @@ func checkRouting(t *testing.T, m *manifests) {
 	brokers[0].decode(t, &b)
 	if b.Spec.Delivery == nil || !b.Spec.Delivery.DeadLetterSink.refersTo(servingGroup+"/v1", "Service", deadLetters) {
 		t.Errorf("Broker %s: the deadLetterSink is not the Service %s", brokerName, deadLetters)
+	} else if got, want := b.Spec.Delivery.DeadLetterSink.Audience, events.FunctionAudience(deadLetters); got != want {
+		t.Errorf("Broker %s: deadLetterSink audience %q, want %q", brokerName, got, want)
 	}
 	services := map[string]bool{}
 	for _, o := range m.all(servingGroup, "Service") {
@@ -315,6 +391,7 @@ func checkRouting(t *testing.T, m *manifests) {
 			t.Errorf("trigger %s: subscriber %+v is not one of the Services", name, sub.Ref)
 		} else {
 			subscribed[sub.Ref.Name] = true
+			checkTriggerIdentity(t, tr, sub.Ref.Name)
 		}
 		// A Trigger without a delivery spec takes the Broker's; the dead-letters
 		// function's own Triggers need not dead-letter to it.
@@ -327,6 +404,8 @@ func checkRouting(t *testing.T, m *manifests) {
 			t.Errorf("trigger %s: no deadLetterSink", name)
 		} else if d != nil && d.DeadLetterSink != nil && !d.DeadLetterSink.refersTo(servingGroup+"/v1", "Service", deadLetters) {
 			t.Errorf("trigger %s: deadLetterSink %+v, want the Service %s", name, d.DeadLetterSink.Ref, deadLetters)
+		} else if d != nil && d.DeadLetterSink != nil && d.DeadLetterSink.Audience != events.FunctionAudience(deadLetters) {
+			t.Errorf("trigger %s: deadLetterSink audience %q, want %q", name, d.DeadLetterSink.Audience, events.FunctionAudience(deadLetters))
 		}
 	}
 	for s := range services {
@@ -343,6 +422,39 @@ func checkRouting(t *testing.T, m *manifests) {
 	if !p.Spec.Sink.refersTo(eventingGroup+"/v1", "Broker", brokerName) {
 		t.Errorf("PingSource %s: sink %+v, want the Broker %s", pings[0].Metadata.Name, p.Spec.Sink.Ref, brokerName)
 	}
+}
+
+// checkTriggerIdentity: Trigger tr delivers to function fn under the name
+// events.TriggerName(fn, its type), which starts with fn (how the local-eventing overlay
+// finds the Triggers of a function), and names fn's audience for its subscriber: the
+// audience of the token it delivers with, the one fn accepts.
+func checkTriggerIdentity(t *testing.T, tr trigger, fn string) {
+	t.Helper()
+	name := tr.Metadata.Name
+	typ := ""
+	if tr.Spec.Filter != nil {
+		typ = tr.Spec.Filter.Attributes["type"]
+	}
+	if want := events.TriggerName(fn, typ); name != want {
+		t.Errorf("trigger %s: delivers %s to %s, so its name must be %s (events.TriggerName): the functions accept it from that Trigger's identity only", name, typ, fn, want)
+	}
+	if prefixed := functionOf(name); prefixed != fn {
+		t.Errorf("trigger %s: its name starts with function %q, but it delivers to %s", name, prefixed, fn)
+	}
+	if got, want := tr.Spec.Subscriber.Audience, events.FunctionAudience(fn); got != want {
+		t.Errorf("trigger %s: subscriber audience %q, want %q", name, got, want)
+	}
+}
+
+// functionOf is the function a Trigger's name starts with (the longest that does), or "".
+func functionOf(trigger string) string {
+	best := ""
+	for fn := range functionMains {
+		if strings.HasPrefix(trigger, fn+"-") && len(fn) > len(best) {
+			best = fn
+		}
+	}
+	return best
 }
 
 // mainSource returns the Go source of a main package directory, if it has one.

@@ -132,6 +132,14 @@ func (o object) decode(t testing.TB, v any) {
 	}
 }
 
+// decodeStrict is decode, refusing fields v does not have.
+func (o object) decodeStrict(t testing.TB, v any) {
+	t.Helper()
+	if err := yaml.UnmarshalStrict(o.raw, v); err != nil {
+		t.Fatalf("%s: %v", o, err)
+	}
+}
+
 // manifests is a rendered install.
 type manifests struct {
 	yaml    []byte
@@ -248,8 +256,9 @@ type kref struct {
 }
 
 type destination struct {
-	Ref *kref  `json:"ref"`
-	URI string `json:"uri"`
+	Ref      *kref  `json:"ref"`
+	URI      string `json:"uri"`
+	Audience string `json:"audience"`
 }
 
 // refersTo reports whether d names the object of the given kind and name (in its own
@@ -298,4 +307,39 @@ type sinkBinding struct {
 		} `json:"subject"`
 		Sink destination `json:"sink"`
 	} `json:"spec"`
+}
+
+// eventPolicy is an EventPolicy (eventing.knative.dev/v1alpha1), in full: decoded strictly,
+// so that a field Knative does not know is an error rather than a policy that says less
+// than it seems to.
+type eventPolicy struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		To []struct {
+			Ref *struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+				Name       string `json:"name"`
+			} `json:"ref"`
+			Selector map[string]any `json:"selector"`
+		} `json:"to"`
+		From []struct {
+			Ref *kref   `json:"ref"`
+			Sub *string `json:"sub"`
+		} `json:"from"`
+		Filters []policyFilter `json:"filters"`
+	} `json:"spec"`
+}
+
+// policyFilter is a SubscriptionsAPIFilter, as an EventPolicy's filters are.
+type policyFilter struct {
+	All    []policyFilter    `json:"all"`
+	Any    []policyFilter    `json:"any"`
+	Not    *policyFilter     `json:"not"`
+	Exact  map[string]string `json:"exact"`
+	Prefix map[string]string `json:"prefix"`
+	Suffix map[string]string `json:"suffix"`
+	CESQL  string            `json:"cesql"`
 }

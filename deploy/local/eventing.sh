@@ -22,7 +22,10 @@
 # (broker-ingress.knative-eventing.svc.cluster.local, ...). The ingress, filter and
 # dispatcher get HTTP_PROXY=svcproxy (tools/eventing/cmd/svcproxy), which maps those names
 # to the local ports; Go never proxies loopback, so 127.0.0.1 subscribers and the
-# kube-apiserver are reached directly. Readiness: the upstream Deployments and Services of
+# kube-apiserver are reached directly. They also get HTTPS_PROXY=svcproxy, which tunnels
+# kubernetes.default.svc (where Knative's OIDC verifier reads the apiserver's discovery
+# document) to the kube-apiserver: the local Knative mode runs with authentication-oidc
+# enabled, as podguard is installed. Readiness: the upstream Deployments and Services of
 # the ingress, filter and dispatcher are applied unchanged, so kwok runs their pods and the
 # broker and channel reconcilers see Available deployments and ready endpoints; those pods
 # are never dialled. The webhook is reached by kube-apiserver through an ExternalName
@@ -188,6 +191,11 @@ system() {
   kc apply -f "$e/core/200-eventing-serviceaccount.yaml" -f "$e/core/configmaps/" -f "$c/configmaps/" \
     -f "$c/200-imc-controller-serviceaccount.yaml" -f "$c/200-imc-dispatcher-serviceaccount.yaml" \
     -f "$e/core/roles/" -f "$b/roles/" -f "$c/roles/" >/dev/null || die "cannot apply the eventing configuration"
+  # Sender identity, as podguard is installed: the broker's ingress verifies each sender's
+  # token and applies the Broker's EventPolicies; Triggers deliver with their own OIDC
+  # identity's token for the subscriber's audience.
+  kc -n "$NS" patch configmap config-features --type merge -p '{"data":{"authentication-oidc":"enabled"}}' >/dev/null ||
+    die "cannot enable authentication-oidc in config-features"
   # Stand-ins: kwok runs these pods, so the reconcilers find Available deployments and
   # ready endpoints; the processes below do the work.
   kc apply -f "$b/deployments/broker-ingress.yaml" -f "$b/deployments/broker-filter.yaml" \
@@ -225,7 +233,10 @@ run() {
 }
 
 start_procs() {
-  local dp=(HTTP_PROXY="http://$L:$EVENTING_PROXY_PORT" http_proxy="http://$L:$EVENTING_PROXY_PORT")
+  # HTTPS_PROXY: Knative's OIDC verifier reads https://kubernetes.default.svc/.well-known/
+  # openid-configuration; svcproxy tunnels that name to the local kube-apiserver.
+  local dp=(HTTP_PROXY="http://$L:$EVENTING_PROXY_PORT" http_proxy="http://$L:$EVENTING_PROXY_PORT"
+    HTTPS_PROXY="http://$L:$EVENTING_PROXY_PORT" https_proxy="http://$L:$EVENTING_PROXY_PORT")
   local images=() i
   for i in APISERVER_RA AUTH_PROXY EVENT_TRANSFORM_JSONATA INTEGRATION_SOURCE_TIMER INTEGRATION_SOURCE_AWS_S3 \
     INTEGRATION_SOURCE_AWS_SQS INTEGRATION_SOURCE_AWS_DDB_STREAMS INTEGRATION_SINK_LOG INTEGRATION_SINK_AWS_S3 \
@@ -234,7 +245,8 @@ start_procs() {
     -route "broker-ingress.$NS.svc.cluster.local=$EVENTING_INGRESS_PORT" \
     -route "broker-filter.$NS.svc.cluster.local=$EVENTING_FILTER_PORT" \
     -route "imc-dispatcher.$NS.svc.cluster.local=$EVENTING_DISPATCHER_PORT" \
-    -route ".svc.cluster.local=$EVENTING_DISPATCHER_PORT"
+    -route ".svc.cluster.local=$EVENTING_DISPATCHER_PORT" \
+    -route "kubernetes.default.svc=$APISERVER_PORT"
   run eventing-webhook METRICS_DOMAIN=knative.dev/eventing WEBHOOK_NAME=eventing-webhook \
     WEBHOOK_PORT="$EVENTING_WEBHOOK_PORT" SINK_BINDING_SELECTION_MODE=exclusion \
     EVENTING_PROBES_PORT="${PROBES_PORT[eventing-webhook]}" -- --disable-ha

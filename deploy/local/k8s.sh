@@ -187,12 +187,16 @@ start() {
     --listen-peer-urls "http://$LISTEN_ADDR:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://$LISTEN_ADDR:$ETCD_PEER_PORT" \
     --initial-cluster "local=http://$LISTEN_ADDR:$ETCD_PEER_PORT" --quota-backend-bytes 2147483648 --unsafe-no-fsync
   wait_for 30 etcd http_ok "http://$LISTEN_ADDR:$ETCD_PORT/health" || die "etcd not ready, see $LOG_DIR/etcd.log"
+  # The discovery document names a key set URL reachable from here
+  # (--service-account-jwks-uri), so that Knative's broker, like podguard's functions, can
+  # verify service-account tokens against the apiserver's keys.
   proc_start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers="http://$LISTEN_ADDR:$ETCD_PORT" --bind-address="$LISTEN_ADDR" --advertise-address="$LISTEN_ADDR" \
     --secure-port="$APISERVER_PORT" --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt" \
     --token-auth-file="$PKI/tokens.csv" --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-jwks-uri="https://$LISTEN_ADDR:$APISERVER_PORT/openid/v1/jwks" \
     --authorization-mode=RBAC --allow-privileged=true --profiling=false
   wait_for 90 kube-apiserver apiserver_ready || die "kube-apiserver not ready, see $LOG_DIR/kube-apiserver.log"
   log "etcd + kube-apiserver ready in $(elapsed "$t")"

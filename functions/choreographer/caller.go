@@ -29,7 +29,9 @@ import (
 //	schedule <id>           the protect of an occurrence of schedule <id>, which the tick
 //	                        requested ("schedule of plan <id>" when the schedule is no
 //	                        longer found among the plan's)
-//	pingsource <source>     the protect of a PingSource firing that carries a plan
+//	pingsource <source>     the protect of a PingSource firing that carries a plan and
+//	                        names no caller (a team's PingSource sends through the front
+//	                        door, which names its OIDC identity as the caller)
 //	retention of plan <id>  a deletion the plan's retention requested
 //
 // A request with no caller that is none of these (one sent into the broker by hand)

@@ -147,6 +147,16 @@ func TestOwnRequestsRecordTheirReason(t *testing.T) {
 	if ids := w.planIDs("nightly"); len(ids) != 1 || requestedBy(ids[0]) != "pingsource "+source {
 		t.Fatalf("checkpoints of the PingSource %v", ids)
 	}
+	// A team's PingSource, through the front door, which names its OIDC identity.
+	const team = "system:serviceaccount:shop:shop-weekly-oidc-sources.knative.dev-pingsource"
+	teamPing := w.event(events.PingSourceTick, "", map[string]any{"plan": map[string]any{"id": "weekly", "scope": map[string]any{"namespaces": []string{"shop"}}}})
+	teamPing.SetSource("/apis/v1/namespaces/shop/pingsources/shop-weekly")
+	teamPing.SetExtension(events.ExtCaller, team)
+	w.handle(teamPing)
+	w.out.take()
+	if ids := w.planIDs("weekly"); len(ids) != 1 || requestedBy(ids[0]) != team {
+		t.Fatalf("checkpoints of the team's PingSource %v", ids)
+	}
 
 	// A deletion retention requests: the plan keeps one available checkpoint.
 	first, _, _, _ := w.protected(plan, events.StatusAvailable)

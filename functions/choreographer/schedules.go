@@ -259,7 +259,14 @@ func (s *Step) ping(ctx context.Context, e event.Event) error {
 	if req.Plan.ID == "" {
 		req.Plan.ID = function.DerivedID("pingsource", e.Source())
 	}
-	return s.protectRequest(ctx, e, req, pingedBy(e))
+	by, err := callerOf(e)
+	if err != nil {
+		return err
+	}
+	if by == "" {
+		by = pingedBy(e)
+	}
+	return s.protectRequest(ctx, e, req, by)
 }
 
 func utc(ts []time.Time) []time.Time {

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -124,13 +123,7 @@ func New(ctx context.Context, cfg *Config, sink function.Sender) (*Step, error) 
 		return nil, err
 	}
 	protected := slices.Clone(cfg.ProtectedNamespaces)
-	own := cfg.Namespace
-	if own == "" {
-		if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
-			own = strings.TrimSpace(string(b))
-		}
-	}
-	if own != "" {
+	if own := function.PodNamespace(cfg.Namespace); own != "" {
 		protected = append(protected, own)
 	}
 	return NewStep(b, checkpoint.BankRestores(b), Options{
@@ -153,9 +146,6 @@ func NewStep(r checkpoint.Reader, restores checkpoint.RestoreReader, o Options) 
 	return &Step{bank: r, restores: restores, schedules: sched, now: time.Now, provider: p, deadLetters: o.DeadLetters,
 		authn: o.Authenticator, authz: o.Authorizer, sink: o.Sink, protected: sortedUnique(o.Protected)}, nil
 }
-
-// serviceAccountNamespace is where Kubernetes mounts the namespace of a pod's token.
-const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 type callerKey struct{}
 
@@ -240,6 +230,25 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 			return nil, err
 		}
 		return rights("create", resCheckpoints, namespacesOf(req.Plan.Scope)), nil
+	case events.PingSourceTick:
+		// A team's PingSource protects a plan on its own cron: its firing carries the plan
+		// and is authorized as the protect it starts. The tick is podguard's own
+		// PingSource's, sent into the broker, never here.
+		var fire struct {
+			Plan *events.Plan `json:"plan"`
+		}
+		if len(e.Data()) > 0 {
+			if err := function.Decode(e, &fire); err != nil {
+				return nil, err
+			}
+		}
+		if fire.Plan == nil {
+			return nil, function.Permanent(errors.New("a PingSource firing sent to the front door must carry a plan ({\"plan\": ...}): the tick is podguard's own"))
+		}
+		if err := checkScope("/plan/scope", fire.Plan.Scope); err != nil {
+			return nil, err
+		}
+		return rights("create", resCheckpoints, namespacesOf(fire.Plan.Scope)), nil
 	case events.RestoreRequested:
 		var req events.RestoreRequest
 		if err := function.Decode(e, &req); err != nil {

@@ -151,6 +151,8 @@ func TestRightsOf(t *testing.T) {
 		{"show a pod by resource id", events.PodShow, events.PodShowRequest{Pod: graph.PodID("team-a", "db")}, []string{"get protectables.podguard.dev cluster-wide"}},
 		{"replay a dead letter", events.DeadLetterReplay, events.DeadLetterReplayRequest{DeadLetter: uuid.NewString()},
 			[]string{"create deadletters.podguard.dev/replay cluster-wide"}},
+		{"a team's PingSource protecting its plan", events.PingSourceTick, map[string]any{"plan": events.Plan{ID: "nightly", Scope: events.Scope{Namespaces: []string{"team-a"}}}},
+			[]string{`create checkpoints.podguard.dev in namespace "team-a"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := requestEvent(t, tc.typ, tc.data)
@@ -171,7 +173,7 @@ func TestRightsOf(t *testing.T) {
 
 	// Every request the front door takes is either answered or has its rights.
 	forwarded := []string{events.ProtectRequested, events.RestoreRequested, events.DeleteRequested, events.ScheduleSet, events.ScheduleDelete,
-		events.PodsList, events.PodShow, events.DeadLetterReplay}
+		events.PodsList, events.PodShow, events.DeadLetterReplay, events.PingSourceTick}
 	for _, typ := range Accepts {
 		if !slices.Contains(readTypes, typ) && !slices.Contains(forwarded, typ) {
 			t.Errorf("%s is taken by the front door but neither answered nor covered here", typ)
@@ -179,6 +181,11 @@ func TestRightsOf(t *testing.T) {
 	}
 	if _, err := s.rightsOf(context.Background(), requestEvent(t, events.Tick, nil)); err == nil {
 		t.Error("a tick has rights, want it refused")
+	}
+	for _, data := range []any{nil, map[string]any{}} {
+		if _, err := s.rightsOf(context.Background(), requestEvent(t, events.PingSourceTick, data)); err == nil || function.StatusOf(err) != 400 {
+			t.Errorf("a PingSource firing without a plan (%v): %v, want it refused (400)", data, err)
+		}
 	}
 }
 

@@ -17,4 +17,16 @@
 //
 // A step reports a bad request by wrapping its error with Permanent: it is answered 400
 // with the reason and never retried. Any other error is answered 500 so the broker retries.
+//
+// With sender identity on (AUTHENTICATION_OIDC=enabled, as Knative Eventing's
+// authentication-oidc), Main verifies every delivery's token with a DeliveryGate, which
+// accepts each event type only from the Trigger that routes it to the function
+// (events.Deliverers), and sends to K_SINK with the function's own token
+// (K_SINK_TOKEN_FILE). Code that builds functions in-process wires the same itself:
+//
+//	v, err := access.NewVerifier(keys, access.VerifierOptions{Issuer: issuer, Audience: events.FunctionAudience(name)})
+//	sink, err := function.NewTokenSender(brokerURL, tokens) // tokens: a TokenSource
+//	srv := function.NewServer(name, accepts, step, validator, function.ServerOptions{
+//		Sink: sink, Gate: function.NewDeliveryGate(v, namespace, name),
+//	})
 package function

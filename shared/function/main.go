@@ -1,6 +1,7 @@
 package function
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,11 +16,14 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/kelseyhightower/envconfig"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
 	"github.com/podguard/podguard/events"
+	"github.com/podguard/podguard/shared/access"
+	"github.com/podguard/podguard/shared/kube"
 	"github.com/podguard/podguard/shared/observe"
 )
 
@@ -62,7 +66,48 @@ type Base struct {
 	HandlerTimeout time.Duration `envconfig:"HANDLER_TIMEOUT" default:"5m"`
 	// DrainTimeout bounds the wait for in-flight requests after SIGTERM.
 	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"30s"`
+	// AuthenticationOIDC is sender identity inside the broker, as Knative Eventing's
+	// authentication-oidc feature: enabled or disabled (also when empty). Enabled, every
+	// delivery must carry a token of the Trigger that routes its type to the function,
+	// for OIDC_AUDIENCE, verified against the keys of the apiserver (reached in-cluster,
+	// or by KUBECONFIG): 401 without a valid one, 403 from another Trigger; and every
+	// event sent to K_SINK carries the function's token, from K_SINK_TOKEN_FILE. A
+	// function that authenticates its own callers (the front door) keeps its own check.
+	AuthenticationOIDC string `envconfig:"AUTHENTICATION_OIDC" default:"disabled"`
+	// OIDCAudience is the audience of the tokens of deliveries to the function (the
+	// audience its Triggers name); events.FunctionAudience of the function when empty.
+	OIDCAudience string `envconfig:"OIDC_AUDIENCE"`
+	// SinkTokenFile holds the function's own token for the broker's audience
+	// (events.BrokerAudience), a projected service-account token the kubelet refreshes;
+	// required with AUTHENTICATION_OIDC=enabled and K_SINK set.
+	SinkTokenFile string `envconfig:"K_SINK_TOKEN_FILE"`
+	// Namespace is podguard's namespace, where its Triggers are; unset, the namespace
+	// of the mounted ServiceAccount token (in a cluster). Needed with
+	// AUTHENTICATION_OIDC=enabled.
+	Namespace string `envconfig:"POD_NAMESPACE"`
 }
+
+// The values of AUTHENTICATION_OIDC, as Knative's feature flags say them.
+const (
+	oidcEnabled  = "enabled"
+	oidcDisabled = "disabled"
+)
+
+// Validate checks the settings that depend on one another.
+func (b *Base) Validate() error {
+	switch b.AuthenticationOIDC {
+	case oidcEnabled, oidcDisabled, "":
+	default:
+		return fmt.Errorf("AUTHENTICATION_OIDC: %q, want %s or %s", b.AuthenticationOIDC, oidcEnabled, oidcDisabled)
+	}
+	if b.oidc() && b.Sink != "" && b.SinkTokenFile == "" {
+		return errors.New("K_SINK_TOKEN_FILE: required with AUTHENTICATION_OIDC=enabled and K_SINK set: the file of the function's token for the broker")
+	}
+	return nil
+}
+
+// oidc reports whether sender identity is on.
+func (b *Base) oidc() bool { return b.AuthenticationOIDC == oidcEnabled }
 
 // Env is what the runtime hands to a step's constructor.
 type Env struct {
@@ -102,8 +147,8 @@ func Main[C any](f Function[C]) {
 // function serves.
 func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error {
 	var base Base
-	if err := envconfig.Process("", &base); err != nil {
-		return fmt.Errorf("configuration: %w", err)
+	if err := LoadConfig(&base); err != nil {
+		return err
 	}
 	var cfg C
 	if err := LoadConfig(&cfg); err != nil {
@@ -138,9 +183,9 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	ctx = observe.WithTelemetry(ctx, telemetry)
 	env := Env{Telemetry: telemetry}
 	if base.Sink != "" {
-		s, err := NewHTTPSender(base.Sink)
+		s, err := sinkSender(ctx, &base)
 		if err != nil {
-			return fmt.Errorf("configuration: K_SINK: %w", err)
+			return err
 		}
 		env.Sink = TracedSender(s, telemetry)
 	}
@@ -163,11 +208,68 @@ func Run[C any](ctx context.Context, f Function[C], ready chan<- net.Addr) error
 	if f.AnswerCallers {
 		replies = nil
 	}
+	gate := GateOf(h)
+	if gate == nil && base.oidc() {
+		if gate, err = deliveryGate(ctx, f.Name, &base); err != nil {
+			return err
+		}
+	}
 	srv := NewServer(f.Name, f.Accepts, h, v, ServerOptions{
 		Sink: replies, Overrides: overrides, Timeout: base.HandlerTimeout, Logger: logger, AcceptAny: f.AcceptAny,
-		Telemetry: telemetry, Gate: GateOf(h),
+		Telemetry: telemetry, Gate: gate,
 	})
 	return Serve(ctx, net.JoinHostPort(base.Host, strconv.Itoa(base.Port)), WithReadAPI(srv, h), base.DrainTimeout, logger, ready)
+}
+
+// sinkSender is the sender to K_SINK; with sender identity on, it presents the token of
+// K_SINK_TOKEN_FILE, which must be readable at start.
+func sinkSender(ctx context.Context, base *Base) (*HTTPSender, error) {
+	if !base.oidc() {
+		s, err := NewHTTPSender(base.Sink)
+		if err != nil {
+			return nil, fmt.Errorf("configuration: K_SINK: %w", err)
+		}
+		return s, nil
+	}
+	ts := NewFileTokenSource(base.SinkTokenFile)
+	if _, err := ts.Token(ctx); err != nil {
+		return nil, fmt.Errorf("configuration: K_SINK_TOKEN_FILE: %w", err)
+	}
+	s, err := NewTokenSender(base.Sink, ts)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: K_SINK: %w", err)
+	}
+	logging.FromContext(ctx).Infow("events to the sink carry the function's token", zap.String("token-file", base.SinkTokenFile))
+	return s, nil
+}
+
+// deliveryGate is the DeliveryGate of function fn, whose tokens it verifies with the keys
+// the apiserver's OIDC discovery gives.
+func deliveryGate(ctx context.Context, fn string, base *Base) (*DeliveryGate, error) {
+	ns := PodNamespace(base.Namespace)
+	if ns == "" {
+		return nil, fmt.Errorf("configuration: POD_NAMESPACE: unset, and no namespace in %s: the namespace of podguard's Triggers, needed with AUTHENTICATION_OIDC=enabled", serviceAccountNamespace)
+	}
+	var kc kube.Config
+	if err := LoadConfig(&kc); err != nil {
+		return nil, err
+	}
+	rc, err := kc.RESTConfig(nil)
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	keys, issuer, err := access.DiscoveryKeysFor(ctx, rc)
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	audience := cmp.Or(base.OIDCAudience, events.FunctionAudience(fn))
+	v, err := access.NewVerifier(keys, access.VerifierOptions{Issuer: issuer, Audience: audience})
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	logging.FromContext(ctx).Infow("deliveries must carry a token of their Trigger",
+		zap.String("issuer", issuer), zap.String("audience", audience), zap.String("namespace", ns))
+	return NewDeliveryGate(v, ns, fn), nil
 }
 
 // GateOf is h as a Gate, when it is one (nil otherwise): how the runtime gates a step.
@@ -238,6 +340,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, drain time.Duration
 type HTTPSender struct {
 	client cloudevents.Client
 	target string
+	token  TokenSource // nil: no Authorization header
 }
 
 // NewHTTPSender sends to target (a K_SINK URL).
@@ -249,8 +352,36 @@ func NewHTTPSender(target string) (*HTTPSender, error) {
 	return &HTTPSender{client: c, target: target}, nil
 }
 
-// Send delivers e; a non-2xx answer is an error.
+// NewTokenSender sends to target with Authorization: Bearer and the token of ts, asked
+// for each event: as a function sends into the broker with sender identity on.
+func NewTokenSender(target string, ts TokenSource) (*HTTPSender, error) {
+	if ts == nil {
+		return nil, fmt.Errorf("sender to %s: no token source", target)
+	}
+	s, err := NewHTTPSender(target)
+	if err != nil {
+		return nil, err
+	}
+	s.token = ts
+	return s, nil
+}
+
+// Target is where s sends.
+func (s *HTTPSender) Target() string { return s.target }
+
+// Send delivers e; a non-2xx answer is an error, and so is a failure to get the token,
+// which is then not sent.
 func (s *HTTPSender) Send(ctx context.Context, e event.Event) error {
+	if s.token != nil {
+		token, err := s.token.Token(ctx)
+		if err != nil {
+			return fmt.Errorf("send %s %s to %s: %w", e.Type(), e.ID(), s.target, err)
+		}
+		// The request takes this header as its own: a copy for each.
+		h := cehttp.HeaderFrom(ctx).Clone()
+		h.Set("Authorization", "Bearer "+token)
+		ctx = cehttp.WithCustomHeader(ctx, h)
+	}
 	if res := s.client.Send(ctx, e); !cloudevents.IsACK(res) {
 		return fmt.Errorf("send %s %s to %s: %w", e.Type(), e.ID(), s.target, res)
 	}

@@ -42,6 +42,15 @@ type Gate interface {
 	Admit(ctx context.Context, r *http.Request) (context.Context, error)
 }
 
+// EventGate is implemented by a Gate that also admits the event itself, which may depend
+// on its type (a DeliveryGate): the runtime calls AdmitEvent with the context Admit
+// returned, once the event is decoded and its type is one the step takes, before its data
+// is checked against the schema or the step sees it. An error marked Unauthenticated or
+// Forbidden refuses it; any other is answered as a step's would be.
+type EventGate interface {
+	AdmitEvent(ctx context.Context, e event.Event) error
+}
+
 // Validator checks event data against the catalog's schemas.
 type Validator interface {
 	Validate(e event.Event) error
@@ -64,6 +73,7 @@ type Server struct {
 	logger    *zap.SugaredLogger
 	telemetry *observe.Telemetry
 	gate      Gate
+	eventGate EventGate // the gate, when it is one
 }
 
 // ServerOptions configures a Server.
@@ -83,7 +93,8 @@ type ServerOptions struct {
 	// Telemetry counts and times each event and traces its delivery; nil records
 	// nothing.
 	Telemetry *observe.Telemetry
-	// Gate, when set, admits each request before it is decoded.
+	// Gate, when set, admits each request before it is decoded; and each event once
+	// decoded, when it is an EventGate too.
 	Gate Gate
 }
 
@@ -98,9 +109,10 @@ func NewServer(name string, accepts []string, h Handler, v Validator, o ServerOp
 	if o.Telemetry == nil {
 		o.Telemetry = observe.Noop()
 	}
+	eg, _ := o.Gate.(EventGate)
 	return &Server{name: name, accepts: accepts, handler: h, validator: v, sink: o.Sink, acceptAny: o.AcceptAny,
 		overrides: o.Overrides, timeout: o.Timeout, logger: o.Logger.With(zap.String("function", name)),
-		telemetry: o.Telemetry, gate: o.Gate}
+		telemetry: o.Telemetry, gate: o.Gate, eventGate: eg}
 }
 
 // statusWriter remembers the status of an answer.
@@ -158,8 +170,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
-	typ = events.Label(e.Type())
 	log := s.logger.With(zap.String("ce-id", e.ID()), zap.String("ce-type", e.Type()), zap.String("ce-source", e.Source()))
+	if s.eventGate != nil {
+		if err := s.eventGate.AdmitEvent(ctx, *e); err != nil {
+			typ = events.Label(e.Type())
+			log.Warnw("refused event", zap.Int("status", StatusOf(err)), zap.Error(err))
+			WriteError(w, err)
+			return
+		}
+	}
+	if err := s.checkData(*e); err != nil {
+		log.Warnw("rejected request", zap.Int("status", http.StatusBadRequest), zap.Error(err))
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	typ = events.Label(e.Type())
 	ctx, span := s.telemetry.StartDelivery(observe.WithTelemetry(logging.WithLogger(ctx, log), s.telemetry), r, *e, s.name)
 	defer func() { endDelivery(span, sw.status) }()
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -202,8 +227,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// decode turns the request into a valid event of an accepted type whose data matches the
-// type's schema (any valid event with AcceptAny); any failure is a 4xx with a reason.
+// decode turns the request into a valid event of an accepted type (any valid event with
+// AcceptAny); any failure is a 4xx with a reason. Its data is checked apart (checkData),
+// once the gate has admitted the event.
 func (s *Server) decode(r *http.Request) (*event.Event, int, error) {
 	ct := r.Header.Get("Content-Type")
 	if strings.HasPrefix(ct, event.ApplicationCloudEventsBatchJSON) { // never retried: the batch would fail again
@@ -226,12 +252,15 @@ func (s *Server) decode(r *http.Request) (*event.Event, int, error) {
 	if !slices.Contains(s.accepts, e.Type()) {
 		return nil, http.StatusBadRequest, fmt.Errorf("event type %q is not handled by %s (it accepts %s)", e.Type(), s.name, strings.Join(s.accepts, ", "))
 	}
-	if s.validator != nil {
-		if err := s.validator.Validate(*e); err != nil {
-			return nil, http.StatusBadRequest, err
-		}
-	}
 	return e, 0, nil
+}
+
+// checkData checks that e's data matches its type's schema (not with AcceptAny).
+func (s *Server) checkData(e event.Event) error {
+	if s.acceptAny || s.validator == nil {
+		return nil
+	}
+	return s.validator.Validate(e)
 }
 
 // complete fills what a step may leave out of its reply: a deterministic id (derived from

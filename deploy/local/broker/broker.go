@@ -15,6 +15,8 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/cloudevents/sdk-go/v2/types"
 	"go.uber.org/zap"
+
+	"github.com/podguard/podguard/shared/access"
 )
 
 // Extension attributes the broker sets, as Knative's broker does.
@@ -67,6 +69,9 @@ type Options struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Identity turns on sender identity (Knative's authentication-oidc): tokens and
+	// EventPolicies at the ingress, tokens on deliveries. Nil: none.
+	Identity *Identity
 }
 
 // Stats counts what the broker did since it started.
@@ -98,6 +103,7 @@ type Broker struct {
 	sleep    func(ctx context.Context, d time.Duration) error
 	now      func() time.Time
 	max      int
+	guard    *guard // nil: no sender identity
 
 	ctx    context.Context // ends when the broker stops: aborts attempts and waits
 	cancel context.CancelFunc
@@ -128,6 +134,18 @@ type route struct {
 	trigger    Trigger
 	target     string
 	deadLetter string // empty: the recorder only
+}
+
+// audience is the OIDC audience of the destination of a delivery of r (toSink: of a
+// dead letter); empty for none.
+func (r *route) audience(toSink bool) string {
+	if !toSink {
+		return r.trigger.Subscriber.Audience
+	}
+	if dls := r.trigger.Delivery.DeadLetterSink; dls != nil {
+		return dls.Audience
+	}
+	return ""
 }
 
 // job is one delivery of an event to a subscriber, or of a dead letter to its sink.
@@ -176,6 +194,13 @@ func New(triggers []Trigger, resolve map[string]string, recorder *Recorder, o Op
 	b := &Broker{recorder: recorder, client: o.Client, log: o.Logger, sleep: o.Sleep, now: o.Now,
 		max: o.MaxPending, drained: make(chan struct{})}
 	b.cond = sync.NewCond(&b.mu)
+	if o.Identity != nil {
+		g, err := newGuard(o.Identity)
+		if err != nil {
+			return nil, err
+		}
+		b.guard = g
+	}
 	recorderOnly := map[string]bool{}
 	for _, t := range triggers {
 		target, err := resolveDestination(t.Subscriber, resolve)
@@ -195,6 +220,13 @@ func New(triggers []Trigger, resolve map[string]string, recorder *Recorder, o Op
 				}
 			case err != nil:
 				return nil, fmt.Errorf("trigger %q: dead-letter sink: %w", t.Name, err)
+			}
+		}
+		if b.guard != nil && b.guard.tokens == nil {
+			for _, aud := range []string{r.audience(false), r.audience(true)} {
+				if aud != "" {
+					return nil, fmt.Errorf("trigger %q: audience %q, but the identity has no token source", t.Name, aud)
+				}
 			}
 		}
 		b.routes = append(b.routes, r)
@@ -264,7 +296,12 @@ func (b *Broker) Stats() Stats {
 
 // ServeHTTP is the ingress: it accepts one CloudEvent in binary or structured mode and
 // answers 202 once it is queued for delivery, 400 with the reason for a malformed
-// event, 413 for one larger than MaxEventBytes, and 503 while full or closing.
+// event, 413 for one larger than MaxEventBytes, and 503 while full or closing. With
+// Options.Identity, it first answers 401 with the reason to a request without a bearer
+// token or with one that does not verify (503 when it cannot be verified now), and,
+// once the event is read, 403 with the reason when the policies do not admit it from
+// the token's subject. A refused event is the sender's failure: it is answered, neither
+// delivered nor dead-lettered.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", "POST, OPTIONS")
 	switch r.Method {
@@ -277,6 +314,17 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.Error(w, "CloudEvents are sent with POST", http.StatusMethodNotAllowed)
 		return
+	}
+	var subject string
+	if b.guard != nil {
+		token, _ := access.BearerToken(r)
+		s, err := b.guard.authenticate(r.Context(), token)
+		if err != nil {
+			b.logRefusal(err)
+			refuse(w, err)
+			return
+		}
+		subject = s
 	}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), event.ApplicationCloudEventsBatchJSON) {
 		http.Error(w, "batched CloudEvents are not supported: send one event per request", http.StatusBadRequest)
@@ -297,6 +345,13 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid CloudEvent: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if b.guard != nil {
+		if err := b.guard.authorize(subject, *e); err != nil {
+			b.logRefusal(err, append(eventFields(*e), zap.String("subject", subject))...)
+			refuse(w, err)
+			return
+		}
+	}
 	err = b.ingest(*e, true)
 	switch {
 	case err == nil:
@@ -309,8 +364,24 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// refuse answers a request whose sender the broker does not admit: with the refusal's
+// status and reason, or 503 when the token could not be verified.
+func refuse(w http.ResponseWriter, err error) {
+	var refused *RefusedError
+	if !errors.As(err, &refused) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if refused.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	}
+	http.Error(w, err.Error(), refused.Status)
+}
+
 // Send accepts e as the ingress does, so that functions running in the same process
-// can emit to the broker; it returns once e is queued.
+// can emit to the broker; it returns once e is queued. It is trusted: with
+// Options.Identity, it checks no token nor policy (SendAs does).
 func (b *Broker) Send(ctx context.Context, e event.Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), err)

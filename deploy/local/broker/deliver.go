@@ -13,6 +13,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"go.uber.org/zap"
+
+	"github.com/podguard/podguard/events"
 )
 
 // outcome is the result of one delivery attempt.
@@ -76,9 +78,26 @@ func (b *Broker) attempt(j *job) {
 }
 
 // ingestReply feeds a subscriber's reply back into the broker, as Knative's broker sends
-// replies to its own ingress. A reply that cannot be accepted dead-letters the event
-// that caused it (and finishes j): ingestReply then reports false.
+// replies to its own ingress; with Options.Identity, as sent by the Trigger's OIDC
+// identity, which the policies must admit. A reply that cannot be accepted dead-letters
+// the event that caused it (and finishes j): ingestReply then reports false.
 func (b *Broker) ingestReply(j *job, reply event.Event, log *zap.SugaredLogger) bool {
+	if b.guard != nil {
+		// Knative's broker posts replies to its ingress with the Trigger's token; here the
+		// broker knows the sender, and only the policies remain to be asked.
+		subject := b.guard.triggerSubject(j.route.trigger.Name)
+		if err := b.guard.authorize(subject, reply); err != nil {
+			log.Warnw("reply refused for its sender, dead-lettering the event it answers", zap.String("reply-type", reply.Type()),
+				zap.String("subject", subject), zap.Error(err))
+			status := http.StatusForbidden
+			var refused *RefusedError
+			if errors.As(err, &refused) {
+				status = refused.Status
+			}
+			b.deadLetter(j, outcome{status: status, body: []byte("reply refused by the broker: " + err.Error())})
+			return false
+		}
+	}
 	reply.SetExtension(ExtTTL, j.ttl-1)
 	if err := b.ingest(reply, false); err != nil {
 		log.Warnw("reply refused, dead-lettering the event it answers", zap.String("reply-type", reply.Type()), zap.Error(err))
@@ -104,6 +123,18 @@ func (b *Broker) post(j *job) outcome {
 		return dispatchError(err)
 	}
 	req.Header.Set("Prefer", "reply")
+	if b.guard != nil {
+		if aud := j.route.audience(j.toSink); aud != "" {
+			sa := events.TriggerServiceAccount(j.route.trigger.Name)
+			token, err := b.guard.tokens.Token(ctx, sa, aud)
+			if err != nil {
+				b.log.Warnw("no token for the delivery", append(eventFields(j.event), zap.String("trigger", j.route.trigger.Name),
+					zap.String("service-account", sa), zap.String("audience", aud), zap.Error(err))...)
+				return dispatchError(fmt.Errorf("get a token of service account %s for audience %q: %w", sa, aud, err))
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+	}
 	resp, err := b.client.Do(req)
 	if err != nil {
 		return dispatchError(err)

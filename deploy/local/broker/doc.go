@@ -17,6 +17,31 @@
 //     knativeerrordest, knativeerrorcode and knativeerrordata extensions, and to the
 //     Recorder, which keeps it in memory and in a JSON-lines file for Replay.
 //
+// With Options.Identity it also enforces Knative's sender identity
+// (authentication-oidc) and the Broker's EventPolicies (LoadPolicies, from the same
+// manifests): the ingress answers 401 to an event without a bearer token or with one that
+// does not verify, and 403 to one the first policy naming its sender does not accept (with
+// no policy: to a sender outside the namespace), before anything is queued; SendAs does
+// the same for senders in the process. Each Trigger delivers, and sends its dead letters,
+// with a token of its OIDC service account (events.TriggerServiceAccount) for the
+// audience its subscriber (dead-letter sink) names, and its subscriber's replies must be
+// admitted from that identity. The EventPolicies are written for namespace podguard
+// (ManifestNamespace); LoadPolicies rewrites their subjects to the namespace the broker
+// runs in, which for a local run may be another:
+//
+//	policies, err := broker.LoadPolicies("deploy/base", namespace)
+//	...
+//	tokens, err := broker.NewServiceAccountTokens(clientset, namespace, broker.TokenOptions{})
+//	...
+//	b, err := broker.New(triggers, addresses, dead, broker.Options{Logger: logger, Identity: &broker.Identity{
+//		Namespace: namespace,
+//		Policies:  policies,
+//		Verifier:  verifier, // e.g. an access.Verifier for events.BrokerAudience(namespace)
+//		Tokens:    tokens,
+//	}})
+//
+// and each function sends with SendAs(ctx, e, its own token for events.BrokerAudience).
+//
 // Start it from the manifests, with the local address of each function:
 //
 //	triggers, err := broker.LoadTriggers("deploy/base")

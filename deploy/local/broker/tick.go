@@ -19,6 +19,24 @@ const PingSourceType = "dev.knative.sources.ping"
 // is the local stand-in for a PingSource. A tick that cannot be sent is logged and
 // skipped: the next one follows.
 func (b *Broker) RunTicker(ctx context.Context, interval time.Duration, tick func() event.Event) error {
+	return b.runTicker(ctx, interval, tick, b.Send)
+}
+
+// RunTickerAs is RunTicker for a ticker with an identity, as a PingSource sends with its
+// OIDC token: each tick is sent with SendAs and the token that token returns then (with
+// Options.Identity, the policies must admit it from that token's subject). A tick that
+// is refused, or for which there is no token, is logged and skipped like any other.
+func (b *Broker) RunTickerAs(ctx context.Context, interval time.Duration, tick func() event.Event, token func(context.Context) (string, error)) error {
+	return b.runTicker(ctx, interval, tick, func(ctx context.Context, e event.Event) error {
+		tok, err := token(ctx)
+		if err != nil {
+			return fmt.Errorf("send %s %s: get the ticker's token: %w", e.Type(), e.ID(), err)
+		}
+		return b.SendAs(ctx, e, tok)
+	})
+}
+
+func (b *Broker) runTicker(ctx context.Context, interval time.Duration, tick func() event.Event, send func(context.Context, event.Event) error) error {
 	if interval <= 0 {
 		return fmt.Errorf("ticker: interval %v is not positive", interval)
 	}
@@ -31,7 +49,7 @@ func (b *Broker) RunTicker(ctx context.Context, interval time.Duration, tick fun
 		case <-t.C:
 		}
 		e := tick()
-		if err := b.Send(ctx, e); err != nil {
+		if err := send(ctx, e); err != nil {
 			if errors.Is(err, ErrClosed) {
 				return fmt.Errorf("ticker: %w", err)
 			}

@@ -40,6 +40,10 @@ func (t Trigger) Matches(e event.Event) bool { return matches(t.Filter, e) }
 type Destination struct {
 	Ref string
 	URI string
+	// Audience is the OIDC audience of the destination (Knative's duckv1.Destination
+	// audience): with sender identity on (Options.Identity), deliveries to it carry a
+	// token for this audience; without one they carry no token, as in Knative.
+	Audience string
 }
 
 func (d Destination) String() string {
@@ -101,13 +105,19 @@ func (d Delivery) Backoff(n int) time.Duration {
 	return time.Duration(math.MaxInt64)
 }
 
-// manifest is the part of a Broker or Trigger manifest the broker reads.
-type manifest struct {
+// header is what every manifest has.
+type header struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Metadata   struct {
-		Name string `json:"name"`
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
 	} `json:"metadata"`
+}
+
+// manifest is the part of a Broker or Trigger manifest the broker reads.
+type manifest struct {
+	header
 	Spec struct {
 		Broker string `json:"broker"`
 		Filter *struct {
@@ -122,7 +132,8 @@ type destinationSpec struct {
 	Ref *struct {
 		Name string `json:"name"`
 	} `json:"ref"`
-	URI string `json:"uri"`
+	URI      string `json:"uri"`
+	Audience string `json:"audience"`
 }
 
 type deliverySpec struct {
@@ -142,10 +153,6 @@ const eventingGroup = "eventing.knative.dev/"
 // every Trigger must name it, and a Trigger without a delivery spec takes the Broker's,
 // as in Knative. The Triggers come back sorted by name.
 func LoadTriggers(dir string) ([]Trigger, error) {
-	files, err := manifestFiles(dir)
-	if err != nil {
-		return nil, err
-	}
 	type loaded struct {
 		Trigger
 		broker   string
@@ -157,39 +164,38 @@ func LoadTriggers(dir string) ([]Trigger, error) {
 		brokerFile string
 		defaults   Delivery
 	)
-	for _, file := range files {
-		docs, err := readDocuments(file)
-		if err != nil {
-			return nil, err
+	err := eventingDocuments(dir, func(file string, h header, doc []byte) error {
+		if h.Kind != "Broker" && h.Kind != "Trigger" {
+			return nil
 		}
-		for i, doc := range docs {
-			var m manifest
-			if err := yaml.Unmarshal(doc, &m); err != nil {
-				return nil, fmt.Errorf("%s: document %d: %w", file, i+1, err)
-			}
-			if !strings.HasPrefix(m.APIVersion, eventingGroup) {
-				continue
-			}
-			switch m.Kind {
-			case "Broker":
-				if brokerName != "" {
-					return nil, fmt.Errorf("%s: broker %q: a second Broker (%q is in %s): the local broker stands for one", file, m.Metadata.Name, brokerName, brokerFile)
-				}
-				brokerName, brokerFile = m.Metadata.Name, file
-				if m.Spec.Delivery != nil {
-					if defaults, err = delivery(m.Spec.Delivery); err != nil {
-						return nil, fmt.Errorf("%s: broker %q: %w", file, brokerName, err)
-					}
-				}
-			case "Trigger":
-				t, err := trigger(m)
-				if err != nil {
-					return nil, fmt.Errorf("%s: trigger %q: %w", file, m.Metadata.Name, err)
-				}
-				t.File = file
-				triggers = append(triggers, loaded{Trigger: t, broker: m.Spec.Broker, delivery: m.Spec.Delivery != nil})
-			}
+		var m manifest
+		if err := yaml.Unmarshal(doc, &m); err != nil {
+			return fmt.Errorf("%s: %s %q: %w", file, strings.ToLower(h.Kind), h.Metadata.Name, err)
 		}
+		switch m.Kind {
+		case "Broker":
+			if brokerName != "" {
+				return fmt.Errorf("%s: broker %q: a second Broker (%q is in %s): the local broker stands for one", file, m.Metadata.Name, brokerName, brokerFile)
+			}
+			brokerName, brokerFile = m.Metadata.Name, file
+			if m.Spec.Delivery != nil {
+				var err error
+				if defaults, err = delivery(m.Spec.Delivery); err != nil {
+					return fmt.Errorf("%s: broker %q: %w", file, brokerName, err)
+				}
+			}
+		case "Trigger":
+			t, err := trigger(m)
+			if err != nil {
+				return fmt.Errorf("%s: trigger %q: %w", file, m.Metadata.Name, err)
+			}
+			t.File = file
+			triggers = append(triggers, loaded{Trigger: t, broker: m.Spec.Broker, delivery: m.Spec.Delivery != nil})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Trigger, 0, len(triggers))
 	seen := map[string]string{}
@@ -210,6 +216,35 @@ func LoadTriggers(dir string) ([]Trigger, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// eventingDocuments calls visit for each document of Knative Eventing's API group
+// (eventing.knative.dev) in the manifests of dir (see manifestFiles), in order, with the
+// file it is in, its header and its text; it stops at the first error.
+func eventingDocuments(dir string, visit func(file string, h header, doc []byte) error) error {
+	files, err := manifestFiles(dir)
+	if err != nil {
+		return err
+	}
+	for _, file := range files {
+		docs, err := readDocuments(file)
+		if err != nil {
+			return err
+		}
+		for i, doc := range docs {
+			var h header
+			if err := yaml.Unmarshal(doc, &h); err != nil {
+				return fmt.Errorf("%s: document %d: %w", file, i+1, err)
+			}
+			if !strings.HasPrefix(h.APIVersion, eventingGroup) {
+				continue
+			}
+			if err := visit(file, h, doc); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // kustomizationFiles are the names kustomize looks for in a directory.
@@ -360,7 +395,7 @@ func trigger(m manifest) (Trigger, error) {
 }
 
 func destination(s *destinationSpec) (Destination, error) {
-	d := Destination{URI: s.URI}
+	d := Destination{URI: s.URI, Audience: s.Audience}
 	if s.Ref != nil {
 		if s.Ref.Name == "" {
 			return d, fmt.Errorf("ref without a name")

@@ -32,6 +32,13 @@ func TestDeployBaseTriggers(t *testing.T) {
 		if !slices.Contains(functionNames, tr.Subscriber.Ref) || tr.Subscriber.URI != "" {
 			t.Errorf("trigger %s: subscriber %s is not one of the functions %v", tr.Name, tr.Subscriber, functionNames)
 		}
+		// An audience, once the manifests name them, is the function's.
+		if aud := tr.Subscriber.Audience; aud != "" && aud != events.FunctionAudience(tr.Subscriber.Ref) {
+			t.Errorf("trigger %s: subscriber audience %q, want %q", tr.Name, aud, events.FunctionAudience(tr.Subscriber.Ref))
+		}
+		if dls := tr.Delivery.DeadLetterSink; dls != nil && dls.Audience != "" && dls.Audience != events.FunctionAudience(dls.Ref) {
+			t.Errorf("trigger %s: dead-letter sink audience %q, want %q", tr.Name, dls.Audience, events.FunctionAudience(dls.Ref))
+		}
 		if tr.Filter["type"] == "" {
 			t.Errorf("trigger %s: no filter on type", tr.Name)
 		}
@@ -40,7 +47,7 @@ func TestDeployBaseTriggers(t *testing.T) {
 		}
 		d := tr.Delivery
 		if d.Retry != want.Retry || d.BackoffPolicy != want.BackoffPolicy || d.BackoffDelay != want.BackoffDelay ||
-			d.DeadLetterSink == nil || *d.DeadLetterSink != *want.DeadLetterSink {
+			d.DeadLetterSink == nil || d.DeadLetterSink.Ref != want.DeadLetterSink.Ref || d.DeadLetterSink.URI != "" {
 			t.Errorf("trigger %s: delivery %+v, want %+v", tr.Name, d, want)
 		}
 		if filepath.Base(tr.File) != "triggers.yaml" {

@@ -8,6 +8,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +28,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -117,6 +120,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 		DeadLetters: filepath.Join(t.TempDir(), "dead-letters.jsonl"),
 		Knative:     knativeBroker(t, st, e.kube),
 		Access:      &runner.Access{Roles: filepath.Join(stacktest.RepoRoot(t), "deploy", "roles")},
+		Identity:    &runner.Identity{},
+		Logger:      e2eLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +138,15 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.volumes, e.backups = volumes.New(sc), backups.New(sc)
 	return e
+}
+
+// e2eLogger is the runner's logger: PODGUARD_E2E_LOG=1 logs at info through the test's
+// log, to see what the broker and the functions did; quiet otherwise.
+func e2eLogger(t testing.TB) *zap.SugaredLogger {
+	if os.Getenv("PODGUARD_E2E_LOG") == "" {
+		return nil
+	}
+	return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Sugar()
 }
 
 // observerURLs maps the observers, and the dead-letters function unless dead letters
@@ -228,10 +242,12 @@ func (e *env) read(path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// send delivers an event to the broker ingress, as a user's system would.
+// send delivers an event to the broker ingress as the part of podguard that sends its
+// type (the front door for a request, the choreographer for a step request, a step for
+// its result; events.Senders): what reaches the broker only from inside podguard.
 func (e *env) send(ev event.Event) {
 	e.t.Helper()
-	c, err := cloudevents.NewClientHTTP()
+	c, err := cloudevents.NewClientHTTP(cehttp.WithHeader("Authorization", "Bearer "+e.senderToken(ev.Type())))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -239,6 +255,67 @@ func (e *env) send(ev event.Event) {
 	if res := c.Send(ctx, ev); !cloudevents.IsACK(res) {
 		e.t.Fatalf("send %s: %v", ev.Type(), res)
 	}
+}
+
+// senderToken is a token, for the broker's audience, of the service account that sends
+// events of type typ into the broker (a function's other than dead-letters when there is
+// one).
+func (e *env) senderToken(typ string) string {
+	e.t.Helper()
+	senders := events.Senders(typ)
+	if len(senders) == 0 {
+		e.t.Fatalf("no part of podguard sends %s into the broker", typ)
+	}
+	sa := senders[0]
+	for _, s := range senders {
+		if s != events.ServiceAccount(events.FnDeadLetters) {
+			sa = s
+			break
+		}
+	}
+	return e.issue(sa, events.BrokerAudience(e.runner.Namespace()))
+}
+
+// deliveryToken is a token of the Trigger that routes typ to function fn, for fn's
+// audience: what the broker's deliveries to fn carry.
+func (e *env) deliveryToken(fn, typ string) string {
+	e.t.Helper()
+	return e.issue(events.TriggerServiceAccount(events.TriggerName(fn, typ)), events.FunctionAudience(fn))
+}
+
+// issue is a token of service account sa of podguard's namespace for audience.
+func (e *env) issue(sa, audience string) string {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := e.runner.IssueToken(ctx, sa, audience)
+	if err != nil {
+		e.t.Fatalf("token of %s for %s: %v", sa, audience, err)
+	}
+	return tok
+}
+
+// deliver posts ev straight to function fn, in structured mode, as the broker's Trigger
+// for its type would, and returns the status and the body of the answer.
+func (e *env) deliver(fn string, ev event.Event) (int, string) {
+	e.t.Helper()
+	body, err := json.Marshal(ev)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, e.runner.Functions[fn], bytes.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	req.Header.Set("Authorization", "Bearer "+e.deliveryToken(fn, ev.Type()))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(msg))
 }
 
 func newEvent(typ string, data any) event.Event {

@@ -50,7 +50,8 @@ func TestMalformedRequestsAre400AndCreateNothing(t *testing.T) {
 		`{"plan":{"scope":{"allNamespaces":true}},"unexpected":1}`,
 	} {
 		req, _ := http.NewRequest(http.MethodPost, e.runner.Functions[events.FnChoreographer], strings.NewReader(body))
-		for k, v := range map[string]string{"ce-specversion": "1.0", "ce-id": "m1", "ce-source": "t", "ce-type": events.ProtectRequested, "content-type": "application/json"} {
+		for k, v := range map[string]string{"ce-specversion": "1.0", "ce-id": "m1", "ce-source": "t", "ce-type": events.ProtectRequested, "content-type": "application/json",
+			"Authorization": "Bearer " + e.deliveryToken(events.FnChoreographer, events.ProtectRequested)} {
 			req.Header.Set(k, v)
 		}
 		resp, err := http.DefaultClient.Do(req)

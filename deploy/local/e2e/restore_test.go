@@ -313,13 +313,13 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	}
 	// Late duplicates: the protect request does not bring the checkpoint back, and the
 	// delete request announces the same outcome.
-	post(t, e.runner.Functions[events.FnChoreographer], protectReq)
+	e.post(events.FnChoreographer, protectReq)
 	if _, err := b.Checkpoint(ctx, cp); err == nil {
 		t.Fatal("a late protect request recreated the deleted checkpoint")
 	}
 	n := e.count(events.CheckpointDeleted)
 	first := e.next(0, events.CheckpointDeleted, 0)
-	post(t, e.runner.Functions[events.FnChoreographer], del)
+	e.post(events.FnChoreographer, del)
 	again := e.next(time.Minute, events.CheckpointDeleted, n)
 	var d2 events.CheckpointDeletedResult
 	if err := again.DataAs(&d2); err != nil || d2.Status != events.StatusDeleted || again.ID() != first.ID() {
@@ -356,20 +356,10 @@ func (e *env) restoreState(ns, rid string, data map[string][]byte, cp string) st
 }
 
 // post delivers an event straight to a function and fails unless it is accepted.
-func post(t *testing.T, url string, ev event.Event) {
-	t.Helper()
-	body, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.Post(url, "application/cloudevents+json", strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		t.Fatalf("post %s: %d %s", ev.Type(), resp.StatusCode, msg)
+func (e *env) post(fn string, ev event.Event) {
+	e.t.Helper()
+	if status, msg := e.deliver(fn, ev); status >= 300 {
+		e.t.Fatalf("post %s to %s: %d %s", ev.Type(), fn, status, msg)
 	}
 }
 

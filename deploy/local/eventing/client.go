@@ -23,12 +23,14 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// Group is Knative Eventing's API group; the Broker and the Triggers are its v1 kinds.
+// Group is Knative Eventing's API group; the Broker and the Triggers are its v1 kinds,
+// EventPolicies its v1alpha1 kind.
 const Group = "eventing.knative.dev"
 
 var (
 	brokers  = schema.GroupVersionResource{Group: Group, Version: "v1", Resource: "brokers"}
 	triggers = schema.GroupVersionResource{Group: Group, Version: "v1", Resource: "triggers"}
+	policies = schema.GroupVersionResource{Group: Group, Version: "v1alpha1", Resource: "eventpolicies"}
 	imcs     = schema.GroupVersionResource{Group: "messaging.knative.dev", Version: "v1", Resource: "inmemorychannels"}
 	subs     = schema.GroupVersionResource{Group: "messaging.knative.dev", Version: "v1", Resource: "subscriptions"}
 )
@@ -36,8 +38,9 @@ var (
 // fieldManager owns what this package applies (server-side apply).
 const fieldManager = "podguard-local"
 
-// Render renders a kustomization with `kubectl kustomize` and returns its Broker and
-// Triggers (the eventing.knative.dev objects); the rest of the install is left out.
+// Render renders a kustomization with `kubectl kustomize` and returns its Broker, Triggers
+// and EventPolicies (the eventing.knative.dev objects); the rest of the install is left
+// out.
 func Render(ctx context.Context, kubectl, dir string) ([]*unstructured.Unstructured, error) {
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, kubectl, "kustomize", dir)
@@ -53,7 +56,8 @@ func Render(ctx context.Context, kubectl, dir string) ([]*unstructured.Unstructu
 	return objs, nil
 }
 
-// Decode returns the eventing.knative.dev objects of a multi-document YAML stream.
+// Decode returns the eventing.knative.dev objects (Brokers, Triggers, EventPolicies) of a
+// multi-document YAML stream.
 func Decode(stream []byte) ([]*unstructured.Unstructured, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(stream), 4096)
 	var out []*unstructured.Unstructured
@@ -71,8 +75,8 @@ func Decode(stream []byte) ([]*unstructured.Unstructured, error) {
 		if u.GroupVersionKind().Group != Group {
 			continue
 		}
-		if k := u.GetKind(); k != "Broker" && k != "Trigger" {
-			return nil, fmt.Errorf("%s %s: only Brokers and Triggers are installed", k, u.GetName())
+		if k := u.GetKind(); k != "Broker" && k != "Trigger" && k != "EventPolicy" {
+			return nil, fmt.Errorf("%s %s: only Brokers, Triggers and EventPolicies are installed", k, u.GetName())
 		}
 		out = append(out, u)
 	}
@@ -180,6 +184,8 @@ type Client struct {
 	log       *zap.SugaredLogger
 	// poll is the interval of the readiness checks.
 	poll time.Duration
+	// tokens, when set, issues the canaries' tokens (WithIdentity).
+	tokens Tokens
 }
 
 // NewClient returns a client of namespace ns.
@@ -210,21 +216,53 @@ func (c *Client) EnsureNamespace(ctx context.Context) error {
 	return nil
 }
 
-// Apply creates or updates the Brokers and Triggers in the client's namespace
-// (server-side apply); their own namespace, if any, is replaced.
+// Apply creates or updates the Brokers, Triggers and EventPolicies in the client's
+// namespace (server-side apply); their own namespace, if any, is replaced, and so is the
+// namespace of the service accounts an EventPolicy admits (written for podguard's
+// namespace, InstallNamespace).
 func (c *Client) Apply(ctx context.Context, objs []*unstructured.Unstructured) error {
 	for _, o := range objs {
 		o = o.DeepCopy()
 		o.SetNamespace(c.namespace)
 		gvr := triggers
-		if o.GetKind() == "Broker" {
+		switch o.GetKind() {
+		case "Broker":
 			gvr = brokers
+		case "EventPolicy":
+			gvr = policies
+			if err := c.rewriteSubjects(o); err != nil {
+				return err
+			}
 		}
 		if _, err := c.dyn.Resource(gvr).Namespace(c.namespace).Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
 			return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), c.namespace, o.GetName(), err)
 		}
 	}
 	return nil
+}
+
+// InstallNamespace is the namespace podguard's manifests are written for: the one the
+// subjects of its EventPolicies name.
+const InstallNamespace = "podguard"
+
+// rewriteSubjects moves the service-account subjects of EventPolicy o from
+// InstallNamespace to the client's namespace.
+func (c *Client) rewriteSubjects(o *unstructured.Unstructured) error {
+	from, _, err := unstructured.NestedSlice(o.Object, "spec", "from")
+	if err != nil {
+		return fmt.Errorf("EventPolicy %s: spec.from: %w", o.GetName(), err)
+	}
+	prefix := "system:serviceaccount:" + InstallNamespace + ":"
+	for _, f := range from {
+		m, ok := f.(map[string]any)
+		if !ok {
+			continue
+		}
+		if sub, ok := m["sub"].(string); ok && strings.HasPrefix(sub, prefix) {
+			m["sub"] = "system:serviceaccount:" + c.namespace + ":" + strings.TrimPrefix(sub, prefix)
+		}
+	}
+	return unstructured.SetNestedSlice(o.Object, from, "spec", "from")
 }
 
 // ApplyTrigger creates or updates a Trigger to a URI.

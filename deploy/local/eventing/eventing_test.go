@@ -15,8 +15,12 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	"go.uber.org/zap/zaptest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podguard/podguard/deploy/local/broker"
 	"github.com/podguard/podguard/deploy/local/eventing"
+	"github.com/podguard/podguard/events"
 	"github.com/podguard/podguard/shared/stacktest"
 )
 
@@ -48,11 +52,14 @@ func running(t *testing.T) *eventing.Env {
 
 // TestInstallRoutes installs deploy/overlays/local-eventing into a new namespace, waits
 // until the broker routes, then routes an event by its type to a Trigger of the test's
-// own, and none of another type.
+// own, and none of another type. The broker authenticates its senders
+// (authentication-oidc): the test sends as a service account of its own, admitted for
+// its types by an EventPolicy of its own, and an event without a token is refused.
 func TestInstallRoutes(t *testing.T) {
 	st := stacktest.Load(t)
 	env := running(t)
-	ns := st.Namespace(t, st.Kube(t), "eventing")
+	kube := st.Kube(t)
+	ns := st.Namespace(t, kube, "eventing")
 	cfg, err := st.KubeConfig().RESTConfig(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +68,11 @@ func TestInstallRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tokens, err := broker.NewServiceAccountTokens(kube, ns, broker.TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WithIdentity(tokens.Token)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -91,7 +103,43 @@ func TestInstallRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("one more Trigger routed in %s", time.Since(start).Round(time.Millisecond))
-	client, _ := cloudevents.NewClientHTTP()
+	// The probe's sender and its EventPolicy.
+	const sender = "probe-sender"
+	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sender}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	policy, err := eventing.Decode([]byte(`apiVersion: eventing.knative.dev/v1alpha1
+kind: EventPolicy
+metadata: {name: from-probe-sender}
+spec:
+  to: [{ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: ` + broker + `}}]
+  from: [{sub: "system:serviceaccount:podguard:` + sender + `"}]
+  filters: [{prefix: {type: com.example.}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(ctx, policy); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRouted(ctx, broker, url); err != nil { // waits for the policy to apply
+		t.Fatal(err)
+	}
+	anonymous, _ := cloudevents.NewClientHTTP()
+	probe := cloudevents.NewEvent()
+	probe.SetID(uuid.NewString())
+	probe.SetSource("test")
+	probe.SetType("com.example.probe")
+	if res := anonymous.Send(cloudevents.ContextWithTarget(ctx, url), probe); cloudevents.IsACK(res) {
+		t.Fatal("an event without a token was accepted")
+	} else {
+		t.Logf("without a token: %v", res)
+	}
+	token, err := tokens.Token(ctx, sender, events.BrokerAudience(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, _ := cloudevents.NewClientHTTP(cehttp.WithHeader("Authorization", "Bearer "+token))
 	for _, typ := range []string{"com.example.other", "com.example.probe"} {
 		e := cloudevents.NewEvent()
 		e.SetID(uuid.NewString())

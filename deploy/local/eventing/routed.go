@@ -9,7 +9,10 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
@@ -20,6 +23,54 @@ const CanaryType = "dev.podguard.local.canary"
 
 // canaryLabel marks the canary Triggers.
 const canaryLabel = "podguard.dev/routing-canary"
+
+// CanaryServiceAccount is who sends the canaries into a Broker that authenticates its
+// senders (WithIdentity); the EventPolicy CanaryPolicy admits it for CanaryType only.
+const (
+	CanaryServiceAccount = "podguard-local-canary"
+	CanaryPolicy         = "from-local-canary"
+)
+
+// Tokens issues a token of a service account of the client's namespace for an audience
+// (a TokenRequest).
+type Tokens func(ctx context.Context, serviceAccount, audience string) (string, error)
+
+// WithIdentity is for a Broker with Knative's authentication-oidc: WaitRouted then sends
+// its canaries with a token tokens issues for CanaryServiceAccount (created, with
+// CanaryPolicy, when missing), and waits for the Broker to apply every EventPolicy of the
+// namespace before it sends.
+func (c *Client) WithIdentity(tokens Tokens) { c.tokens = tokens }
+
+// canaryIdentity creates the canary's service account and EventPolicy and returns a token
+// of it for the Broker's audience.
+func (c *Client) canaryIdentity(ctx context.Context, broker string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: CanaryServiceAccount, Namespace: c.namespace}}
+	if _, err := c.kube.CoreV1().ServiceAccounts(c.namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("canary service account: %w", err)
+	}
+	policy := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": Group + "/v1alpha1",
+		"kind":       "EventPolicy",
+		"metadata":   map[string]any{"name": CanaryPolicy, "labels": map[string]any{canaryLabel: "true"}},
+		"spec": map[string]any{
+			"to":      []any{map[string]any{"ref": map[string]any{"apiVersion": Group + "/v1", "kind": "Broker", "name": broker}}},
+			"from":    []any{map[string]any{"sub": "system:serviceaccount:" + InstallNamespace + ":" + CanaryServiceAccount}},
+			"filters": []any{map[string]any{"exact": map[string]any{"type": CanaryType}}},
+		},
+	}}
+	if err := c.Apply(ctx, []*unstructured.Unstructured{policy}); err != nil {
+		return "", err
+	}
+	b, err := c.dyn.Resource(brokers).Namespace(c.namespace).Get(ctx, broker, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("broker %s: %w", broker, err)
+	}
+	audience, _, _ := unstructured.NestedString(b.Object, "status", "address", "audience")
+	if audience == "" {
+		return "", fmt.Errorf("broker %s/%s has no audience: is authentication-oidc enabled in Knative's config-features?", c.namespace, broker)
+	}
+	return c.tokens(ctx, CanaryServiceAccount, audience)
+}
 
 // WaitRouted waits until broker, in the client's namespace, routes events to every one of
 // its Triggers:
@@ -42,6 +93,17 @@ const canaryLabel = "podguard.dev/routing-canary"
 // then answers 500 to every event sent to the broker meanwhile.
 func (c *Client) WaitRouted(ctx context.Context, broker, brokerURL string) error {
 	start := time.Now()
+	var opts []cehttp.Option
+	if c.tokens != nil {
+		if _, err := c.waitReady(ctx, broker, ""); err != nil {
+			return err
+		}
+		token, err := c.canaryIdentity(ctx, broker)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, cehttp.WithHeader("Authorization", "Bearer "+token))
+	}
 	n, err := c.waitReady(ctx, broker, "")
 	if err != nil {
 		return err
@@ -75,7 +137,7 @@ func (c *Client) WaitRouted(ctx context.Context, broker, brokerURL string) error
 		return err
 	}
 
-	client, err := cloudevents.NewClientHTTP()
+	client, err := cloudevents.NewClientHTTP(opts...)
 	if err != nil {
 		return err
 	}
@@ -141,6 +203,11 @@ func (c *Client) ready(ctx context.Context, broker, want string) (int, error) {
 	if !isReady(b) {
 		return 0, notReady("broker %s not Ready", broker)
 	}
+	if c.tokens != nil {
+		if err := c.policiesApplied(ctx, b); err != nil {
+			return 0, err
+		}
+	}
 	channel, _, _ := unstructured.NestedString(b.Object, "status", "annotations", "knative.dev/channelName")
 	if channel == "" {
 		return 0, notReady("broker %s names no channel yet", broker)
@@ -189,6 +256,54 @@ func (c *Client) ready(ctx context.Context, broker, want string) (int, error) {
 		return 0, notReady("channel %s: %d of %d subscribers ready", channel, readySubs, n)
 	}
 	return n, nil
+}
+
+// policiesApplied: every EventPolicy of the namespace is Ready and listed among those
+// broker b applies (Knative's ingress authorizes by that list).
+func (c *Client) policiesApplied(ctx context.Context, b *unstructured.Unstructured) error {
+	list, err := c.dyn.Resource(policies).Namespace(c.namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return notReady("event policies: %v", err)
+	}
+	applied := map[string]bool{}
+	refs, _, _ := unstructured.NestedSlice(b.Object, "status", "policies")
+	for _, r := range refs {
+		if m, ok := r.(map[string]any); ok {
+			if name, ok := m["name"].(string); ok {
+				applied[name] = true
+			}
+		}
+	}
+	for i := range list.Items {
+		p := &list.Items[i]
+		if !appliesTo(p, b.GetName()) { // the broker's own policy for its channel, say
+			continue
+		}
+		if !isReady(p) {
+			return notReady("event policy %s not Ready", p.GetName())
+		}
+		if !applied[p.GetName()] {
+			return notReady("broker %s does not apply event policy %s yet", b.GetName(), p.GetName())
+		}
+	}
+	return nil
+}
+
+// appliesTo: EventPolicy p names Broker broker in its spec.to, or names nothing (it then
+// applies to every resource of its namespace).
+func appliesTo(p *unstructured.Unstructured, broker string) bool {
+	to, _, _ := unstructured.NestedSlice(p.Object, "spec", "to")
+	if len(to) == 0 {
+		return true
+	}
+	for _, t := range to {
+		m, _ := t.(map[string]any)
+		ref, _ := m["ref"].(map[string]any)
+		if ref["kind"] == "Broker" && ref["name"] == broker {
+			return true
+		}
+	}
+	return false
 }
 
 // isReady: the object's status is of its current generation and its Ready condition is

@@ -49,7 +49,7 @@ type TriggerClient interface {
 // the ticker sends its ticks to the ingress. A name of ObserverURLs that is a function
 // takes that function's place at its address (the function itself then listens on a
 // free port, as in the embedded mode).
-func startKnative(ctx context.Context, o Options) (*Runner, error) {
+func startKnative(ctx context.Context, o Options, id *identity) (*Runner, error) {
 	k := o.Knative
 	if k.Triggers == nil || k.BrokerURL == "" || k.Namespace == "" || k.Broker == "" {
 		return nil, errors.New("knative: BrokerURL, Namespace, Broker and Triggers are required")
@@ -66,7 +66,10 @@ func startKnative(ctx context.Context, o Options) (*Runner, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Runner{Functions: map[string]string{}, Metrics: map[string]string{}, IngressURL: k.BrokerURL, cancel: cancel, errs: make(chan error, 16)}
+	r := &Runner{Functions: map[string]string{}, Metrics: map[string]string{}, IngressURL: k.BrokerURL, cancel: cancel, errs: make(chan error, 16), identity: id}
+	if c, ok := k.Triggers.(interface{ WithIdentity(eventing.Tokens) }); ok && id != nil {
+		c.WithIdentity(id.tokens.Token)
+	}
 	var observers []string
 	r.closeKnative = func(ctx context.Context) error {
 		var errs []error
@@ -152,10 +155,16 @@ func startKnative(ctx context.Context, o Options) (*Runner, error) {
 		return fail(err)
 	}
 	if o.Tick > 0 {
+		tickSink := function.Sender(sink)
+		if id != nil {
+			if tickSink, err = function.NewTokenSender(k.BrokerURL, id.source(events.PingSourceServiceAccount(events.TickSource))); err != nil {
+				return fail(err)
+			}
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.tickKnative(ctx, o, sink)
+			r.tickKnative(ctx, o, tickSink)
 		}()
 	}
 	return r, nil

@@ -98,6 +98,10 @@ type Options struct {
 	// Access, when set, installs podguard's roles on the apiserver and gives the
 	// runner's user an admin identity (Runner.Token).
 	Access *Access
+	// Identity, when set, turns on sender identity inside the broker: every send and
+	// every delivery carries a token of the local apiserver's, verified by the broker
+	// and the functions (see Identity).
+	Identity *Identity
 }
 
 // Runner is a running local deployment.
@@ -125,6 +129,8 @@ type Runner struct {
 	telemetry    []*observe.Telemetry
 	// removeKeys removes a keyring made for this run only.
 	removeKeys func() error
+	// identity issues and verifies tokens (Options.Identity); nil without.
+	identity *identity
 }
 
 // lateSender forwards to the broker once it exists: functions are started before the
@@ -148,6 +154,10 @@ type fn struct {
 // wrapped when asked; its metrics are served on a port of their own, recorded in
 // r.Metrics.
 func (r *Runner) endpoint(ctx context.Context, f fn, o Options, sink function.Sender, v function.Validator, log *zap.SugaredLogger) (http.Handler, error) {
+	sink, gate, err := r.secure(f.name, sink)
+	if err != nil {
+		return nil, err
+	}
 	cfg, err := o.telemetry()
 	if err != nil {
 		return nil, err
@@ -179,13 +189,44 @@ func (r *Runner) endpoint(ctx context.Context, f fn, o Options, sink function.Se
 	if err != nil {
 		return nil, err
 	}
-	// The dead-letter sink takes every event, whatever its type and data.
-	opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters, Telemetry: t, Gate: function.GateOf(h)}
+	// The dead-letter sink takes every event, whatever its type and data. A function that
+	// is its own Gate (the front door, which admits people) keeps it.
+	if own := function.GateOf(h); own != nil {
+		gate = own
+	}
+	opts := function.ServerOptions{Logger: log, AcceptAny: f.name == events.FnDeadLetters, Telemetry: t, Gate: gate}
+	// Replies go to the broker as the function sends them, with its own identity (K_SINK,
+	// as every function's in a cluster); the front door answers its callers.
+	if f.name != events.FnFrontDoor {
+		opts.Sink = sink
+	}
 	var endpoint http.Handler = function.WithReadAPI(function.NewServer(f.name, f.accepts, h, v, opts), h)
 	if o.Wrap != nil {
 		endpoint = o.Wrap(f.name, endpoint)
 	}
 	return endpoint, nil
+}
+
+// secure gives function name, with Identity, a sink that sends with its own token and a
+// gate that verifies its deliveries; without, the sink as it is and no gate.
+func (r *Runner) secure(name string, sink function.Sender) (function.Sender, function.Gate, error) {
+	id := r.identity
+	if id == nil {
+		return sink, nil, nil
+	}
+	gate, err := id.gate(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	token := id.source(events.ServiceAccount(name))
+	switch s := sink.(type) {
+	case *lateSender:
+		return &brokerSender{late: s, token: token}, gate, nil
+	case *function.HTTPSender:
+		ts, err := function.NewTokenSender(s.Target(), token)
+		return ts, gate, err
+	}
+	return nil, nil, fmt.Errorf("%s: no way to send with a token through %T", name, sink)
 }
 
 // telemetry is the functions' telemetry configuration: Options.Telemetry, else the
@@ -318,11 +359,21 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	var id *identity
+	if o.Identity != nil {
+		ns, triggers := cmp.Or(o.Identity.Namespace, "podguard"), true
+		if o.Knative != nil {
+			ns, triggers = o.Knative.Namespace, false
+		}
+		if id, err = o.Identity.setUp(ctx, ns, triggers); err != nil {
+			return nil, errors.Join(fmt.Errorf("identity: %w", err), removeKeys())
+		}
+	}
 	var r *Runner
 	if o.Knative != nil {
-		r, err = startKnative(ctx, o)
+		r, err = startKnative(ctx, o, id)
 	} else {
-		r, err = start(ctx, o)
+		r, err = start(ctx, o, id)
 	}
 	if err != nil {
 		return nil, errors.Join(err, removeKeys())
@@ -333,7 +384,7 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 }
 
 // start starts every function behind the embedded broker.
-func start(ctx context.Context, o Options) (*Runner, error) {
+func start(ctx context.Context, o Options, id *identity) (*Runner, error) {
 	triggers, err := broker.LoadTriggers(o.Triggers)
 	if err != nil {
 		return nil, err
@@ -342,8 +393,20 @@ func start(ctx context.Context, o Options) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	bo := broker.Options{Logger: o.Logger.Named("broker")}
+	if id != nil {
+		policies, err := broker.LoadPolicies(o.Triggers, id.namespace)
+		if err != nil {
+			return nil, err
+		}
+		verifier, err := id.verifier(events.BrokerAudience(id.namespace))
+		if err != nil {
+			return nil, err
+		}
+		bo.Identity = &broker.Identity{Namespace: id.namespace, Policies: policies, Verifier: verifier, Tokens: id.tokens}
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Runner{Functions: map[string]string{}, Metrics: map[string]string{}, cancel: cancel, errs: make(chan error, 16)}
+	r := &Runner{Functions: map[string]string{}, Metrics: map[string]string{}, cancel: cancel, errs: make(chan error, 16), identity: id}
 	fail := func(err error) (*Runner, error) {
 		cancel()
 		r.wg.Wait()
@@ -373,7 +436,7 @@ func start(ctx context.Context, o Options) (*Runner, error) {
 	for k, v := range o.ObserverURLs {
 		resolve[k] = v
 	}
-	b, err := broker.New(append(triggers, o.Observers...), resolve, rec, broker.Options{Logger: o.Logger.Named("broker")})
+	b, err := broker.New(append(triggers, o.Observers...), resolve, rec, bo)
 	if err != nil {
 		return fail(err)
 	}
@@ -388,7 +451,12 @@ func start(ctx context.Context, o Options) (*Runner, error) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			_ = b.RunTicker(ctx, o.Tick, broker.PingTick("podguard", "podguard-tick", time.Now))
+			tick := broker.PingTick("podguard", events.TickSource, time.Now)
+			if id == nil {
+				_ = b.RunTicker(ctx, o.Tick, tick)
+				return
+			}
+			_ = b.RunTickerAs(ctx, o.Tick, tick, id.source(events.PingSourceServiceAccount(events.TickSource)).Token)
 		}()
 	}
 	return r, nil

@@ -15,6 +15,11 @@
 //	  -route broker-ingress.knative-eventing.svc.cluster.local=18601 \
 //	  -route .svc.cluster.local=18603
 //
+// HTTPS goes through it as CONNECT tunnels (HTTPS_PROXY): Knative's OIDC verifier reads
+// the apiserver's discovery document at https://kubernetes.default.svc, which a route
+// such as kubernetes.default.svc=26443 sends to the local kube-apiserver (its serving
+// certificate names kubernetes.default.svc). The tunnel carries the TLS untouched.
+//
 // It listens on loopback only and forwards to 127.0.0.1 only.
 package main
 
@@ -22,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -89,6 +95,17 @@ func run(listen string, table routes, log *slog.Logger) error {
 	if len(table) == 0 {
 		return errors.New("no -route")
 	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "address", ln.Addr().String(), "routes", table.String())
+	srv := &http.Server{Handler: newHandler(table, log), ReadHeaderTimeout: 30 * time.Second}
+	return srv.Serve(ln)
+}
+
+// newHandler proxies requests for routed hosts, and tunnels CONNECTs to them.
+func newHandler(table routes, log *slog.Logger) http.Handler {
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -104,13 +121,55 @@ func run(listen string, table routes, log *slog.Logger) error {
 			http.Error(w, "svcproxy: no route for host "+r.Host, http.StatusBadGateway)
 			return
 		}
+		if r.Method == http.MethodConnect {
+			tunnel(w, r, table.lookup(r.Host), log)
+			return
+		}
 		proxy.ServeHTTP(w, r)
 	})
-	ln, err := net.Listen("tcp", listen)
+	return handler
+}
+
+// tunnel answers a CONNECT: it joins the client to 127.0.0.1:port and copies bytes both
+// ways until either side closes.
+func tunnel(w http.ResponseWriter, r *http.Request, port int, log *slog.Logger) {
+	up, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 10*time.Second)
 	if err != nil {
-		return err
+		http.Error(w, "svcproxy: "+err.Error(), http.StatusBadGateway)
+		return
 	}
-	log.Info("listening", "address", ln.Addr().String(), "routes", table.String())
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
-	return srv.Serve(ln)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		up.Close()
+		http.Error(w, "svcproxy: cannot tunnel on this connection", http.StatusInternalServerError)
+		return
+	}
+	down, buf, err := hj.Hijack()
+	if err != nil {
+		up.Close()
+		log.Warn("tunnel", "host", r.Host, "error", err)
+		return
+	}
+	if _, err := down.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		up.Close()
+		down.Close()
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() {
+		if n := buf.Reader.Buffered(); n > 0 { // what the client sent after its CONNECT
+			b, _ := buf.Reader.Peek(n)
+			_, _ = up.Write(b)
+		}
+		_, _ = io.Copy(up, down)
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(down, up)
+		done <- struct{}{}
+	}()
+	<-done
+	up.Close()
+	down.Close()
+	<-done
 }

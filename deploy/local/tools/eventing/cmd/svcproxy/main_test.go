@@ -1,8 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -37,5 +41,35 @@ func TestLoopbackOnly(t *testing.T) {
 	err := run("0.0.0.0:0", routes{".svc.cluster.local": 1}, log)
 	if err == nil || !strings.Contains(err.Error(), "only loopback") {
 		t.Fatalf("listening on all interfaces: %v", err)
+	}
+}
+
+// TestTunnel: an HTTPS request through the proxy for a routed name reaches the local
+// server of its route, TLS end to end.
+func TestTunnel(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "discovery for "+r.Host)
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	table := routes{}
+	if err := table.Set("kubernetes.default.svc=" + u.Port()); err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(newHandler(table, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer proxy.Close()
+	pu, _ := url.Parse(proxy.URL)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get("https://kubernetes.default.svc/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(b) != "discovery for kubernetes.default.svc" {
+		t.Fatalf("through the tunnel: %d %q", resp.StatusCode, b)
+	}
+	if _, err := c.Get("https://elsewhere.example/"); err == nil {
+		t.Fatal("a tunnel to a host with no route was opened")
 	}
 }
