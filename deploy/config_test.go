@@ -51,7 +51,7 @@ var notDefaults = map[string]string{
 	"OS_CLOUD":            "the clouds.yaml entry of the Secret template",
 	"BANK_KEYS_DIR":       "where snapshot-metadata and recreate-pod mount the podguard-bank-keys Secret; without it set they refuse to start",
 	"AUTHENTICATION_OIDC": "sender identity inside the broker is on in an install: the Broker's EventPolicies, and every function checks who delivers",
-	"POD_NAMESPACE":       "most functions mount no ServiceAccount token, so no namespace file; the overlays rewrite it to their namespace",
+	"POD_NAMESPACE":       "the namespace of podguard's Triggers, set by the install rather than read from the mounted token's namespace file; the overlays rewrite it to their namespace",
 }
 
 // readByLibraries are settings read by the libraries the functions use, not by envconfig.

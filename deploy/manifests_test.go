@@ -100,6 +100,14 @@ func checkServices(t *testing.T, m *manifests, bound map[string]bool, ns string)
 		t.Errorf("%s: no BANK_KEYS_DIR", configMapName)
 	}
 	keyHolders := bankKeyHolders()
+	// With identity on, every function a Trigger delivers to (all but the front door,
+	// which takes callers' tokens) verifies each delivery's token.
+	verifies := map[string]bool{}
+	if config.Data["AUTHENTICATION_OIDC"] == "enabled" {
+		for _, r := range events.Routes() {
+			verifies[r.Function] = true
+		}
+	}
 
 	var names []string
 	for _, o := range m.all(servingGroup, "Service") {
@@ -146,13 +154,14 @@ func checkServices(t *testing.T, m *manifests, bound map[string]bool, ns string)
 		} else {
 			var acct corev1.ServiceAccount
 			sa.decode(t, &acct)
-			noToken := func(b *bool) bool { return b != nil && !*b }
-			if !bound[name] && (!noToken(spec.AutomountServiceAccountToken) || !noToken(acct.AutomountServiceAccountToken)) {
-				t.Errorf("service %s: no Kubernetes permissions, so no token should be mounted (automountServiceAccountToken: false on the Service and the ServiceAccount)", name)
+			var needs []string
+			if bound[name] {
+				needs = append(needs, "calls the Kubernetes API with its permissions")
 			}
-			if bound[name] && (noToken(spec.AutomountServiceAccountToken) || noToken(acct.AutomountServiceAccountToken)) {
-				t.Errorf("service %s: talks to Kubernetes but mounts no token", name)
+			if verifies[name] {
+				needs = append(needs, "verifies each delivery's token with the keys of the apiserver's OIDC discovery")
 			}
+			checkAPIToken(t, name, spec.PodSpec, c, acct, needs)
 		}
 
 		// Settings and credentials.
@@ -291,6 +300,44 @@ func checkBrokerToken(t *testing.T, name string, pod corev1.PodSpec, c corev1.Co
 	}
 	if tokenFile := path.Join(mount.MountPath, token.Path); file != tokenFile {
 		t.Errorf("service %s: %s=%q, want the Broker token's file %s", name, sinkTokenEnv, file, tokenFile)
+	}
+}
+
+// serviceAccountDir is where Kubernetes mounts a pod's ServiceAccount token, the cluster's
+// CA (kube-root-ca.crt) and the namespace, and where rest.InClusterConfig reads them.
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// checkAPIToken: a function holds a token for the Kubernetes API exactly when it needs
+// one, the token Kubernetes mounts by default (automountServiceAccountToken not false),
+// and no token of its own in that place; needs says why, empty when the function never
+// calls the API (then automountServiceAccountToken: false on the Service and its
+// ServiceAccount). Besides the functions with Kubernetes permissions, each that
+// verifies its deliveries needs it: it reads the issuer's keys from the apiserver's OIDC
+// discovery and JWKS, which only authenticated service accounts may read
+// (system:service-account-issuer-discovery, bound to system:serviceaccounts by
+// default), and without the token and CA rest.InClusterConfig fails, so the function
+// would not start. Those without permissions of their own get nothing more from it:
+// checkRBAC proves no binding of podguard's names them (clusterRBAC, namespacedRBAC),
+// and the Broker token beside it (checkBrokerToken) is for the Broker's audience alone.
+func checkAPIToken(t *testing.T, name string, pod corev1.PodSpec, c corev1.Container, acct corev1.ServiceAccount, needs []string) {
+	mounted := true // Kubernetes' default; the pod's setting wins over its ServiceAccount's
+	switch {
+	case pod.AutomountServiceAccountToken != nil:
+		mounted = *pod.AutomountServiceAccountToken
+	case acct.AutomountServiceAccountToken != nil:
+		mounted = *acct.AutomountServiceAccountToken
+	}
+	off := func(b *bool) bool { return b != nil && !*b }
+	switch {
+	case len(needs) == 0 && (!off(pod.AutomountServiceAccountToken) || !off(acct.AutomountServiceAccountToken)):
+		t.Errorf("service %s: calls no Kubernetes API, so no token should be mounted (automountServiceAccountToken: false on the Service and the ServiceAccount)", name)
+	case len(needs) > 0 && !mounted:
+		t.Errorf("service %s: %s, but mounts no token for the Kubernetes API (automountServiceAccountToken: false): it would not start", name, strings.Join(needs, " and "))
+	}
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == serviceAccountDir || strings.HasPrefix(m.MountPath, serviceAccountDir+"/") {
+			t.Errorf("service %s: volume %s mounted at %s, in place of the ServiceAccount token Kubernetes mounts there", name, m.Name, m.MountPath)
+		}
 	}
 }
 
@@ -511,7 +558,10 @@ type grant struct {
 }
 
 // clusterRBAC is the cluster-wide install's matrix: exactly what each function's client
-// calls (shared/kube for list-pods and snapshot-metadata, functions/recreatepod).
+// calls (shared/kube for list-pods and snapshot-metadata, functions/recreatepod). The
+// functions it does not name have no binding: their API token, mounted to verify
+// deliveries (checkAPIToken), reads only what Kubernetes lets every service account
+// read, the issuer's discovery and keys among it.
 var clusterRBAC = []grant{
 	{events.FnFrontDoor, "subjectaccessreviews", "cluster", "create"},
 	{events.FnFrontDoor, "tokenreviews", "cluster", "create"},

@@ -281,6 +281,11 @@ type RestoreParameters struct {
 	// content: ExistingSkip (the default, "") keeps it, ExistingFail fails the resource.
 	// One with the same content counts as restored either way.
 	ExistingResources string `json:"existing_resources,omitempty"`
+	// CreateNamespace lets the restore create a target namespace that does not exist
+	// (labelled with the restore); without it, the pods and objects bound for a missing
+	// namespace fail, and the front door asks the caller's right to create namespaces
+	// only when it is set.
+	CreateNamespace bool `json:"create_namespace,omitempty"`
 }
 
 // Values of RestoreParameters.ExistingResources.

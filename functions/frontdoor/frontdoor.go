@@ -268,7 +268,12 @@ func (s *Step) rightsOf(ctx context.Context, e event.Event) ([]access.Attributes
 		if err := s.unprotected(lands); err != nil {
 			return nil, err
 		}
-		return append(rights("get", resCheckpoints, sources), rights("create", resRestores, targets)...), nil
+		g, err := s.bank.Graph(ctx, req.Checkpoint)
+		if err != nil {
+			return nil, fmt.Errorf("graph of checkpoint %s: %w", req.Checkpoint, err)
+		}
+		out := append(rights("get", resCheckpoints, sources), rights("create", resRestores, targets)...)
+		return append(out, objectRights(g, req.Parameters)...), nil
 	case events.DeleteRequested:
 		var req events.DeleteRequest
 		if err := function.Decode(e, &req); err != nil {

@@ -60,6 +60,13 @@ var (
 	}
 )
 
+// kubeEditRules are the Kubernetes rights a team's operator holds in its namespace (the
+// edit role's) that a restore there asks of its caller.
+var kubeEditRules = map[string][]string{
+	"pods": {"create"}, "persistentvolumeclaims": {"create"}, "configmaps": {"create"}, "secrets": {"create"},
+	"serviceaccounts": {"create", "impersonate"},
+}
+
 // protected are the namespaces no restore lands in: the defaults and podguard's own.
 var protected = []string{"kube-system", "kube-public", "kube-node-lease", "podguard"}
 
@@ -78,6 +85,7 @@ func boundIn(user, namespace string, rules map[string][]string) []accesstest.Gra
 func teamGrants() *accesstest.Grants {
 	gs := []accesstest.Grant{{User: admin.Username, Verb: "*", Resource: "*"}}
 	gs = append(gs, boundIn(operator.Username, "team-a", operatorRules)...)
+	gs = append(gs, boundIn(operator.Username, "team-a", kubeEditRules)...)
 	gs = append(gs, boundIn(viewer.Username, "team-a", viewerRules)...)
 	return accesstest.NewGrants(gs...)
 }
@@ -333,6 +341,11 @@ func TestFrontDoor(t *testing.T) {
 		{"restore team-a into team-a by the operator", operatorToken, events.RestoreRequested,
 			events.RestoreRequest{Checkpoint: f.cpA, Parameters: events.RestoreParameters{Namespace: "team-a", RestoreName: "again"}}, http.StatusAccepted, ""},
 		{"restore team-a in place by the operator", operatorToken, events.RestoreRequested, events.RestoreRequest{Checkpoint: f.cpA}, http.StatusAccepted, ""},
+		{"restore team-a into a namespace to create, by the operator", operatorToken, events.RestoreRequested,
+			events.RestoreRequest{Checkpoint: f.cpA, Parameters: events.RestoreParameters{Namespace: "team-a", CreateNamespace: true}}, http.StatusForbidden,
+			"may not create namespaces cluster-wide"},
+		{"restore team-a into a namespace to create, by admin", adminToken, events.RestoreRequested,
+			events.RestoreRequest{Checkpoint: f.cpA, Parameters: events.RestoreParameters{Namespace: "team-a-dr", CreateNamespace: true}}, http.StatusAccepted, ""},
 		{"restore team-a into team-b by the operator", operatorToken, events.RestoreRequested,
 			events.RestoreRequest{Checkpoint: f.cpA, Parameters: events.RestoreParameters{Namespace: "team-b"}}, http.StatusForbidden,
 			`create restores.podguard.dev in namespace "team-b"`},

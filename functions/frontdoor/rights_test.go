@@ -109,7 +109,9 @@ func TestRightsOf(t *testing.T) {
 	b := banktest.New(t, nil)
 	cp := uuid.NewString()
 	banktest.Protecting(t, b, bank.Checkpoint{ID: cp, Plan: bank.PlanRef{ID: "team-b"}, Scope: events.Scope{Namespaces: []string{"team-b", "team-c"}}},
-		&graph.Graph{Nodes: []graph.Node{{Resource: graph.PodResource("team-b", "db")}, {Resource: graph.PodResource("team-c", "web")}}})
+		&graph.Graph{Nodes: []graph.Node{{Resource: graph.PodResource("team-b", "db")}, {Resource: graph.PodResource("team-c", "web")},
+			{Resource: graph.Resource{Type: graph.VolumeType, ID: uuid.NewString(), Name: "team-b/db-data"}},
+			{Resource: graph.ObjectResource(graph.SecretType, "team-b", "creds")}, {Resource: graph.ObjectResource(graph.ServiceAccountType, "team-c", "app-sa")}}})
 	if err := b.PutSchedule(context.Background(), bank.ScheduleRecord{Schedule: events.Schedule{ID: "team-b-daily",
 		Plan: events.Plan{ID: "team-b-daily", Scope: events.Scope{Namespaces: []string{"team-b"}}}, Trigger: events.Trigger{Pattern: "FREQ=DAILY"}}}); err != nil {
 		t.Fatal(err)
@@ -132,10 +134,23 @@ func TestRightsOf(t *testing.T) {
 			[]string{"create checkpoints.podguard.dev cluster-wide"}},
 		{"restore in place", events.RestoreRequested, events.RestoreRequest{Checkpoint: cp},
 			[]string{`get checkpoints.podguard.dev in namespace "team-b"`, `get checkpoints.podguard.dev in namespace "team-c"`,
-				`create restores.podguard.dev in namespace "team-b"`, `create restores.podguard.dev in namespace "team-c"`}},
+				`create restores.podguard.dev in namespace "team-b"`, `create restores.podguard.dev in namespace "team-c"`,
+				`create persistentvolumeclaims in namespace "team-b"`, `create persistentvolumeclaims in namespace "team-c"`,
+				`create pods in namespace "team-b"`, `create pods in namespace "team-c"`,
+				`create secrets in namespace "team-b"`, `create serviceaccounts in namespace "team-c"`,
+				`impersonate serviceaccounts "app-sa" in namespace "team-c"`}},
 		{"restore into a namespace", events.RestoreRequested, events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: "team-a"}},
 			[]string{`get checkpoints.podguard.dev in namespace "team-b"`, `get checkpoints.podguard.dev in namespace "team-c"`,
-				`create restores.podguard.dev in namespace "team-a"`}},
+				`create restores.podguard.dev in namespace "team-a"`,
+				`create persistentvolumeclaims in namespace "team-a"`, `create pods in namespace "team-a"`,
+				`create secrets in namespace "team-a"`, `create serviceaccounts in namespace "team-a"`,
+				`impersonate serviceaccounts "app-sa" in namespace "team-a"`}},
+		{"restore into a namespace it may create", events.RestoreRequested, events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: "team-a", CreateNamespace: true}},
+			[]string{`get checkpoints.podguard.dev in namespace "team-b"`, `get checkpoints.podguard.dev in namespace "team-c"`,
+				`create restores.podguard.dev in namespace "team-a"`,
+				`create namespaces cluster-wide`, `create persistentvolumeclaims in namespace "team-a"`, `create pods in namespace "team-a"`,
+				`create secrets in namespace "team-a"`, `create serviceaccounts in namespace "team-a"`,
+				`impersonate serviceaccounts "app-sa" in namespace "team-a"`}},
 		{"delete", events.DeleteRequested, events.DeleteRequest{Checkpoint: cp},
 			[]string{`delete checkpoints.podguard.dev in namespace "team-b"`, `delete checkpoints.podguard.dev in namespace "team-c"`}},
 		{"a new schedule", events.ScheduleSet, events.Schedule{ID: "team-a-daily", Plan: events.Plan{Scope: teamA}, Trigger: daily},

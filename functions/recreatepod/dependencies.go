@@ -53,7 +53,7 @@ func (s *Step) objects(ctx context.Context, j *step.Job) (map[string]bank.Resour
 	}
 	past := j.PastDeadline(s.now())
 	if !past {
-		if err := s.objectNamespaces(ctx, j.Restore.ID, objs); err != nil {
+		if err := s.objectNamespaces(ctx, j.Restore.ID, j.Restore.Parameters.CreateNamespace, objs); err != nil {
 			return nil, false, err
 		}
 	}
@@ -116,7 +116,7 @@ func planObject(j *step.Job, r graph.Resource, keys checkpoint.Opener) *object {
 
 // objectNamespaces makes sure the target namespaces of the objects exist, as the pods'
 // (the pods come later, into the same namespaces).
-func (s *Step) objectNamespaces(ctx context.Context, restoreID string, objs []*object) error {
+func (s *Step) objectNamespaces(ctx context.Context, restoreID string, create bool, objs []*object) error {
 	targets := map[string][]*object{}
 	for _, o := range objs {
 		if o.status == "" {
@@ -124,7 +124,7 @@ func (s *Step) objectNamespaces(ctx context.Context, restoreID string, objs []*o
 		}
 	}
 	for ns, os := range targets {
-		reason, err := s.namespace(ctx, restoreID, ns)
+		reason, _, err := s.namespace(ctx, restoreID, ns, create)
 		if err != nil {
 			return err
 		}

@@ -46,7 +46,7 @@ func configMap(ns, name string, data map[string]string) checkpoint.ObjectInfo {
 
 // objectJob is a job of recreate-pod on a batch of objects of restore r1 into namespace dr.
 func objectJob(rec *bank.Record, res []graph.Resource, policy string, deadline time.Time) *step.Job {
-	return &step.Job{Checkpoint: &bank.Checkpoint{ID: "c1"}, Restore: &bank.Restore{ID: "r1", Parameters: events.RestoreParameters{Namespace: "dr", ExistingResources: policy}},
+	return &step.Job{Checkpoint: &bank.Checkpoint{ID: "c1"}, Restore: &bank.Restore{ID: "r1", Parameters: events.RestoreParameters{CreateNamespace: true, Namespace: "dr", ExistingResources: policy}},
 		Batch: graph.Batch{Name: rec.Batch, Type: res[0].Type, Resources: res}, Saved: rec, Deadline: deadline}
 }
 
@@ -168,7 +168,7 @@ func TestPodsWithoutTheirObjectsFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	sa, _ := json.Marshal(checkpoint.RestoredObject{Kind: "ServiceAccount", Original: "shop/app-sa", Namespace: "dr", Name: "app-sa"})
-	j := &step.Job{Checkpoint: &bank.Checkpoint{ID: "c1"}, Restore: &bank.Restore{ID: "r1", Parameters: events.RestoreParameters{Namespace: "dr"}},
+	j := &step.Job{Checkpoint: &bank.Checkpoint{ID: "c1"}, Restore: &bank.Restore{ID: "r1", Parameters: events.RestoreParameters{CreateNamespace: true, Namespace: "dr"}},
 		Batch:   graph.Batch{Name: "pods-0000", Type: graph.PodType, Resources: []graph.Resource{pod}},
 		Saved:   &bank.Record{Resources: map[string]bank.ResourceRecord{pod.Key(): {Status: events.StatusAvailable, Data: data}}},
 		Volumes: map[string]string{"v1": "n1"},

@@ -208,7 +208,7 @@ func testIntoNewNamespace(t *testing.T, e *env) {
 	restored := map[string]string{orig[0]: uuid.NewString(), orig[1]: uuid.NewString()}
 	res := graph.PodResource(src, "web")
 	ev := e.request(t, restore, []graph.Resource{res},
-		events.RestoreParameters{Namespace: dst, Names: map[string]string{res.Name: "web-restored"}}, restored, time.Now().Add(time.Hour))
+		events.RestoreParameters{CreateNamespace: true, Namespace: dst, Names: map[string]string{res.Name: "web-restored"}}, restored, time.Now().Add(time.Hour))
 	s := e.step(10*time.Second, time.Now)
 
 	start := time.Now()
@@ -313,7 +313,7 @@ func testNameClash(t *testing.T, e *env) {
 	restore := e.restore(t)
 	a, b := graph.PodResource(src, "a"), graph.PodResource(src, "b")
 	restored := map[string]string{vols[0]: uuid.NewString(), vols[1]: uuid.NewString()}
-	ev := e.request(t, restore, []graph.Resource{a, b}, events.RestoreParameters{Namespace: dst, Names: map[string]string{a.Name: "taken"}},
+	ev := e.request(t, restore, []graph.Resource{a, b}, events.RestoreParameters{CreateNamespace: true, Namespace: dst, Names: map[string]string{a.Name: "taken"}},
 		restored, time.Now().Add(time.Hour))
 	r := handle(t, e.step(10*time.Second, time.Now), ev)
 	if r == nil {
@@ -358,7 +358,7 @@ func testWithoutWhatItNeeds(t *testing.T, e *env) {
 
 	restore := e.restore(t)
 	app, unsaved := graph.PodResource(src, "app"), graph.PodResource(src, "never")
-	ev := e.request(t, restore, []graph.Resource{app, unsaved, broken, failed}, events.RestoreParameters{Namespace: uniqueNS("rp-missing-dst")},
+	ev := e.request(t, restore, []graph.Resource{app, unsaved, broken, failed}, events.RestoreParameters{CreateNamespace: true, Namespace: uniqueNS("rp-missing-dst")},
 		map[string]string{vols[0]: uuid.NewString()}, time.Now().Add(time.Hour))
 	r := handle(t, e.step(10*time.Second, time.Now), ev)
 	if r == nil {
@@ -437,7 +437,7 @@ func testDeadline(t *testing.T, e *env) {
 	t.Run("not created", func(t *testing.T) {
 		restore := e.restore(t)
 		res := graph.PodResource(ns, "late")
-		ev := e.request(t, restore, []graph.Resource{res}, events.RestoreParameters{Namespace: uniqueNS("rp-late-dst")}, restored, time.Now().Add(-time.Minute))
+		ev := e.request(t, restore, []graph.Resource{res}, events.RestoreParameters{CreateNamespace: true, Namespace: uniqueNS("rp-late-dst")}, restored, time.Now().Add(-time.Minute))
 		r := handle(t, e.step(10*time.Second, time.Now), ev)
 		if r == nil {
 			t.Fatal("no reply past the deadline")

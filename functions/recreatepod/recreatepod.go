@@ -149,7 +149,7 @@ func (s *Step) batch(ctx context.Context, j *step.Job) (map[string]bank.Resource
 	waitUntil := time.Now().Add(s.podWait)
 	var w *waits
 	if !j.PastDeadline(s.now()) {
-		if err := s.namespaces(ctx, restore, pods); err != nil {
+		if err := s.namespaces(ctx, restore, j.Restore.Parameters.CreateNamespace, pods); err != nil {
 			return nil, false, err
 		}
 		wctx, stop := context.WithCancel(ctx)
@@ -190,6 +190,9 @@ type pod struct {
 	current *corev1.Pod
 	// status is "" while the pod is starting, then available or error with reason.
 	status, reason string
+	// admitted: the target namespace enforces a Pod Security level, so the pod is tried
+	// (a server-side dry run) before anything of it is created.
+	admitted bool
 }
 
 func (p *pod) fail(reason string) {
@@ -312,8 +315,9 @@ func cinderVolumes(info checkpoint.PodInfo) []string {
 }
 
 // namespaces makes sure the target namespaces of the pods exist, creating those that do
-// not (labelled with the restore); the pods of a namespace being deleted fail.
-func (s *Step) namespaces(ctx context.Context, restoreID string, pods []*pod) error {
+// not (labelled with the restore) when the restore asks to; the pods of a namespace that
+// is missing (and not to be created) or being deleted fail.
+func (s *Step) namespaces(ctx context.Context, restoreID string, create bool, pods []*pod) error {
 	targets := map[string][]*pod{}
 	for _, p := range pods {
 		if p.objs != nil {
@@ -321,12 +325,13 @@ func (s *Step) namespaces(ctx context.Context, restoreID string, pods []*pod) er
 		}
 	}
 	for ns, ps := range targets {
-		reason, err := s.namespace(ctx, restoreID, ns)
+		reason, enforced, err := s.namespace(ctx, restoreID, ns, create)
 		if err != nil {
 			return err
 		}
-		if reason != "" {
-			for _, p := range ps {
+		for _, p := range ps {
+			p.admitted = enforced
+			if reason != "" {
 				p.fail(reason)
 				p.objs = nil
 			}
@@ -335,9 +340,19 @@ func (s *Step) namespaces(ctx context.Context, restoreID string, pods []*pod) er
 	return nil
 }
 
-func (s *Step) namespace(ctx context.Context, restoreID, name string) (string, error) {
+// podSecurityEnforce is the namespace label of the Pod Security level the apiserver
+// enforces there.
+const podSecurityEnforce = "pod-security.kubernetes.io/enforce"
+
+// namespace makes sure namespace name exists, creating it when create is set; it returns
+// why the resources bound for it cannot be restored there, or "", and whether it enforces
+// a Pod Security level stricter than privileged.
+func (s *Step) namespace(ctx context.Context, restoreID, name string, create bool) (string, bool, error) {
 	api := s.kube.CoreV1().Namespaces()
 	ns, err := api.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) && !create {
+		return fmt.Sprintf("namespace %s does not exist (a restore creates it only when asked: create_namespace)", name), false, nil
+	}
 	if apierrors.IsNotFound(err) {
 		ns, err = api.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{kube.LabelRestore: restoreID}}}, metav1.CreateOptions{})
 		switch {
@@ -346,19 +361,20 @@ func (s *Step) namespace(ctx context.Context, restoreID, name string) (string, e
 		case apierrors.IsAlreadyExists(err):
 			ns, err = api.Get(ctx, name, metav1.GetOptions{})
 		case refused(err):
-			return fmt.Sprintf("namespace %s cannot be created: %v", name, err), nil
+			return fmt.Sprintf("namespace %s cannot be created: %v", name, err), false, nil
 		}
 	}
 	if refused(err) { // a namespace-scoped install may not read other namespaces
-		return fmt.Sprintf("namespace %s cannot be read: %v", name, err), nil
+		return fmt.Sprintf("namespace %s cannot be read: %v", name, err), false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("namespace %s: %w", name, err)
+		return "", false, fmt.Errorf("namespace %s: %w", name, err)
 	}
 	if ns.Status.Phase == corev1.NamespaceTerminating {
-		return fmt.Sprintf("namespace %s is being deleted", name), nil
+		return fmt.Sprintf("namespace %s is being deleted", name), false, nil
 	}
-	return "", nil
+	level := ns.Labels[podSecurityEnforce]
+	return "", level != "" && level != "privileged", nil
 }
 
 // refused reports an API answer that the same request would get again: the object is
@@ -380,6 +396,20 @@ func (s *Step) create(ctx context.Context, restoreID string, p *pod, w *waits, w
 	}
 	if w == nil {
 		return s.lookup(ctx, restoreID, p)
+	}
+	pods := s.kube.CoreV1().Pods(p.out.Namespace)
+	// Where a Pod Security level is enforced, the apiserver is asked first (a dry run)
+	// whether it admits the pod, so that a pod it refuses leaves no volume or claim.
+	if p.admitted {
+		_, err := pods.Create(ctx, p.objs.Pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err == nil, apierrors.IsAlreadyExists(err):
+		case refused(err):
+			p.fail(fmt.Sprintf("pod %s is not admitted in namespace %s: %v", p.ref(), p.out.Namespace, err))
+			return nil
+		default:
+			return fmt.Errorf("dry run of pod %s: %w", p.ref(), err)
+		}
 	}
 	claimAPI := s.kube.CoreV1().PersistentVolumeClaims(p.out.Namespace)
 	// A volume is pre-bound to its claim by name: were the name taken by another claim,
@@ -425,7 +455,6 @@ func (s *Step) create(ctx context.Context, restoreID string, p *pod, w *waits, w
 		p.out.Claims = append(p.out.Claims, ref)
 		w.claimBound(ctx, p.out.Namespace, c.Name, waitUntil)
 	}
-	pods := s.kube.CoreV1().Pods(p.out.Namespace)
 	got, reason, err := ensure(ctx, restoreID, "pod", p.ref(), p.objs.Pod, pods.Create,
 		func(ctx context.Context) (*corev1.Pod, error) { return pods.Get(ctx, p.out.Name, metav1.GetOptions{}) })
 	if err != nil || reason != "" {

@@ -139,7 +139,7 @@ func TestSealedDefinitions(t *testing.T) {
 	b := banktest.New(t, nil)
 	pods := []graph.Resource{ok, moved, tampered, inClear, retired}
 	ev := request(t, banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, pods, rec,
-		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{Namespace: "t"}}, map[string]string{"v1": "n1"}))
+		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{CreateNamespace: true, Namespace: "t"}}, map[string]string{"v1": "n1"}))
 	cs := fake.NewClientset()
 	s := NewStep(cs, b, rotated, 0, time.Now)
 	if out, err := s.Handle(context.Background(), ev); out != nil || err != nil {
@@ -300,7 +300,7 @@ func TestSameNamesFromTwoNamespaces(t *testing.T) {
 	keys := sealtest.Keyring(t)
 	rec := banktest.PodRecord(t, keys, "c1", "pods-0000", savedPod("x", "web", "vx"), savedPod("y", "web", "vy"))
 	ev := request(t, banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{x, y}, rec,
-		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{Namespace: "t"}}, map[string]string{"vx": "nx", "vy": "ny"}))
+		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{CreateNamespace: true, Namespace: "t"}}, map[string]string{"vx": "nx", "vy": "ny"}))
 	s := NewStep(cs, b, keys, 0, time.Now)
 	ctx := context.Background()
 	if out, err := s.Handle(ctx, ev); out != nil || err != nil {
@@ -368,7 +368,7 @@ func TestOverHTTP(t *testing.T) {
 	web := graph.PodResource("x", "web")
 	req := banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{web},
 		banktest.PodRecord(t, keys, "c1", "pods-0000", savedPod("x", "web", "vx")),
-		bank.Restore{ID: "r1"}, map[string]string{"vx": "nx"})
+		bank.Restore{ID: "r1", Parameters: events.RestoreParameters{CreateNamespace: true}}, map[string]string{"vx": "nx"})
 	s := NewStep(fake.NewClientset(), b, keys, 0, time.Now)
 	srv := function.NewServer(events.FnRecreatePod, Accepts, s, v, function.ServerOptions{})
 	post := func(req events.RestoreStepRequest) *httptest.ResponseRecorder {
@@ -389,5 +389,51 @@ func TestOverHTTP(t *testing.T) {
 	req.Resources = []graph.Resource{{Type: graph.VolumeType, ID: "v1", Name: "v1"}}
 	if w := post(req); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "/resources/0") {
 		t.Fatalf("a volume: %d %q", w.Code, w.Body)
+	}
+}
+
+// TestMissingNamespaceIsCreatedOnlyWhenAsked: a restore into a namespace that does not
+// exist creates it only with create_namespace; without, its pods fail with the reason and
+// nothing is created, in place as into another namespace.
+func TestMissingNamespaceIsCreatedOnlyWhenAsked(t *testing.T) {
+	keys := sealtest.Keyring(t)
+	for _, tc := range []struct {
+		name   string
+		params events.RestoreParameters
+		ns     string
+	}{
+		{"into another namespace", events.RestoreParameters{Namespace: "dr"}, "dr"},
+		{"in place, the namespace gone", events.RestoreParameters{}, "x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := banktest.New(t, nil)
+			web := graph.PodResource("x", "web")
+			ev := request(t, banktest.RestoringPods(t, b, bank.Checkpoint{ID: "c1"}, []graph.Resource{web},
+				banktest.PodRecord(t, keys, "c1", "pods-0000", savedPod("x", "web", "vx")),
+				bank.Restore{ID: "r1", Parameters: tc.params}, map[string]string{"vx": "nx"}))
+			cs := fake.NewClientset()
+			out, err := NewStep(cs, b, keys, 0, time.Now).Handle(context.Background(), ev)
+			if err != nil || out == nil {
+				t.Fatalf("want the pod failed at once: %v %v", out, err)
+			}
+			var res events.RestoreStepResult
+			if err := out.DataAs(&res); err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Results) != 1 || res.Results[0].Status != events.StatusError ||
+				!strings.Contains(res.Results[0].Reason, "namespace "+tc.ns+" does not exist") || !strings.Contains(res.Results[0].Reason, "create_namespace") {
+				t.Fatalf("results %+v", res.Results)
+			}
+			if nss, _ := cs.CoreV1().Namespaces().List(context.Background(), metav1.ListOptions{}); len(nss.Items) != 0 {
+				t.Fatalf("namespaces created: %+v", nss.Items)
+			}
+			for _, kind := range []string{"pods", "persistentvolumeclaims", "persistentvolumes"} {
+				for _, a := range cs.Actions() {
+					if a.GetVerb() == "create" && a.GetResource().Resource == kind {
+						t.Fatalf("created %s: %+v", kind, a)
+					}
+				}
+			}
+		})
 	}
 }

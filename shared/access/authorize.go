@@ -22,21 +22,48 @@ import (
 const Group = "podguard.dev"
 
 // Attributes is one thing a caller asks to do: Verb on Resource (with optional
-// Subresource) of group podguard.dev in Namespace ("" = cluster-wide).
+// Subresource, and Name for one object) of group podguard.dev, or of Group, in Namespace
+// ("" = cluster-wide).
 type Attributes struct {
-	Verb        string
+	Verb string
+	// Group is the API group of Resource: podguard.dev when empty, Kubernetes' core group
+	// when Core, else the group named (apps, say).
+	Group       string
 	Resource    string
 	Subresource string
+	Name        string
 	Namespace   string
 }
 
-// String reads like `create checkpoints.podguard.dev in namespace "team-a"` or
-// `create deadletters.podguard.dev/replay cluster-wide`.
+// Core names Kubernetes' core API group (pods, persistentvolumeclaims, namespaces ...) in
+// Attributes.Group, whose own name is empty.
+const Core = "core"
+
+// APIGroup is the API group the apiserver is asked about.
+func (a Attributes) APIGroup() string {
+	switch a.Group {
+	case "":
+		return Group
+	case Core:
+		return ""
+	}
+	return a.Group
+}
+
+// String reads like `create checkpoints.podguard.dev in namespace "team-a"`,
+// `create deadletters.podguard.dev/replay cluster-wide`, `create pods in namespace "dr"`
+// or `create serviceaccounts/token "app" in namespace "dr"`.
 func (a Attributes) String() string {
 	var b strings.Builder
-	b.WriteString(a.Verb + " " + a.Resource + "." + Group)
+	b.WriteString(a.Verb + " " + a.Resource)
+	if g := a.APIGroup(); g != "" {
+		b.WriteString("." + g)
+	}
 	if a.Subresource != "" {
 		b.WriteString("/" + a.Subresource)
+	}
+	if a.Name != "" {
+		fmt.Fprintf(&b, " %q", a.Name)
 	}
 	if a.Namespace == "" {
 		b.WriteString(" cluster-wide")
@@ -162,7 +189,7 @@ func (a *Authorizer) review(ctx context.Context, c Caller, at Attributes) (verdi
 	spec := authorizationv1.SubjectAccessReviewSpec{
 		User: c.Username, UID: c.UID, Groups: c.Groups,
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Group: Group, Resource: at.Resource, Subresource: at.Subresource, Verb: at.Verb, Namespace: at.Namespace,
+			Group: at.APIGroup(), Resource: at.Resource, Subresource: at.Subresource, Name: at.Name, Verb: at.Verb, Namespace: at.Namespace,
 		},
 	}
 	if len(c.Extra) > 0 {
@@ -200,7 +227,7 @@ func decisionKey(c Caller, at Attributes) [sha256.Size]byte {
 	for _, k := range keys {
 		putList(h, c.Extra[k])
 	}
-	put(h, at.Verb, at.Resource, at.Subresource, at.Namespace)
+	put(h, at.Verb, at.APIGroup(), at.Resource, at.Subresource, at.Name, at.Namespace)
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
 	return key

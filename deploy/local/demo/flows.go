@@ -138,7 +138,7 @@ func (d *demo) protect(ns string) (string, error) {
 func (d *demo) restore(cp, namespace string) (string, events.RestoreFinishedResult, error) {
 	var fin events.RestoreFinishedResult
 	req := events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{
-		RestoreName: "demo-restore", RestoreDescription: "podguard demo", Namespace: namespace}}
+		RestoreName: "demo-restore", RestoreDescription: "podguard demo", Namespace: namespace, CreateNamespace: true}}
 	ev, err := newEvent(events.RestoreRequested, req)
 	if err != nil {
 		return "", fin, err

@@ -26,19 +26,22 @@ type identity struct {
 	name, user, token string
 }
 
-// grantedIdentity creates a ServiceAccount in ns bound, in ns, to the ClusterRole role,
-// waits until the apiserver's authorizer says so, and returns it with a token.
-func (e *env) grantedIdentity(ns, name, role string) identity {
+// grantedIdentity creates a ServiceAccount in ns bound, in ns, to the ClusterRole role
+// (and to the ClusterRoles also), waits until the apiserver's authorizer says so, and
+// returns it with a token.
+func (e *env) grantedIdentity(ns, name, role string, also ...string) identity {
 	e.t.Helper()
 	ctx := context.Background()
 	if _, err := e.kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
-	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}}}
-	if _, err := e.kube.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
+	for _, r := range append([]string{role}, also...) {
+		rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + r},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: r},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}}}
+		if _, err := e.kube.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 	user := "system:serviceaccount:" + ns + ":" + name
 	until(e.t, 30*time.Second, "the binding of "+user, func() (bool, error) {
@@ -77,7 +80,9 @@ func TestWhoMayAsk(t *testing.T) {
 		e.podWith(ns, "app", nil, nil, nil)
 	}
 	admin := identity{name: "admin", user: "system:serviceaccount:podguard:podguard-local-admin", token: e.runner.Token}
-	operator := e.grantedIdentity(teamA, "operator", "podguard-operator")
+	// The operator of team-a also edits its namespace (Kubernetes' edit role), as a team
+	// does: a restore creates nothing its caller could not create.
+	operator := e.grantedIdentity(teamA, "operator", "podguard-operator", "edit")
 	viewer := e.grantedIdentity(teamA, "viewer", "podguard-viewer")
 
 	// A checkpoint of each namespace, by the admin.

@@ -124,7 +124,7 @@ func TestRunnerKilledMidWork(t *testing.T) {
 	// Restore into a new namespace: killed once Cinder is restoring a volume.
 	start = time.Now()
 	target := ns + "-restored"
-	rev := newEvent(events.RestoreRequested, events.RestoreRequest{Checkpoint: id, Parameters: events.RestoreParameters{Namespace: target}})
+	rev := newEvent(events.RestoreRequested, events.RestoreRequest{Checkpoint: id, Parameters: events.RestoreParameters{Namespace: target, CreateNamespace: true}})
 	rid := choreographer.RestoreID(rev)
 	restoredName := func(orig string) string { return id + "@" + orig }
 	t.Cleanup(func() {

@@ -159,7 +159,7 @@ func TestRestoreBringsWhatPodsReference(t *testing.T) {
 	}
 
 	target := ns + "-dr" // created by the restore
-	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target}}, 1)
+	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target, CreateNamespace: true}}, 1)
 	if res := e.restoreFinished(rid, 5*time.Minute); res.Status != events.RestoreSuccess {
 		t.Fatalf("restore finished %+v", res)
 	}

@@ -159,7 +159,7 @@ func TestForgedEventsChangeNothing(t *testing.T) {
 
 	// A real restore, into a namespace of its own, to forge its steps' events.
 	dst := ns + "-dst"
-	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: dst}}, 1)
+	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: dst, CreateNamespace: true}}, 1)
 	if res := e.restoreFinished(rid, 4*time.Minute); res.Status != events.RestoreSuccess {
 		t.Fatalf("restore: %+v", res)
 	}

@@ -108,7 +108,7 @@ func TestLostEventsAreRedrivenByTheTick(t *testing.T) {
 
 	start = time.Now()
 	target := ns + "-restored"
-	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target}}, 1)
+	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target, CreateNamespace: true}}, 1)
 	if res := e.restoreFinished(rid, 2*time.Minute); res.Status != events.RestoreSuccess {
 		t.Fatalf("restore finished %+v", res)
 	}

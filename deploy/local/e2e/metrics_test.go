@@ -53,7 +53,7 @@ func TestPrometheusSeesOperations(t *testing.T) {
 		t.Fatalf("protect: %+v", res)
 	}
 	target := e.st.Namespace(t, e.kube, "metrics-restored")
-	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target}}, 1)
+	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target, CreateNamespace: true}}, 1)
 	if res := e.restoreFinished(rid, 4*time.Minute); res.Status != events.RestoreSuccess {
 		t.Fatalf("restore: %+v", res)
 	}

@@ -66,7 +66,7 @@ func TestProgressOf200Pods(t *testing.T) {
 	}
 	target := fmt.Sprintf("e2e-progress-restored-%d", time.Now().UnixNano()%1e9)
 	start = time.Now()
-	rid := e.restore(events.RestoreRequest{Checkpoint: some, Parameters: events.RestoreParameters{Namespace: target}}, 1)
+	rid := e.restore(events.RestoreRequest{Checkpoint: some, Parameters: events.RestoreParameters{Namespace: target, CreateNamespace: true}}, 1)
 	if res := e.restoreFinished(rid, 5*time.Minute); res.Status != events.RestoreSuccess {
 		t.Fatalf("restore finished %+v", res)
 	}

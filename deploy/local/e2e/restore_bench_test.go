@@ -55,7 +55,7 @@ func BenchmarkRestore(b *testing.B) {
 				rev.SetSource("bench")
 				rev.SetType(events.RestoreRequested)
 				rev.SetTime(time.Now().UTC())
-				_ = rev.SetData(cloudevents.ApplicationJSON, events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target}})
+				_ = rev.SetData(cloudevents.ApplicationJSON, events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target, CreateNamespace: true}})
 				rid := choreographer.RestoreID(rev)
 				apiBefore := apiserverRequests(b, cs)
 				l.swift.Store(0)

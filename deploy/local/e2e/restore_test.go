@@ -186,7 +186,7 @@ func TestRestoreAndDeleteFullCycle(t *testing.T) {
 	target := ns + "-into" // created by the restore
 	start := time.Now()
 	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{
-		RestoreName: "cycle", RestoreDescription: "e2e", Namespace: target, Names: map[string]string{ns + ":web": "web-restored"}}}, 2)
+		RestoreName: "cycle", RestoreDescription: "e2e", Namespace: target, CreateNamespace: true, Names: map[string]string{ns + ":web": "web-restored"}}}, 2)
 	res := e.restoreFinished(rid, 5*time.Minute)
 	t.Logf("restored 2 pods and 3 volumes of 1 GiB into a new namespace in %s", time.Since(start).Round(100*time.Millisecond))
 	if res.Status != events.RestoreSuccess || len(res.Failed) != 0 || res.Checkpoint != cp {

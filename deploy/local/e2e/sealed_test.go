@@ -57,7 +57,7 @@ func TestNothingSecretInTheBank(t *testing.T) {
 
 	target := ns + "-back"
 	start = time.Now()
-	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target}}, 1)
+	rid := e.restore(events.RestoreRequest{Checkpoint: cp, Parameters: events.RestoreParameters{Namespace: target, CreateNamespace: true}}, 1)
 	if res := e.restoreFinished(rid, 5*time.Minute); res.Status != events.RestoreSuccess || len(res.Failed) != 0 {
 		t.Fatalf("restore finished %+v", res)
 	}

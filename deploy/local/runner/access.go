@@ -21,7 +21,8 @@ import (
 
 // Access is how the runner's user reaches the front door, as an operator would set it
 // up: podguard's ClusterRoles (deploy/roles) installed on the apiserver, and a
-// ServiceAccount of the user's bound to podguard-admin.
+// ServiceAccount of the user's bound to podguard-admin and to cluster-admin (a restore
+// asks its caller's Kubernetes rights for what it creates).
 type Access struct {
 	// Roles is the folder of the ClusterRoles to install (deploy/roles).
 	Roles string
@@ -71,19 +72,24 @@ func (a Access) setUp(ctx context.Context) (string, error) {
 	if _, err := cs.CoreV1().ServiceAccounts(a.Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("service account %s/%s: %w", a.Namespace, a.ServiceAccount, err)
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: a.ServiceAccount},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "podguard-admin"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: a.ServiceAccount, Namespace: a.Namespace}},
-	}
-	if err := apply(binding.Name, func() error {
-		_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
-		return err
-	}, func() error {
-		_, err := cs.RbacV1().ClusterRoleBindings().Update(ctx, binding, metav1.UpdateOptions{})
-		return err
-	}); err != nil {
-		return "", err
+	// The user is the operator who installed podguard: podguard's admin, and an admin of
+	// the cluster, whose rights a restore asks of its caller (it creates nothing its
+	// caller could not create).
+	for name, role := range map[string]string{a.ServiceAccount: "podguard-admin", a.ServiceAccount + "-cluster-admin": "cluster-admin"} {
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: a.ServiceAccount, Namespace: a.Namespace}},
+		}
+		if err := apply(binding.Name, func() error {
+			_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
+			return err
+		}, func() error {
+			_, err := cs.RbacV1().ClusterRoleBindings().Update(ctx, binding, metav1.UpdateOptions{})
+			return err
+		}); err != nil {
+			return "", err
+		}
 	}
 	seconds := int64(adminTokenSeconds)
 	tr, err := cs.CoreV1().ServiceAccounts(a.Namespace).CreateToken(ctx, a.ServiceAccount, &authenticationv1.TokenRequest{
