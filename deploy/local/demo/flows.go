@@ -53,7 +53,7 @@ func (d *demo) start() error {
 			Filter: map[string]string{"type": typ}, Subscriber: broker.Destination{Ref: "demo"}})
 	}
 	r, err := runner.Start(d.ctx, runner.Options{
-		Triggers: "deploy/base", Tick: 2 * time.Second, Access: &runner.Access{Roles: "deploy/roles"},
+		Triggers: "deploy/base", Tick: 2 * time.Second, Access: &runner.Access{Roles: "deploy/roles"}, Identity: &runner.Identity{},
 		Observers:    observers,
 		ObserverURLs: map[string]string{"demo": "http://" + ln.Addr().String()},
 		DeadLetters:  d.deadLetters,

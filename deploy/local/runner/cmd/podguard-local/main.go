@@ -48,6 +48,7 @@ func main() {
 	prom := flag.Bool("prometheus", false, "start Debian's prometheus (make stack-install installs it) scraping every function, with deploy/monitoring's alert rules; it stops with the runner")
 	promDir := flag.String("prometheus-dir", "", "with -prometheus: where its configuration, data and log stay (default: a temporary directory removed at exit)")
 	bankKeys := flag.String("bank-keys", runner.StateBankKeys(), "keyring directory of snapshot-metadata and recreate-pod (one file per key, and primary); created with a random key when empty")
+	identity := flag.Bool("identity", true, "sender identity inside the broker, as authentication-oidc in a cluster: every send and delivery carries a token of the local apiserver's, checked against the EventPolicies and by each function (always on with -broker knative, which runs with authentication-oidc)")
 	flag.Parse()
 
 	logger, _ := logging.NewLogger("", *level)
@@ -55,6 +56,9 @@ func main() {
 	defer stop()
 	o := runner.Options{Triggers: *triggers, Addr: *addr, Tick: *tick, DeadLetters: *deadLetters, Logger: logger, BankKeys: *bankKeys,
 		Access: &runner.Access{Roles: filepath.Join(filepath.Dir(filepath.Clean(*triggers)), "roles")}}
+	if *identity || *brokerKind == "knative" {
+		o.Identity = &runner.Identity{}
+	}
 	if *instant {
 		o.Cinder = backupvolume.NewInstantCinder()
 		o.Volumes = restorevolume.NewInstantVolumes()
