@@ -60,8 +60,7 @@ func TestOnlyPodguardSpeaks(t *testing.T) {
 	cp, _ := e.protect(ns) // available, with every send and delivery carrying its token
 
 	// A stranger: a service account of podguard's namespace that no EventPolicy names, as
-	// a compromised pod there would hold; and the runner's admin, who may ask the front
-	// door anything but may not post into the broker.
+	// a compromised pod there would hold.
 	pns := e.runner.Namespace()
 	stranger := "podguard-e2e-stranger"
 	if _, err := e.kube.CoreV1().ServiceAccounts(pns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: stranger}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
