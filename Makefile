@@ -67,7 +67,7 @@ test: stack-up check ## everything: unit, integration and end-to-end tests again
 # cycle, progress of 200 pods). The ones skipped there test what the bank and the steps
 # decide (retention, sealing, dependencies, what a checkpoint holds, failure statuses),
 # which the embedded broker's run shows the same way; skipping them keeps CI's run short.
-KNATIVE_SKIP ?= ^(TestRetention|TestRetentionWhileProtectsFail|TestNothingSecretInTheBank|TestRestoreBringsWhatPodsReference|TestProtectOfAPodMissingItsSecretEndsInError|TestCheckpointSaysWhatItHolds|TestCheckpointListsExcludedPods|TestRestoreFailures|TestProtectFailuresEndInError)$$
+KNATIVE_SKIP ?= ^(TestRetention|TestRetentionWhileProtectsFail|TestNothingSecretInTheBank|TestRestoreBringsWhatPodsReference|TestProtectOfAPodMissingItsSecretEndsInError|TestCheckpointSaysWhatItHolds|TestCheckpointListsExcludedPods|TestRestoreFailures|TestProtectFailuresEndInError|TestRestoreFidelity|TestRestoresWithinTheCallersRights)$$
 
 test-knative: eventing-up ## the delivery-dependent end-to-end tests behind Knative Eventing's own broker (PODGUARD_BROKER=knative; KNATIVE_SKIP= runs them all)
 	PODGUARD_BROKER=knative PODGUARD_REQUIRE_STACK=1 PODGUARD_REQUIRE_EVENTING=1 PODGUARD_STACK_ENV=$(STACK_ENV) \

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -62,7 +63,10 @@ type RestoredObjects struct {
 // A claim restored into its original namespace is named "<claim>-<first 8 characters of
 // the restore id>", so that it cannot clash with the original claim; in another namespace
 // it keeps its name. A generic ephemeral volume whose claim was saved becomes a
-// persistentVolumeClaim volume on the restored claim, so that the pod finds its data.
+// persistentVolumeClaim volume on the restored claim, so that the pod finds its data. The
+// label selector requirements that the API server merged from the pod's labels
+// (matchLabelKeys, mismatchLabelKeys) are left out, for it to merge them again: see
+// unmergeLabelKeys.
 //
 // Every error is permanent: the same input always fails. The problems of all the claims
 // and volumes are reported together. info is not modified.
@@ -292,6 +296,7 @@ func restoredPodObject(saved *corev1.Pod, claims map[string]string, o RestoreOpt
 	for _, l := range controllerLabels {
 		delete(pod.Labels, l)
 	}
+	unmergeLabelKeys(&pod.Spec, saved.Labels, pod.Labels)
 	var problems []error
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]
@@ -326,6 +331,84 @@ func restoredPodObject(saved *corev1.Pod, claims map[string]string, o RestoreOpt
 		}
 	}
 	return pod, problems
+}
+
+// unmergeLabelKeys takes out of spec's label selectors what the API server merged into
+// them when it created the original pod: for every pod (anti-)affinity term and topology
+// spread constraint with matchLabelKeys or mismatchLabelKeys, it appended a requirement
+// per key that the pod had as a label (`key In (value)` for each of matchLabelKeys, then
+// `key NotIn (value)` for each of mismatchLabelKeys). Created again with them, the pod
+// would get them twice, which the API server refuses ("exists in both matchLabelKeys
+// and labelSelector"); without them, it merges them again from the restored pod's
+// labels. What it will merge again is taken out, and only when the selector ends with
+// exactly what it merged from the saved labels: a requirement for a key the restored
+// pod no longer has as a label (a controller's) stays, as the original selected.
+func unmergeLabelKeys(spec *corev1.PodSpec, saved, restored map[string]string) {
+	terms := func(required []corev1.PodAffinityTerm, preferred []corev1.WeightedPodAffinityTerm) {
+		for i := range required {
+			t := &required[i]
+			unmerge(t.LabelSelector, t.MatchLabelKeys, t.MismatchLabelKeys, saved, restored)
+		}
+		for i := range preferred {
+			t := &preferred[i].PodAffinityTerm
+			unmerge(t.LabelSelector, t.MatchLabelKeys, t.MismatchLabelKeys, saved, restored)
+		}
+	}
+	if a := spec.Affinity; a != nil {
+		if p := a.PodAffinity; p != nil {
+			terms(p.RequiredDuringSchedulingIgnoredDuringExecution, p.PreferredDuringSchedulingIgnoredDuringExecution)
+		}
+		if p := a.PodAntiAffinity; p != nil {
+			terms(p.RequiredDuringSchedulingIgnoredDuringExecution, p.PreferredDuringSchedulingIgnoredDuringExecution)
+		}
+	}
+	for i := range spec.TopologySpreadConstraints {
+		c := &spec.TopologySpreadConstraints[i]
+		unmerge(c.LabelSelector, c.MatchLabelKeys, nil, saved, restored)
+	}
+}
+
+// unmerge takes out of sel the requirements merged from the saved labels for the keys of
+// match and mismatch that the restored labels still have (see unmergeLabelKeys).
+func unmerge(sel *metav1.LabelSelector, match, mismatch []string, saved, restored map[string]string) {
+	if sel == nil {
+		return
+	}
+	type merged struct {
+		req   metav1.LabelSelectorRequirement
+		again bool // the API server merges it again from the restored labels
+	}
+	var tail []merged
+	add := func(keys []string, op metav1.LabelSelectorOperator) {
+		for _, k := range keys {
+			if v, ok := saved[k]; ok {
+				rv, has := restored[k]
+				again := has && rv == v
+				tail = append(tail, merged{metav1.LabelSelectorRequirement{Key: k, Operator: op, Values: []string{v}}, again})
+			}
+		}
+	}
+	add(match, metav1.LabelSelectorOpIn)
+	add(mismatch, metav1.LabelSelectorOpNotIn)
+	n := len(sel.MatchExpressions) - len(tail)
+	if len(tail) == 0 || n < 0 {
+		return
+	}
+	for i, m := range tail {
+		if !equality.Semantic.DeepEqual(sel.MatchExpressions[n+i], m.req) {
+			return // not merged by the API server as the labels are now: left as saved
+		}
+	}
+	kept := sel.MatchExpressions[:n:n]
+	for _, m := range tail {
+		if !m.again {
+			kept = append(kept, m.req)
+		}
+	}
+	if len(kept) == 0 {
+		kept = nil
+	}
+	sel.MatchExpressions = kept
 }
 
 // restoredMeta is the metadata of a restored object: the saved labels and annotations

@@ -463,3 +463,72 @@ func TestOwnedByRestore(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoredPodLabelKeys: the API server merged the pod's labels named by matchLabelKeys
+// and mismatchLabelKeys into the label selectors of its affinity terms and topology
+// spread constraints when it created the original. The restored pod leaves out what the
+// API server merges again from its labels (it refuses a pod whose selector already holds
+// a key of matchLabelKeys), and keeps what it cannot merge again: the key of a label the
+// restored pod drops, a selector that does not end with what the labels merge.
+func TestRestoredPodLabelKeys(t *testing.T) {
+	in := func(k string, v ...string) metav1.LabelSelectorRequirement {
+		return metav1.LabelSelectorRequirement{Key: k, Operator: metav1.LabelSelectorOpIn, Values: v}
+	}
+	notIn := func(k, v string) metav1.LabelSelectorRequirement {
+		return metav1.LabelSelectorRequirement{Key: k, Operator: metav1.LabelSelectorOpNotIn, Values: []string{v}}
+	}
+	sel := func(match map[string]string, exprs ...metav1.LabelSelectorRequirement) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: match, MatchExpressions: exprs}
+	}
+	term := func(s *metav1.LabelSelector, match, mismatch []string) corev1.PodAffinityTerm {
+		return corev1.PodAffinityTerm{LabelSelector: s, TopologyKey: "kubernetes.io/hostname", MatchLabelKeys: match, MismatchLabelKeys: mismatch}
+	}
+	// The pod as the API server returns it (labels app=web, tier=front and the template
+	// hash).
+	spec := func(spread, anti, prefer, stale *metav1.LabelSelector) corev1.PodSpec {
+		return corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "app", Image: "nginx"}},
+			TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+				WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: spread, MatchLabelKeys: []string{"app", "pod-template-hash"}}},
+			Affinity: &corev1.Affinity{
+				PodAntiAffinity: &corev1.PodAntiAffinity{
+					RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{term(anti, []string{"app"}, []string{"tier"})},
+				},
+				PodAffinity: &corev1.PodAffinity{
+					PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{
+						{Weight: 10, PodAffinityTerm: term(prefer, []string{"missing"}, nil)},
+						{Weight: 20, PodAffinityTerm: term(stale, []string{"app"}, nil)},
+					},
+				},
+			},
+		}
+	}
+	saved := &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Labels: map[string]string{"app": "web", "tier": "front", "pod-template-hash": "5d4f8c"}},
+		Spec: spec(
+			sel(map[string]string{"tier": "front"}, in("zone-class", "a", "b"), in("app", "web"), in("pod-template-hash", "5d4f8c")),
+			sel(map[string]string{"tier": "db"}, in("app", "web"), notIn("tier", "front")),
+			sel(map[string]string{"cache": "true"}),       // the pod has no label "missing": nothing merged
+			sel(nil, in("role", "x"), in("app", "other")), // its label changed since: left as saved
+		),
+	}
+	got, err := RestoredPod(checkpoint.PodInfo{Pod: saved}, testRestoreOptions("prod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := spec(
+		// The template hash is not a label of the restored pod: its requirement stays.
+		sel(map[string]string{"tier": "front"}, in("zone-class", "a", "b"), in("pod-template-hash", "5d4f8c")),
+		sel(map[string]string{"tier": "db"}),
+		sel(map[string]string{"cache": "true"}),
+		sel(nil, in("role", "x"), in("app", "other")),
+	)
+	if !reflect.DeepEqual(got.Pod.Spec, want) {
+		t.Errorf("restored spec:\n got %+v\nwant %+v", got.Pod.Spec, want)
+	}
+	if !reflect.DeepEqual(saved.Spec.TopologySpreadConstraints[0].LabelSelector.MatchExpressions,
+		[]metav1.LabelSelectorRequirement{in("zone-class", "a", "b"), in("app", "web"), in("pod-template-hash", "5d4f8c")}) {
+		t.Errorf("the saved pod changed: %+v", saved.Spec.TopologySpreadConstraints[0].LabelSelector)
+	}
+}
