@@ -352,7 +352,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	err = b.ingest(*e, true)
+	err = b.ingest(*e, fromOutside)
 	switch {
 	case err == nil:
 		w.WriteHeader(http.StatusAccepted)
@@ -383,21 +383,50 @@ func refuse(w http.ResponseWriter, err error) {
 // can emit to the broker; it returns once e is queued. It is trusted: with
 // Options.Identity, it checks no token nor policy (SendAs does).
 func (b *Broker) Send(ctx context.Context, e event.Event) error {
+	return b.send(ctx, e, fromOutside, nil)
+}
+
+// send validates e and, when token is not nil and the broker has Identity, admits it as
+// the ingress admits a post with that bearer token (a nil token is a trusted in-process
+// send), then ingests it as from allows.
+func (b *Broker) send(ctx context.Context, e event.Event, from origin, token *string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), err)
 	}
 	if err := e.Validate(); err != nil {
 		return fmt.Errorf("send %s %s: invalid CloudEvent: %w", e.Type(), e.ID(), err)
 	}
-	if err := b.ingest(e.Clone(), true); err != nil {
+	if token != nil && b.guard != nil {
+		subject, err := b.guard.admit(ctx, *token, e)
+		if err != nil {
+			b.logRefusal(err, append(eventFields(e), zap.String("subject", subject))...)
+			return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), err)
+		}
+	}
+	if err := b.ingest(e.Clone(), from); err != nil {
 		return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), err)
 	}
 	return nil
 }
 
-// ingest stamps e and queues one delivery per matching Trigger. External events are
-// refused once Close began or when the broker is full; replies are not.
-func (b *Broker) ingest(e event.Event, external bool) error {
+// origin is where an event comes from, which decides when the broker takes it.
+type origin int
+
+const (
+	// fromOutside: posted to the ingress or sent from outside; refused once Close began
+	// or when the broker is full.
+	fromOutside origin = iota
+	// fromSubscriber: sent by a subscriber while it handles a delivery (SendFromSubscriber);
+	// refused when full, taken while Close drains, since the delivery that caused it is
+	// part of the drain.
+	fromSubscriber
+	// fromReply: a subscriber's reply or a dead letter; always taken until the broker
+	// stops.
+	fromReply
+)
+
+// ingest stamps e and queues one delivery per matching Trigger, as its origin allows.
+func (b *Broker) ingest(e event.Event, from origin) error {
 	ttl := int32(DefaultTTL)
 	if v, ok := e.Extensions()[ExtTTL]; ok {
 		n, err := types.ToInteger(v)
@@ -417,7 +446,7 @@ func (b *Broker) ingest(e event.Event, external bool) error {
 			jobs = append(jobs, &job{route: r, target: r.target, event: e, ttl: ttl})
 		}
 	}
-	if err := b.enqueue(jobs, external); err != nil {
+	if err := b.enqueue(jobs, from); err != nil {
 		return err
 	}
 	b.ingested.Add(1)
@@ -472,13 +501,13 @@ func attribute(e event.Event, name string) (string, bool) {
 }
 
 // enqueue adds jobs; a job that can no longer run is given up at once.
-func (b *Broker) enqueue(jobs []*job, external bool) error {
+func (b *Broker) enqueue(jobs []*job, from origin) error {
 	b.mu.Lock()
 	switch {
-	case external && b.state != open:
+	case from == fromOutside && b.state != open, from == fromSubscriber && b.state == stopped:
 		b.mu.Unlock()
 		return ErrClosed
-	case external && b.pending+len(jobs) > b.max:
+	case from != fromReply && b.pending+len(jobs) > b.max:
 		b.mu.Unlock()
 		return ErrFull
 	case b.state == stopped:

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -569,6 +570,61 @@ func TestCloseWaitsForDeliveries(t *testing.T) {
 	}
 	if got := b.Stats(); got.Delivered != 3 {
 		t.Errorf("Close returned with %d of 3 delivered", got.Delivered)
+	}
+}
+
+// TestCloseTakesWhatSubscribersSendWhileDraining: a clean stop loses nothing. An event a
+// subscriber sends while it handles a delivery that Close waits for is taken and
+// delivered before Close returns; one sent from outside is refused.
+func TestCloseTakesWhatSubscribersSendWhileDraining(t *testing.T) {
+	release := make(chan struct{})
+	var b *Broker
+	outside := make(chan error, 1)
+	first := newSub(t, func(_ int, e event.Event, w http.ResponseWriter, r *http.Request) {
+		<-release
+		next := newEvent("after-"+e.ID(), "dev.example.b")
+		if err := b.SendFromSubscriber(r.Context(), next, ""); err != nil {
+			w.WriteHeader(500)
+			return
+		}
+		outside <- b.Send(r.Context(), newEvent("outside-"+e.ID(), "dev.example.b"))
+		w.WriteHeader(202)
+	})
+	second := newSub(t, func(_ int, _ event.Event, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(202) })
+	b, _ = start(t, []Trigger{trig("t1", "dev.example.a", "first", Delivery{}), trig("t2", "dev.example.b", "second", Delivery{})},
+		map[string]string{"first": first.URL, "second": second.URL}, nil, Options{Workers: 2})
+	send(t, b, newEvent("1", "dev.example.a"))
+	first.next(t) // in flight
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		closed <- b.Close(ctx)
+	}()
+	until := time.Now().Add(deadline)
+	for b.Send(context.Background(), newEvent("probe", "dev.example.c")) == nil { // Close has begun once sends are refused
+		if time.Now().After(until) {
+			t.Fatal("Close never began")
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v (what the subscriber sent while draining was lost)", err)
+		}
+	case <-time.After(deadline):
+		t.Fatal("Close did not return")
+	}
+	if e := second.next(t); e.ID() != "after-1" {
+		t.Fatalf("delivered %s, want after-1", e.ID())
+	}
+	if err := <-outside; !errors.Is(err, ErrClosed) {
+		t.Fatalf("a send from outside while draining: %v, want ErrClosed", err)
+	}
+	if got := b.Stats(); got.Delivered != 2 || got.Pending != 0 {
+		t.Errorf("stats %+v, want 2 delivered, none pending", got)
 	}
 }
 

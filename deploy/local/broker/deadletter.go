@@ -150,7 +150,7 @@ func (b *Broker) Replay(ctx context.Context, letters ...DeadLetter) error {
 			errs = append(errs, fmt.Errorf("replay %s %s: invalid CloudEvent: %w", e.Type(), e.ID(), err))
 			continue
 		}
-		if err := b.ingest(e, true); err != nil {
+		if err := b.ingest(e, fromOutside); err != nil {
 			errs = append(errs, fmt.Errorf("replay %s %s: %w", e.Type(), e.ID(), err))
 		}
 	}

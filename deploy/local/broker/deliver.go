@@ -99,7 +99,7 @@ func (b *Broker) ingestReply(j *job, reply event.Event, log *zap.SugaredLogger) 
 		}
 	}
 	reply.SetExtension(ExtTTL, j.ttl-1)
-	if err := b.ingest(reply, false); err != nil {
+	if err := b.ingest(reply, fromReply); err != nil {
 		log.Warnw("reply refused, dead-lettering the event it answers", zap.String("reply-type", reply.Type()), zap.Error(err))
 		b.deadLetter(j, outcome{status: http.StatusBadRequest, body: []byte("reply refused by the broker: " + err.Error())})
 		return false
@@ -238,7 +238,7 @@ func (b *Broker) deadLetter(j *job, out outcome) {
 	}
 	if j.route.deadLetter != "" {
 		// Queued before j is done, so that Close waits for it.
-		_ = b.enqueue([]*job{{route: j.route, target: j.route.deadLetter, toSink: true, event: e, ttl: j.ttl}}, false)
+		_ = b.enqueue([]*job{{route: j.route, target: j.route.deadLetter, toSink: true, event: e, ttl: j.ttl}}, fromReply)
 	}
 	b.done()
 }

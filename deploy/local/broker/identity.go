@@ -153,24 +153,16 @@ func (g *guard) triggerSubject(trigger string) string {
 // *RefusedError (401 or 403, in the error's text too) unless the token verifies and the
 // policies admit its subject and e. Without Options.Identity, it is Send.
 func (b *Broker) SendAs(ctx context.Context, e event.Event, token string) error {
-	if b.guard == nil {
-		return b.Send(ctx, e)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), err)
-	}
-	if err := e.Validate(); err != nil {
-		return fmt.Errorf("send %s %s: invalid CloudEvent: %w", e.Type(), e.ID(), err)
-	}
-	subject, err := b.guard.admit(ctx, token, e)
-	if err != nil {
-		b.logRefusal(err, append(eventFields(e), zap.String("subject", subject))...)
-		return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), err)
-	}
-	if err := b.ingest(e.Clone(), true); err != nil {
-		return fmt.Errorf("send %s %s: %w", e.Type(), e.ID(), err)
-	}
-	return nil
+	return b.send(ctx, e, fromOutside, &token)
+}
+
+// SendFromSubscriber is SendAs for an event a subscriber sends while it handles a
+// delivery (a step's result, the choreographer's next requests): Close takes it while it
+// drains, since the delivery that caused it is part of the drain, so that a clean stop
+// loses nothing. The local runner's functions send this way; without Options.Identity
+// the token is not looked at.
+func (b *Broker) SendFromSubscriber(ctx context.Context, e event.Event, token string) error {
+	return b.send(ctx, e, fromSubscriber, &token)
 }
 
 // logRefusal logs why an event was refused for its sender, with fields (never the

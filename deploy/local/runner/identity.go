@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cloudevents/sdk-go/v2/event"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -125,24 +124,6 @@ func (id *identity) source(sa string) function.TokenSource {
 type tokenFunc func(ctx context.Context) (string, error)
 
 func (f tokenFunc) Token(ctx context.Context) (string, error) { return f(ctx) }
-
-// brokerSender sends into the embedded broker as one service account, whose token the
-// broker verifies as it verifies a post to its ingress.
-type brokerSender struct {
-	late  *lateSender
-	token function.TokenSource
-}
-
-func (s *brokerSender) Send(ctx context.Context, e event.Event) error {
-	if s.late.b == nil {
-		return errors.New("the broker is not running yet")
-	}
-	tok, err := s.token.Token(ctx)
-	if err != nil {
-		return err
-	}
-	return s.late.b.SendAs(ctx, e, tok)
-}
 
 // IssueToken issues a token of service account sa of podguard's namespace for audience, as
 // the parts of podguard get theirs (tests send as one of them, or as a stranger); an

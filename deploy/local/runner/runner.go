@@ -133,15 +133,40 @@ type Runner struct {
 	identity *identity
 }
 
-// lateSender forwards to the broker once it exists: functions are started before the
+// brokerRef is the embedded broker once it exists: functions are started before the
 // broker, which needs their addresses.
-type lateSender struct{ b *broker.Broker }
+type brokerRef struct{ b *broker.Broker }
+
+// lateSender is one function's sink into the embedded broker. A function sends while it
+// handles a delivery, so the broker takes its events while Close drains
+// (SendFromSubscriber) and a clean stop loses nothing; the front door's are requests
+// from outside, refused once Close began. With token (Identity) each event carries the
+// function's token, which the broker verifies as it verifies a post.
+type lateSender struct {
+	ref     *brokerRef
+	outside bool
+	token   function.TokenSource
+}
 
 func (s *lateSender) Send(ctx context.Context, e event.Event) error {
-	if s.b == nil {
+	b := s.ref.b
+	if b == nil {
 		return errors.New("the broker is not running yet")
 	}
-	return s.b.Send(ctx, e)
+	var tok string
+	if s.token != nil {
+		var err error
+		if tok, err = s.token.Token(ctx); err != nil {
+			return err
+		}
+	}
+	if s.outside {
+		if s.token == nil {
+			return b.Send(ctx, e)
+		}
+		return b.SendAs(ctx, e, tok)
+	}
+	return b.SendFromSubscriber(ctx, e, tok)
 }
 
 type fn struct {
@@ -221,7 +246,9 @@ func (r *Runner) secure(name string, sink function.Sender) (function.Sender, fun
 	token := id.source(events.ServiceAccount(name))
 	switch s := sink.(type) {
 	case *lateSender:
-		return &brokerSender{late: s, token: token}, gate, nil
+		signed := *s
+		signed.token = token
+		return &signed, gate, nil
 	case *function.HTTPSender:
 		ts, err := function.NewTokenSender(s.Target(), token)
 		return ts, gate, err
@@ -412,9 +439,10 @@ func start(ctx context.Context, o Options, id *identity) (*Runner, error) {
 		r.wg.Wait()
 		return nil, err
 	}
-	sink := &lateSender{}
+	ref := &brokerRef{}
 	for _, f := range functions(o) {
 		log := o.Logger.Named(f.name)
+		sink := &lateSender{ref: ref, outside: f.name == events.FnFrontDoor}
 		endpoint, err := r.endpoint(ctx, f, o, sink, v, log)
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", f.name, err))
@@ -440,7 +468,7 @@ func start(ctx context.Context, o Options, id *identity) (*Runner, error) {
 	if err != nil {
 		return fail(err)
 	}
-	sink.b, r.Broker = b, b
+	ref.b, r.Broker = b, b
 	addr, err := r.serve(ctx, o.Addr, b, o.Logger.Named("broker"))
 	if err != nil {
 		_ = b.Close(context.Background())
