@@ -35,8 +35,9 @@ type objectRef struct {
 
 // podReferences lists the ConfigMaps, Secrets and ServiceAccount a pod references, each
 // once, by type (ConfigMaps, Secrets, ServiceAccount) then name: the ConfigMaps and
-// Secrets of its volumes (configMap, secret and projected sources), of its containers'
-// env (configMapKeyRef, secretKeyRef) and envFrom, in containers, init containers and
+// Secrets of its volumes (configMap, secret and projected sources, and the Secrets other
+// volume plugins authenticate with: volumeSecret), of its containers' env
+// (configMapKeyRef, secretKeyRef) and envFrom, in containers, init containers and
 // ephemeral containers, its imagePullSecrets, and its ServiceAccount.
 //
 // What Kubernetes creates in every namespace is left out: the `default` ServiceAccount
@@ -74,6 +75,10 @@ func podReferences(p *corev1.Pod) []objectRef {
 				if src.Secret != nil {
 					add(graph.SecretType, src.Secret.Name, src.Secret.Optional, via)
 				}
+			}
+		default:
+			if name := volumeSecret(v.VolumeSource); name != "" {
+				add(graph.SecretType, name, nil, via)
 			}
 		}
 	}
@@ -145,4 +150,36 @@ func appendOnce(ss []string, s string) []string {
 		return ss
 	}
 	return append(ss, s)
+}
+
+// volumeSecret is the Secret of the pod's namespace that a volume plugin authenticates
+// with, "" for none: an inline CSI volume's nodePublishSecretRef, and the secretRef of
+// cephfs, rbd, iscsi, flexVolume, scaleIO and storageos, and azureFile's secretName. The
+// kubelet cannot mount the volume without it.
+func volumeSecret(v corev1.VolumeSource) string {
+	local := func(r *corev1.LocalObjectReference) string {
+		if r == nil {
+			return ""
+		}
+		return r.Name
+	}
+	switch {
+	case v.CSI != nil:
+		return local(v.CSI.NodePublishSecretRef)
+	case v.CephFS != nil:
+		return local(v.CephFS.SecretRef)
+	case v.RBD != nil:
+		return local(v.RBD.SecretRef)
+	case v.ISCSI != nil:
+		return local(v.ISCSI.SecretRef)
+	case v.FlexVolume != nil:
+		return local(v.FlexVolume.SecretRef)
+	case v.ScaleIO != nil:
+		return local(v.ScaleIO.SecretRef)
+	case v.StorageOS != nil:
+		return local(v.StorageOS.SecretRef)
+	case v.AzureFile != nil:
+		return v.AzureFile.SecretName
+	}
+	return ""
 }
