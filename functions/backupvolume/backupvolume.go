@@ -132,11 +132,15 @@ func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.
 	metrics := observe.FromContext(ctx).Metrics
 	switch b.Status {
 	case backups.StatusAvailable:
-		metrics.CinderDone(ctx, observe.CinderBackup, events.StatusAvailable, b.CreatedAt, s.now(), int64(b.Size)<<30)
+		ended := s.now()
+		j.WhenRecorded(func() {
+			metrics.CinderDone(ctx, observe.CinderBackup, events.StatusAvailable, b.CreatedAt, ended, int64(b.Size)<<30)
+		})
 		data, err := json.Marshal(info)
 		return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, err
 	case backups.StatusError:
-		metrics.CinderDone(ctx, observe.CinderBackup, events.StatusError, b.CreatedAt, s.now(), 0)
+		ended := s.now()
+		j.WhenRecorded(func() { metrics.CinderDone(ctx, observe.CinderBackup, events.StatusError, b.CreatedAt, ended, 0) })
 		return failed(fmt.Sprintf("Cinder backup %s failed: %s", b.ID, orUnknown(b.FailReason)), info)
 	}
 	if pastDeadline {

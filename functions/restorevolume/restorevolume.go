@@ -130,7 +130,10 @@ func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.
 	metrics := observe.FromContext(ctx).Metrics
 	switch v.Status {
 	case volumes.StatusAvailable:
-		metrics.CinderDone(ctx, observe.CinderRestore, events.StatusAvailable, v.CreatedAt, s.now(), int64(v.Size)<<30)
+		ended := s.now()
+		j.WhenRecorded(func() {
+			metrics.CinderDone(ctx, observe.CinderRestore, events.StatusAvailable, v.CreatedAt, ended, int64(v.Size)<<30)
+		})
 		// Cinder replaces a restored volume's metadata with the original's: tag it again,
 		// so that it is found by its metadata too.
 		if v.Metadata[MetaRestore] != restore {
@@ -143,7 +146,8 @@ func (s *Step) volume(ctx context.Context, j *step.Job, r graph.Resource) (bank.
 		data, err := json.Marshal(out)
 		return bank.ResourceRecord{Status: events.StatusAvailable, Data: data}, true, err
 	case volumes.StatusError, volumes.StatusErrorRestoring:
-		metrics.CinderDone(ctx, observe.CinderRestore, events.StatusError, v.CreatedAt, s.now(), 0)
+		ended := s.now()
+		j.WhenRecorded(func() { metrics.CinderDone(ctx, observe.CinderRestore, events.StatusError, v.CreatedAt, ended, 0) })
 		return failed(fmt.Sprintf("Cinder could not restore backup %s into volume %s (status %s)", info.BackupID, v.ID, v.Status), out)
 	}
 	if pastDeadline {

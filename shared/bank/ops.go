@@ -248,6 +248,16 @@ func (o *Ops) PutRecord(ctx context.Context, id string, r Record) error {
 	return o.b.putJSON(ctx, o.b.layout.Record(o.op(id), r.Batch), r, false)
 }
 
+// PutRecordFirst writes a batch's record unless one is there (create-only): first is
+// false, and nothing written, when a racing duplicate of the step wrote it before.
+func (o *Ops) PutRecordFirst(ctx context.Context, id string, r Record) (first bool, err error) {
+	err = o.b.putJSON(ctx, o.b.layout.Record(o.op(id), r.Batch), r, true)
+	if errors.Is(err, ErrExists) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // Record reads a batch's record.
 func (o *Ops) Record(ctx context.Context, id, batch string) (*Record, error) {
 	var r Record

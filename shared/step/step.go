@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -67,6 +68,18 @@ type Job struct {
 	// ConfigMaps, Secrets and ServiceAccounts each pod references: by pod key, then by
 	// the object's key.
 	Dependencies map[string]map[string]bank.ResourceRecord
+
+	mu       sync.Mutex
+	recorded []func()
+}
+
+// WhenRecorded runs f once the batch's record is written, if this request writes it
+// first: what counts once per resource (a metric of a Cinder backup's end) is counted by
+// the request that settled it, not again by a duplicate that raced it.
+func (j *Job) WhenRecorded(f func()) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.recorded = append(j.recorded, f)
 }
 
 // PastDeadline reports whether the operation's deadline has passed at now.
@@ -98,7 +111,7 @@ type checkpoints interface {
 type progress interface {
 	Status(ctx context.Context, id string) (string, error)
 	Record(ctx context.Context, id, batch string) (*bank.Record, error)
-	PutRecord(ctx context.Context, id string, r bank.Record) error
+	PutRecordFirst(ctx context.Context, id string, r bank.Record) (bool, error)
 }
 
 // Runner runs steps against the bank.
@@ -263,8 +276,22 @@ func (r *Runner) run(ctx context.Context, k Kind, o op, j *Job, work Work, reply
 		return nil, err
 	}
 	rec := bank.Record{Batch: j.Batch.Name, UpdatedAt: r.now().UTC(), Resources: settled}
-	if err := o.progress.PutRecord(ctx, o.id, rec); err != nil {
+	first, err := o.progress.PutRecordFirst(ctx, o.id, rec)
+	if err != nil {
 		return nil, err
+	}
+	if !first { // a racing duplicate settled the batch first: its record stands
+		stored, err := o.progress.Record(ctx, o.id, j.Batch.Name)
+		if err != nil {
+			return nil, err
+		}
+		return function.Reply(k.Reply, reply(stored))
+	}
+	j.mu.Lock()
+	hooks := j.recorded
+	j.mu.Unlock()
+	for _, f := range hooks {
+		f()
 	}
 	return function.Reply(k.Reply, reply(&rec))
 }

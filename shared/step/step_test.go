@@ -223,3 +223,50 @@ func TestRestorePodsWaitForTheObjectsTheyReference(t *testing.T) {
 	out, err = r.Restore(context.Background(), ev(t, banktest.RestoreRequest(bs, rs, "configmaps-0000")), pods, work)
 	refused(t, "a step that does not take the type", out, err, "test-pod-step works on "+graph.PodType)
 }
+
+// TestARacingDuplicateCountsNothing: when a duplicate of the request settles the batch
+// while this one works, this one's record is not written over and what it would have
+// counted (WhenRecorded) is not counted; it answers with the duplicate's record. The
+// request that writes the record counts.
+func TestARacingDuplicateCountsNothing(t *testing.T) {
+	b := banktest.New(t, nil)
+	bs := banktest.Protecting(t, b, bank.Checkpoint{ID: "cp"}, testGraph())
+	r := New(b, time.Now)
+	req := banktest.Request(bs, "volumes-0000")
+	counted := 0
+	racing := func(ctx context.Context, j *Job) (map[string]bank.ResourceRecord, bool, error) {
+		j.WhenRecorded(func() { counted++ })
+		// The duplicate writes its record first, with its own outcome.
+		dup := bank.Record{Batch: j.Batch.Name, UpdatedAt: time.Now().UTC(),
+			Resources: map[string]bank.ResourceRecord{vol.Key(): {Status: events.StatusError, Reason: "settled by the duplicate"}}}
+		if err := b.Checkpoints().PutRecord(ctx, "cp", dup); err != nil {
+			return nil, false, err
+		}
+		return map[string]bank.ResourceRecord{vol.Key(): {Status: events.StatusAvailable}}, true, nil
+	}
+	out, err := r.Protect(context.Background(), ev(t, req), volume, racing)
+	if err != nil || out == nil {
+		t.Fatalf("racing request: %v %v", out, err)
+	}
+	var res events.StepResult
+	if err := out.DataAs(&res); err != nil || len(res.Results) != 1 || res.Results[0].Reason != "settled by the duplicate" {
+		t.Fatalf("answered %+v %v, want the duplicate's record", res, err)
+	}
+	if counted != 0 {
+		t.Fatalf("counted %d times, want 0: the duplicate settled the batch", counted)
+	}
+	rec, err := b.Checkpoints().Record(context.Background(), "cp", "volumes-0000")
+	if err != nil || rec.Resources[vol.Key()].Reason != "settled by the duplicate" {
+		t.Fatalf("record %+v %v, want the duplicate's kept", rec, err)
+	}
+
+	// The request that settles a batch counts once.
+	bs2 := banktest.Protecting(t, b, bank.Checkpoint{ID: "cp2"}, testGraph())
+	settles := func(_ context.Context, j *Job) (map[string]bank.ResourceRecord, bool, error) {
+		j.WhenRecorded(func() { counted++ })
+		return map[string]bank.ResourceRecord{vol.Key(): {Status: events.StatusAvailable}}, true, nil
+	}
+	if out, err := r.Protect(context.Background(), ev(t, banktest.Request(bs2, "volumes-0000")), volume, settles); err != nil || out == nil || counted != 1 {
+		t.Fatalf("settling request: %v %v, counted %d", out, err, counted)
+	}
+}
